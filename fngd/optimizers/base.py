@@ -1,0 +1,109 @@
+"""The one interface the runner and the benchmarks drive every optimiser through."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from fngd.phases import phase
+
+
+class Preconditioner(Protocol):
+    """kfac-pytorch's pattern: ``loss.backward(); pre.step(); optimizer.step()``."""
+
+    mode: str | None
+
+    def step(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def memory_usage(self) -> dict[str, int]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def tensor_bytes(tensors: Any) -> int:
+    """Bytes held by the tensors found (recursively) in ``tensors``."""
+    if isinstance(tensors, torch.Tensor):
+        return tensors.numel() * tensors.element_size()
+    if isinstance(tensors, dict):
+        return sum(tensor_bytes(v) for v in tensors.values())
+    if isinstance(tensors, (list, tuple)):
+        return sum(tensor_bytes(v) for v in tensors)
+    return 0
+
+
+class BenchOptimizer:
+    """A ``torch.optim`` optimiser, optionally behind a preconditioner, with its records.
+
+    ``step`` runs the preconditioner (its own phases) and then the update inside the
+    ``update`` phase, so every optimiser reports the same phase vocabulary.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        optimizer: torch.optim.Optimizer,
+        *,
+        impl: str = "torch",
+        hparams: dict[str, Any] | None = None,
+        preconditioner: Preconditioner | None = None,
+        phases: tuple[str, ...] = (),
+        takes_sample_ids: bool = False,
+    ) -> None:
+        self.name = name
+        self.impl = impl
+        self.optimizer = optimizer
+        self.preconditioner = preconditioner
+        self.hparams = dict(hparams or {})
+        self.phases = phases
+        self._takes_sample_ids = takes_sample_ids
+
+    @property
+    def mode(self) -> str | None:
+        """What the last step did (FNGD: inversion / weighted_sum; KFAC: inverse / no_inverse)."""
+        return getattr(self.preconditioner, "mode", None)
+
+    def prepare(self, sample_ids: torch.Tensor | None = None) -> None:
+        """Announce the next batch before its backward pass (FNGD then sums inside backward)."""
+        prepare = getattr(self.preconditioner, "prepare", None)
+        if prepare is not None:
+            prepare(sample_ids=sample_ids)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, sample_ids: torch.Tensor | None = None) -> None:
+        if self.preconditioner is not None:
+            if self._takes_sample_ids:
+                self.preconditioner.step(sample_ids=sample_ids)
+            else:
+                self.preconditioner.step()
+        with phase("update"):
+            self.optimizer.step()
+
+    def memory_usage(self) -> dict[str, int]:
+        """Bytes of optimiser state by component (momentum, Adam moments, factors, tables)."""
+        usage: dict[str, int] = {}
+        for state in self.optimizer.state.values():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.numel() > 1:
+                    usage[key] = usage.get(key, 0) + tensor_bytes(value)
+        if self.preconditioner is not None:
+            usage.update(self.preconditioner.memory_usage())
+        return usage
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
+        if self.preconditioner is not None:
+            state["preconditioner"] = self.preconditioner.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.preconditioner is not None and "preconditioner" in state:
+            self.preconditioner.load_state_dict(state["preconditioner"])
+
+    def __repr__(self) -> str:
+        return f"BenchOptimizer(name={self.name!r}, impl={self.impl!r}, hparams={self.hparams!r})"

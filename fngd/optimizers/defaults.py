@@ -1,0 +1,56 @@
+"""Default hyperparameters, from the literature, in one readable place.
+
+- SGD: momentum 0.9, weight decay 5e-4 (the usual CIFAR ResNet recipe).
+- AdamW: torch.optim.AdamW's own defaults.
+- KFAC: kfac-pytorch's CIFAR-10 ResNet example (damping 0.003, factor_decay 0.95,
+  kl_clip 0.001, factor_update_steps 1, inv_update_steps 10) on top of that SGD.
+- FNGD / NGD: the same SGD for the update; damping 1e-3 for the N x N solve.
+
+A workload may override any of these (``Workload.hparams``); what was used is recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SGD: dict[str, Any] = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False}
+
+ADAMW: dict[str, Any] = {
+    "lr": 1e-3,
+    "betas": (0.9, 0.999),
+    "eps": 1e-8,
+    "weight_decay": 1e-2,
+}
+
+KFAC: dict[str, Any] = {
+    **SGD,
+    "impl": "builtin",
+    "damping": 0.003,
+    "factor_decay": 0.95,
+    "kl_clip": 0.001,
+    "factor_update_steps": 1,
+    "inv_update_steps": 10,
+    "skip_layers": [],
+}
+
+FNGD: dict[str, Any] = {
+    **SGD,
+    "damping": 1e-3,
+    "share": "sample",
+    "refresh_epochs": None,
+    "steps_per_epoch": None,
+    "loss_reduction": "mean",
+    "gram": "auto",
+    "skip_layers": [],
+    "check_finite": True,
+}
+
+NGD: dict[str, Any] = {k: v for k, v in FNGD.items() if k not in ("share", "refresh_epochs")}
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "sgd": SGD,
+    "adamw": ADAMW,
+    "kfac": KFAC,
+    "ngd": NGD,
+    "fngd": FNGD,
+}

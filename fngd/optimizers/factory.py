@@ -1,0 +1,135 @@
+"""``build(name, model, **hparams)``: every optimiser of the suite behind one call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from fngd import phases
+from fngd.optimizers.base import BenchOptimizer
+from fngd.optimizers.defaults import DEFAULTS
+
+OPTIMIZER_KEYS = {
+    "sgd": ("lr", "momentum", "weight_decay", "nesterov"),
+    "adamw": ("lr", "betas", "eps", "weight_decay"),
+}
+KFAC_IMPLS = ("builtin", "kfac-pytorch")
+
+
+def names() -> list[str]:
+    return list(DEFAULTS)
+
+
+def _resolve(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    if name not in DEFAULTS:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(DEFAULTS)}")
+    defaults = DEFAULTS[name]
+    unknown = sorted(set(hparams) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameter(s) {', '.join(map(repr, unknown))} for {name!r}; "
+            f"valid: {', '.join(defaults)}"
+        )
+    resolved = {**defaults, **hparams}
+    if "betas" in resolved:
+        resolved["betas"] = tuple(resolved["betas"])
+    if "skip_layers" in resolved:
+        resolved["skip_layers"] = list(resolved["skip_layers"])
+    return resolved
+
+
+def _sgd(model: nn.Module, hp: dict[str, Any]) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), **{k: hp[k] for k in OPTIMIZER_KEYS["sgd"]})
+
+
+def _build_sgd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
+    return BenchOptimizer("sgd", _sgd(model, hp), hparams=hp)
+
+
+def _build_adamw(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
+    opt = torch.optim.AdamW(model.parameters(), **{k: hp[k] for k in OPTIMIZER_KEYS["adamw"]})
+    return BenchOptimizer("adamw", opt, hparams=hp)
+
+
+def _fngd_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
+    skip = set(OPTIMIZER_KEYS["sgd"])
+    return {k: v for k, v in hp.items() if k not in skip}
+
+
+def _build_fngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
+    from fngd.preconditioner import FNGD
+
+    pre = FNGD(model, **_fngd_kwargs(hp))
+    return BenchOptimizer(
+        "fngd",
+        _sgd(model, hp),
+        impl="builtin",
+        hparams=hp,
+        preconditioner=pre,
+        phases=phases.FNGD,
+        takes_sample_ids=True,
+    )
+
+
+def _build_ngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
+    from fngd.preconditioner import FNGD
+
+    pre = FNGD(model, share="none", **_fngd_kwargs(hp))
+    return BenchOptimizer(
+        "ngd",
+        _sgd(model, hp),
+        impl="builtin",
+        hparams={**hp, "share": "none"},
+        preconditioner=pre,
+        phases=("fngd/gram", "fngd/solve"),
+        takes_sample_ids=True,
+    )
+
+
+def _build_kfac(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
+    impl = hp["impl"]
+    kfac_hp = {
+        k: hp[k]
+        for k in (
+            "lr",
+            "damping",
+            "factor_decay",
+            "kl_clip",
+            "factor_update_steps",
+            "inv_update_steps",
+            "skip_layers",
+        )
+    }
+    if impl == "builtin":
+        from fngd.kfac import KFAC
+
+        pre: Any = KFAC(model, **kfac_hp)
+        kfac_phases = phases.KFAC
+    elif impl == "kfac-pytorch":
+        from fngd.adapters import kfac_pytorch
+
+        pre = kfac_pytorch.make_preconditioner(model, **kfac_hp)
+        kfac_phases = tuple(getattr(pre, "phases", ()))
+    else:
+        raise ValueError(f"unknown KFAC impl {impl!r}; valid: {', '.join(KFAC_IMPLS)}")
+    return BenchOptimizer(
+        "kfac", _sgd(model, hp), impl=impl, hparams=hp, preconditioner=pre, phases=kfac_phases
+    )
+
+
+BUILDERS: dict[str, Callable[[nn.Module, dict[str, Any]], BenchOptimizer]] = {
+    "sgd": _build_sgd,
+    "adamw": _build_adamw,
+    "kfac": _build_kfac,
+    "ngd": _build_ngd,
+    "fngd": _build_fngd,
+}
+
+
+def build(name: str, model: nn.Module, **hparams: Any) -> BenchOptimizer:
+    """Build optimiser ``name`` for ``model``; unknown names or hyperparameters fail clearly."""
+    hp = _resolve(name, hparams)
+    return BUILDERS[name](model, hp)
