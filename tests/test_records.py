@@ -1,0 +1,119 @@
+"""Records: round trip, JSON-safe values, crash-safe appends, corrupt lines skipped."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+from bench.records import (
+    FIELDS,
+    CorruptRecordWarning,
+    RecordWriter,
+    json_safe,
+    read_dir,
+    read_jsonl,
+)
+
+
+def test_round_trip_has_every_field(tmp_path):
+    path = tmp_path / "a.jsonl"
+    with RecordWriter(path, base={"run_id": "r", "workload": "w"}) as w:
+        w.write({"kind": "step", "step": 0, "seconds": 0.5})
+        w.update_base(optimizer="sgd")
+        w.write({"kind": "epoch", "epoch": 0, "name": "train_loss", "value": 1.25})
+    records = read_jsonl(path)
+    assert len(records) == 2
+    for r in records:
+        assert set(FIELDS) <= set(r)
+        assert r["run_id"] == "r" and isinstance(r["time"], float)
+    assert records[0]["optimizer"] is None and records[1]["optimizer"] == "sgd"
+    assert records[0]["seconds"] == 0.5 and records[1]["value"] == 1.25
+
+
+def test_json_safe():
+    value = json_safe(
+        {
+            "betas": (0.9, 0.999),
+            "t": torch.tensor(2.5),
+            "v": torch.arange(3),
+            "dev": torch.device("cpu"),
+            "dtype": torch.float32,
+            "nan": float("nan"),
+            "inf": -math.inf,
+            1: {"nested": (1, [2, 3])},
+        }
+    )
+    assert value == {
+        "betas": [0.9, 0.999],
+        "t": 2.5,
+        "v": [0, 1, 2],
+        "dev": "cpu",
+        "dtype": "torch.float32",
+        "nan": None,
+        "inf": None,
+        "1": {"nested": [1, [2, 3]]},
+    }
+    json.dumps(value, allow_nan=False)
+
+
+def test_non_finite_values_are_strict_json(tmp_path):
+    path = tmp_path / "a.jsonl"
+    with RecordWriter(path) as w:
+        w.write({"kind": "epoch", "value": float("nan"), "hparams": {"betas": (0.9, 0.99)}})
+    text = path.read_text()
+    assert "NaN" not in text
+    (r,) = read_jsonl(path)
+    assert r["value"] is None and r["hparams"] == {"betas": [0.9, 0.99]}
+
+
+def test_corrupt_lines_are_reported_and_skipped(tmp_path):
+    path = tmp_path / "a.jsonl"
+    with RecordWriter(path) as w:
+        w.write({"kind": "step", "step": 0})
+        w.write({"kind": "step", "step": 1})
+    with open(path, "a") as f:
+        f.write('[1, 2]\n{"kind": "step", "st')  # a non-object and a line cut by a kill
+    seen = []
+    records = read_jsonl(path, on_error=lambda p, n, line, why: seen.append((n, why)))
+    assert [r["step"] for r in records] == [0, 1]
+    assert [n for n, _ in seen] == [3, 4]
+    with pytest.warns(CorruptRecordWarning) as caught:
+        assert len(read_jsonl(path)) == 2
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert "a.jsonl:3" in messages[0] and "a.jsonl:4" in messages[1]
+
+
+def test_append_after_a_cut_line_keeps_the_next_record(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"kind": "step", "step": 0}\n{"kind": "ste')
+    with RecordWriter(path) as w:
+        w.write({"kind": "step", "step": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CorruptRecordWarning)
+        records = read_jsonl(path)
+    assert [r["step"] for r in records] == [0, 1]
+
+
+def test_flush_makes_records_visible(tmp_path):
+    path = tmp_path / "a.jsonl"
+    w = RecordWriter(path)
+    w.write({"kind": "step"})
+    w.write({"kind": "cell", "name": "started"}, flush=True)
+    assert len(read_jsonl(path)) == 2  # before close
+    assert w.statuses == ["started"]
+    w.close()
+
+
+def test_read_dir_reads_only_jsonl(tmp_path):
+    with RecordWriter(tmp_path / "a.jsonl") as w:
+        w.write({"kind": "step"})
+    with RecordWriter(tmp_path / "b.jsonl") as w:
+        w.write({"kind": "step"})
+        w.write({"kind": "step"})
+    (tmp_path / "a.attempt1.partial").write_text('{"kind": "step"}\n')
+    assert len(read_dir(tmp_path)) == 3

@@ -1,0 +1,183 @@
+"""StepTimer: nesting and parents (across threads), grouping by step, read-out."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from bench.timing import StepTimer
+from fngd import phases
+from fngd.phases import phase
+
+
+@pytest.fixture
+def timer():
+    t = StepTimer("cpu")
+    previous = phases.set_recorder(t)
+    yield t
+    phases.set_recorder(previous)
+
+
+def _by_phase(records):
+    return {r["phase"]: r for r in records if r["kind"] == "phase"}
+
+
+def test_nesting_records_parents(timer):
+    timer.start_step(0, 0, warmup=True)
+    with phase("forward"):
+        pass
+    with phase("backward"), phase("fngd/weighted_sum"):
+        time.sleep(0.002)
+    with phase("update"):
+        pass
+    timer.end_step(mode="weighted_sum")
+    records = timer.flush()
+
+    assert records[0]["kind"] == "step"
+    got = _by_phase(records)
+    assert set(got) == {"forward", "backward", "fngd/weighted_sum", "update"}
+    assert got["forward"]["parent"] is None
+    assert got["backward"]["parent"] is None
+    assert got["fngd/weighted_sum"]["parent"] == "backward"
+    assert got["update"]["parent"] is None
+    assert got["backward"]["seconds"] >= got["fngd/weighted_sum"]["seconds"] >= 0.002
+    assert records[0]["seconds"] >= got["backward"]["seconds"]
+    for r in records:
+        assert r["step"] == 0 and r["epoch"] == 0
+        assert r["warmup"] is True and r["mode"] == "weighted_sum"
+
+
+def test_parent_from_another_thread(timer):
+    """The autograd engine may run a phase on its own thread inside the main thread's
+    ``backward``: the parent must still be ``backward``."""
+    timer.start_step(0, 0)
+    with phase("backward"):
+
+        def run():
+            with phase("fngd/weighted_sum"):
+                pass
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+    timer.end_step()
+    got = _by_phase(timer.flush())
+    assert got["fngd/weighted_sum"]["parent"] == "backward"
+
+
+def test_phases_inside_real_backward(timer):
+    """A phase entered from a backward hook (autograd's thread) nests under backward."""
+    x = torch.randn(4, 3, requires_grad=True)
+
+    def hook(grad):
+        with phase("fngd/weighted_sum"):
+            return grad * 1.0
+
+    x.register_hook(hook)
+    timer.start_step(0, 0)
+    with phase("backward"):
+        (x * 2).sum().backward()
+    timer.end_step()
+    got = _by_phase(timer.flush())
+    assert got["fngd/weighted_sum"]["parent"] == "backward"
+
+
+def test_grouping_by_step_and_flush_empties(timer):
+    for step in range(3):
+        timer.start_step(step, epoch=step // 2, warmup=step == 0)
+        with phase("data"):
+            pass
+        with phase("forward"):
+            pass
+        timer.end_step(mode=f"m{step}", warmup=None if step else True)
+    assert timer.pending == 3
+    records = timer.flush()
+    assert timer.pending == 0 and timer.flush() == []
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [0, 1, 2]
+    assert [r["epoch"] for r in steps] == [0, 0, 1]
+    for r in records:
+        assert r["mode"] == f"m{r['step']}"
+        assert r["warmup"] is (r["step"] == 0)
+    per_step = {
+        s: [r["phase"] for r in records if r["step"] == s and r["kind"] == "phase"]
+        for s in range(3)
+    }
+    assert per_step == {s: ["data", "forward"] for s in range(3)}
+
+
+def test_phases_outside_a_step_are_not_timed(timer):
+    with phase("forward"):  # e.g. evaluation
+        pass
+    timer.start_step(0, 0)
+    timer.end_step()
+    records = timer.flush()
+    assert [r["kind"] for r in records] == ["step"]
+
+
+def test_exception_inside_phase_still_ends_it(timer):
+    timer.start_step(0, 0)
+    with pytest.raises(ValueError), phase("forward"):
+        raise ValueError("boom")
+    with phase("update"):
+        pass
+    timer.end_step()
+    got = _by_phase(timer.flush())
+    assert got["update"]["parent"] is None
+
+
+def test_discard_step_drops_it(timer):
+    timer.start_step(0, 0)
+    with phase("data"):
+        pass
+    timer.discard_step()
+    assert timer.flush() == []
+    timer.start_step(1, 0)
+    timer.end_step()
+    assert [r["step"] for r in timer.flush()] == [1]
+
+
+def test_start_end_misuse_raises():
+    t = StepTimer("cpu")
+    with pytest.raises(RuntimeError):
+        t.end_step()
+    t.start_step(0, 0)
+    with pytest.raises(RuntimeError):
+        t.start_step(1, 0)
+
+
+def test_per_phase_cost_is_small(timer):
+    """The recorder adds microseconds per phase (the < 1 % goal is checked by overhead)."""
+    n = 2000
+    timer.start_step(0, 0)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with phase("forward"):
+            pass
+    per_phase = (time.perf_counter() - t0) / n
+    timer.end_step()
+    assert len(timer.flush()) == n + 1
+    assert per_phase < 200e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_events_read_at_flush():
+    t = StepTimer("cuda")
+    previous = phases.set_recorder(t)
+    try:
+        a = torch.randn(512, 512, device="cuda")
+        for step in range(3):
+            t.start_step(step, 0)
+            with phase("forward"):
+                for _ in range(10):
+                    a = a @ a / 512
+            t.end_step()
+        records = t.flush()
+    finally:
+        phases.set_recorder(previous)
+    assert len(records) == 6
+    assert all(r["seconds"] > 0 for r in records)
+    assert len(t._pool) == 12  # every event back in the pool
