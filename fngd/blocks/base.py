@@ -1,0 +1,128 @@
+"""A preconditioned module ("block"): weight and bias as one block, gradients owned by FNGD.
+
+The module's forward runs through ``BlockFunction``, whose backward computes the input
+gradient as autograd would but never autograd's weight-gradient GEMM. Instead it hands the
+output gradient to the preconditioner, which either
+
+- already knows this batch's coefficients ``c`` (weighted-sum phase): the weight gradient
+  is computed right there as the ordinary GEMM with the rows of grad_output scaled by
+  ``N c`` -- the same cost as SGD's, and no output gradient is kept; or
+- does not (inversion phase): the pair (input, grad_output) is kept until ``step()``
+  builds the Gram matrix, solves for ``c`` and then runs that same weighted GEMM.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+class BlockOwner(Protocol):
+    """What a block asks of its preconditioner during the backward pass."""
+
+    def backward_scale(self, block: Block) -> torch.Tensor | None: ...
+
+    def weighted_sum_phase(self) -> Any: ...
+
+
+class BlockFunction(torch.autograd.Function):
+    """``out = op(x, W, b)``; backward: input gradient, then the block decides the rest."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Any, block: Block) -> Any:
+        ctx.block = block
+        ctx.save_for_backward(x, weight)
+        return block.op(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> Any:
+        x, weight = ctx.saved_tensors
+        block: Block = ctx.block
+        grad_x = block.input_grad(x, weight, grad_out) if ctx.needs_input_grad[0] else None
+        grad_w, grad_b = block.on_grad_output(x, grad_out)
+        return grad_x, grad_w, grad_b, None
+
+
+class Block:
+    """Base class: subclasses define the op, its input gradient and the Gram operands."""
+
+    module_type: type[nn.Module] = nn.Module
+
+    def __init__(self, name: str, module: nn.Module, owner: BlockOwner, index: int) -> None:
+        self.name = name
+        self.module = module
+        self.owner = owner
+        self.index = index
+        self.stash: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.summed_in_backward = 0
+        module.forward = self.forward  # type: ignore[method-assign]
+
+    # -- what subclasses provide ------------------------------------------------------
+    def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+        raise NotImplementedError
+
+    def input_grad(self, x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def weighted_grads(
+        self, x: torch.Tensor, grad_out: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``sum_i scale_i * grad_i`` for weight and bias, as one GEMM (SGD's cost)."""
+        raise NotImplementedError
+
+    def gram_operands(
+        self, x: torch.Tensor, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A, D)`` of shapes (N, T, p) and (N, T, q) with ``g_i = sum_t D_it A_it^T``.
+
+        ``A`` carries a trailing column of ones when the module has a bias; ``D`` is the
+        gradient as the backward hook sees it (the owner rescales it to per-sample losses).
+        """
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------
+    @property
+    def has_bias(self) -> bool:
+        return getattr(self.module, "bias", None) is not None
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        ps = [self.module.weight]
+        if self.has_bias:
+            ps.append(self.module.bias)
+        return ps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        return BlockFunction.apply(x, m.weight, m.bias, self)
+
+    def on_grad_output(
+        self, x: torch.Tensor, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        scale = self.owner.backward_scale(self)
+        if scale is None:
+            self.stash.append((x, grad_out))
+            return None, None
+        self.summed_in_backward += 1
+        with self.owner.weighted_sum_phase():
+            return self.weighted_grads(x, grad_out, scale.to(grad_out.dtype))
+
+    def remove(self) -> None:
+        if "forward" in self.module.__dict__:
+            del self.module.forward
+        self.stash.clear()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def append_ones(a: torch.Tensor) -> torch.Tensor:
+    """Add the bias column: ``[a, 1]`` along the last dimension."""
+    return torch.cat([a, a.new_ones(*a.shape[:-1], 1)], dim=-1)
+
+
+def scale_rows(grad_out: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Multiply each sample's slice of ``grad_out`` (dim 0) by ``scale``."""
+    return grad_out * scale.view(-1, *([1] * (grad_out.dim() - 1)))

@@ -1,0 +1,66 @@
+"""nn.Conv2d (stride, padding, dilation; groups=1, zero padding): patches as a sequence."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fngd.blocks.base import Block, append_ones, scale_rows
+
+
+def supported(module: nn.Conv2d) -> bool:
+    """Unfold reproduces the convolution only for these settings; others keep plain grads."""
+    return (
+        module.groups == 1
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    )
+
+
+class Conv2dBlock(Block):
+    module_type = nn.Conv2d
+
+    def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        m = self.module
+        return F.conv2d(x, weight, bias, m.stride, m.padding, m.dilation, 1)
+
+    def _conv_backward(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        grad_out: torch.Tensor,
+        mask: list[bool],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = self.module
+        bias_sizes = [weight.shape[0]] if self.has_bias else None
+        return torch.ops.aten.convolution_backward(
+            grad_out, x, weight, bias_sizes, list(m.stride), list(m.padding),
+            list(m.dilation), False, [0, 0], 1, mask,
+        )
+
+    def input_grad(
+        self, x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor
+    ) -> torch.Tensor:
+        return self._conv_backward(x, weight, grad_out, [True, False, False])[0]
+
+    def weighted_grads(
+        self, x: torch.Tensor, grad_out: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        d = scale_rows(grad_out, scale)
+        _, grad_w, grad_b = self._conv_backward(
+            x, self.module.weight, d, [False, True, self.has_bias]
+        )
+        return grad_w, (grad_b if self.has_bias else None)
+
+    def gram_operands(
+        self, x: torch.Tensor, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.module
+        n = x.shape[0]
+        patches = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # (N, p, T)
+        a = patches.transpose(1, 2)
+        if self.has_bias:
+            a = append_ones(a)
+        d = grad_out.reshape(n, grad_out.shape[1], -1).transpose(1, 2)  # (N, T, q)
+        return a, d

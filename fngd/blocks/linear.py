@@ -1,0 +1,39 @@
+"""nn.Linear on (N, d) or (N, ..., d) inputs; extra dimensions are summed per sample."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fngd.blocks.base import Block, append_ones, scale_rows
+
+
+class LinearBlock(Block):
+    module_type = nn.Linear
+
+    def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
+    def input_grad(
+        self, x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor
+    ) -> torch.Tensor:
+        return grad_out.matmul(weight)
+
+    def weighted_grads(
+        self, x: torch.Tensor, grad_out: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        d = scale_rows(grad_out, scale).reshape(-1, grad_out.shape[-1])
+        a = x.reshape(-1, x.shape[-1])
+        grad_w = d.t().mm(a)
+        grad_b = d.sum(0) if self.has_bias else None
+        return grad_w, grad_b
+
+    def gram_operands(
+        self, x: torch.Tensor, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        a = x.reshape(n, -1, x.shape[-1])
+        if self.has_bias:
+            a = append_ones(a)
+        return a, grad_out.reshape(n, -1, grad_out.shape[-1])

@@ -1,0 +1,343 @@
+"""FNGD: natural gradient as a weighted sum of per-sample gradients, inverted once.
+
+For one block with per-sample gradients ``g_i`` (columns of G, d x N), the damped natural
+gradient of the mean loss is, by Sherman-Morrison-Woodbury,
+
+    (G G^T / N + damping I)^-1 (G 1 / N) = G c,   c = (K + N damping I)^-1 1,   K = G^T G,
+
+an N x N solve instead of a d x d one (for ``loss_reduction="sum"`` the result is N times
+that). Natural gradient descent is thus a weighted sum of per-sample gradients, and SGD is
+the special case ``c_i = 1/N``. FNGD computes ``c`` (the *inversion* phase: Gram matrix and
+solve) in the first epoch only, stores it, and in later epochs reuses it (the *weighted-sum*
+phase): ``sum_i c_i g_i`` is the ordinary weight-gradient GEMM with the rows of grad_output
+scaled, so a later step costs an SGD step.
+
+Usage, in kfac-pytorch's pattern::
+
+    pre = FNGD(model, damping=1e-3, share="sample")
+    pre.prepare(sample_ids=idx)        # optional: the weighted sum then runs inside backward
+    loss.backward(); pre.step(sample_ids=idx); optimizer.step()
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from fngd import gram as gram_mod
+from fngd.blocks import Block, block_type
+from fngd.coefficients import IterationTable, SampleTable
+from fngd.phases import phase
+from fngd.solve import NonFiniteGradientError, SolveReport, damped_solve
+
+Share = Literal["none", "sample", "iteration"]
+SHARES = ("none", "sample", "iteration")
+REDUCTIONS = ("mean", "sum")
+GRAM_CHOICES = ("auto", "pairwise", "explicit")
+
+__all__ = ["FNGD", "NonFiniteGradientError"]
+
+
+def _matches(patterns: Iterable[str], name: str, module: nn.Module) -> bool:
+    cls = type(module).__name__
+    return any(re.search(p, name) or re.fullmatch(p, cls) for p in patterns)
+
+
+class FNGD:
+    """Fast natural gradient preconditioner for nn.Linear and nn.Conv2d blocks.
+
+    Args:
+        model: its Linear and Conv2d modules (minus ``skip_layers``) become blocks; other
+            parameters (norms, embeddings) keep their plain gradient.
+        damping: ``lambda`` in ``(F + lambda I)^-1``.
+        share: ``"sample"`` (coefficients per dataset sample id; ``sample_ids`` required),
+            ``"iteration"`` (per iteration index within the epoch; ``steps_per_epoch``
+            required) or ``"none"`` (exact NGD: the inversion phase at every step).
+        refresh_epochs: recompute the coefficients every k epochs; None inverts only when
+            a coefficient is first needed (the first epoch), as the paper does.
+        steps_per_epoch: steps in an epoch, to count epochs and iterations.
+        loss_reduction: how the batch loss was reduced over samples, ``"mean"`` or ``"sum"``.
+        gram: ``"auto"`` picks pairwise or explicit per layer by a cost estimate.
+        skip_layers: regular expressions on module names (search) or class names (full
+            match) of modules to leave out.
+        check_finite: in the weighted-sum phase, check every block's gradient is finite
+            (one host synchronisation per step; the inversion phase always checks).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        damping: float = 1e-3,
+        share: Share = "sample",
+        refresh_epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        loss_reduction: str = "mean",
+        gram: str = "auto",
+        skip_layers: Iterable[str] = (),
+        check_finite: bool = True,
+    ) -> None:
+        if share not in SHARES:
+            raise ValueError(f"unknown share {share!r}; valid: {', '.join(SHARES)}")
+        if loss_reduction not in REDUCTIONS:
+            raise ValueError(
+                f"unknown loss_reduction {loss_reduction!r}; valid: {', '.join(REDUCTIONS)}"
+            )
+        if gram not in GRAM_CHOICES:
+            raise ValueError(f"unknown gram {gram!r}; valid: {', '.join(GRAM_CHOICES)}")
+        if damping < 0:
+            raise ValueError(f"damping must be >= 0, got {damping}")
+        if share == "iteration" and not steps_per_epoch:
+            raise ValueError('share="iteration" needs steps_per_epoch')
+        if refresh_epochs is not None and refresh_epochs < 1:
+            raise ValueError(f"refresh_epochs must be >= 1 or None, got {refresh_epochs}")
+        self.damping = float(damping)
+        self.share: Share = share
+        self.refresh_epochs = refresh_epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.loss_reduction = loss_reduction
+        self.gram = gram
+        self.skip_layers = list(skip_layers)
+        self.check_finite = check_finite
+
+        self.blocks: list[Block] = []
+        for name, module in model.named_modules():
+            cls = block_type(module)
+            if cls is None or _matches(self.skip_layers, name, module):
+                continue
+            if not module.weight.requires_grad:
+                continue
+            self.blocks.append(cls(name, module, self, len(self.blocks)))
+
+        self.sample_table = SampleTable(len(self.blocks), refresh_epochs)
+        self.iteration_table = IterationTable(len(self.blocks), refresh_epochs)
+        self.steps = 0
+        self.phase: str | None = None
+        self.gram_paths: dict[str, str] = {}
+        self.last_solve: SolveReport | None = None
+        self.counts = {"inversion": 0, "weighted_sum": 0, "gram": 0, "solve": 0}
+        self._scales: torch.Tensor | None = None  # (blocks, N): N c, known before backward
+
+    # -- the step --------------------------------------------------------------------
+    @property
+    def mode(self) -> str | None:
+        return self.phase
+
+    def epoch(self, epoch: int | None = None) -> int:
+        if epoch is not None:
+            return epoch
+        if self.steps_per_epoch:
+            return self.steps // self.steps_per_epoch
+        if self.refresh_epochs is not None:
+            raise ValueError("refresh_epochs needs steps_per_epoch or an explicit epoch")
+        return 0
+
+    def _iteration(self) -> int:
+        assert self.steps_per_epoch
+        return self.steps % self.steps_per_epoch
+
+    def _stored(
+        self, sample_ids: torch.Tensor | None, epoch: int, n: int | None
+    ) -> torch.Tensor | None:
+        """This batch's stored coefficients (blocks, N), or None: the inversion phase."""
+        if self.share == "none" or not self.blocks:
+            return None
+        if self.share == "iteration":
+            return self.iteration_table.lookup(self._iteration(), n, epoch)
+        if sample_ids is None:
+            raise ValueError(
+                'share="sample" needs sample_ids (dataset indices of the batch) at every step'
+            )
+        return self.sample_table.lookup(_host_ids(sample_ids), epoch)
+
+    def prepare(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:
+        """Announce the next batch; with known coefficients the weighted sum runs in backward."""
+        self._scales = None
+        if self.share == "sample" and sample_ids is None:
+            return
+        n = None if sample_ids is None else len(sample_ids)
+        with phase("fngd/weighted_sum"):
+            coeffs = self._stored(sample_ids, self.epoch(epoch), n)
+            if coeffs is not None:
+                self._scales = coeffs * coeffs.shape[1]
+
+    def backward_scale(self, block: Block) -> torch.Tensor | None:
+        scales = self._scales
+        if scales is None:
+            return None
+        return scales[block.index]
+
+    def weighted_sum_phase(self) -> AbstractContextManager[None]:
+        return phase("fngd/weighted_sum")
+
+    @torch.no_grad()
+    def step(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:
+        """Write each block's natural gradient into ``.grad`` (accumulating like autograd)."""
+        ep = self.epoch(epoch)
+        active = [b for b in self.blocks if b.stash or b.summed_in_backward]
+        try:
+            if any(b.summed_in_backward for b in active):
+                self._finish_backward_sum(active)
+            elif active:
+                self._step_from_stash(active, sample_ids, ep)
+        finally:
+            for b in self.blocks:
+                b.stash.clear()
+                b.summed_in_backward = 0
+            self._scales = None
+        self.steps += 1
+
+    def _finish_backward_sum(self, active: list[Block]) -> None:
+        late = [b.name for b in active if b.stash]
+        if late:
+            raise RuntimeError(
+                f"blocks {late} ran their backward without the announced coefficients; "
+                "call prepare() before every forward pass or not at all"
+            )
+        self.phase = "weighted_sum"
+        self.counts["weighted_sum"] += 1
+        if self.check_finite:
+            self._check_finite(active)
+
+    def _step_from_stash(
+        self, active: list[Block], sample_ids: torch.Tensor | None, epoch: int
+    ) -> None:
+        for b in active:
+            if len(b.stash) > 1:
+                raise RuntimeError(
+                    f"module {b.name!r} ran more than one forward/backward before step() "
+                    "(weight sharing or gradient accumulation); add it to skip_layers"
+                )
+        n = active[0].stash[0][0].shape[0]
+        coeffs = self._stored(sample_ids, epoch, n)
+        if coeffs is None:
+            coeffs = self._invert(active, n)
+            self._store(coeffs, sample_ids, epoch)
+            self.phase = "inversion"
+            self.counts["inversion"] += 1
+        else:
+            self.phase = "weighted_sum"
+            self.counts["weighted_sum"] += 1
+        with phase("fngd/weighted_sum"):
+            scales = coeffs * n
+            for b in active:
+                x, grad_out = b.stash[0]
+                grads = b.weighted_grads(x, grad_out, scales[b.index].to(grad_out.dtype))
+                for p, g in zip(b.params, grads, strict=False):
+                    _accumulate(p, g)
+        if self.phase == "weighted_sum" and self.check_finite:
+            self._check_finite(active)
+
+    def _invert(self, active: list[Block], n: int) -> torch.Tensor:
+        """Gram matrices and the damped solve for every block; (blocks, N) coefficients."""
+        dtype = _solve_dtype(active[0].stash[0][1].dtype)
+        grams = []
+        with phase("fngd/gram"):
+            for b in active:
+                x, grad_out = b.stash[0]
+                a, d = b.gram_operands(x, grad_out)
+                a, d = a.to(dtype), d.to(dtype)
+                if self.loss_reduction == "mean":
+                    d = d * n  # the hook saw delta_i / N
+                path = self._gram_path(b, a, d)
+                grams.append(gram_mod.gram(a, d, path))
+            self.counts["gram"] += 1
+        with phase("fngd/solve"):
+            c, report = damped_solve(
+                torch.stack(grams), n * self.damping, names=[b.name for b in active]
+            )
+            self.counts["solve"] += 1
+        self.last_solve = report
+        full = c.new_zeros(len(self.blocks), n)
+        full[[b.index for b in active]] = c
+        return full
+
+    def _gram_path(self, block: Block, a: torch.Tensor, d: torch.Tensor) -> str:
+        if self.gram != "auto":
+            path = self.gram
+        else:
+            n, t, p = a.shape
+            path = gram_mod.choose(n, t, p, d.shape[-1])
+        self.gram_paths[block.name] = path
+        return path
+
+    def _store(self, coeffs: torch.Tensor, sample_ids: torch.Tensor | None, epoch: int) -> None:
+        if self.share == "sample":
+            assert sample_ids is not None
+            self.sample_table.store(_host_ids(sample_ids), coeffs, epoch)
+        elif self.share == "iteration":
+            self.iteration_table.store(self._iteration(), coeffs, epoch)
+
+    def _check_finite(self, active: list[Block]) -> None:
+        # A sum is finite iff every element is (short of overflow), and summing is far
+        # cheaper than isfinite().all() on the CPU; one synchronisation for all blocks.
+        sums = torch.stack([sum(p.grad.sum() for p in b.params) for b in active])
+        flags = torch.isfinite(sums).cpu()
+        bad = [b.name for b, ok in zip(active, flags.tolist(), strict=True) if not ok]
+        if bad:
+            raise NonFiniteGradientError(
+                f"non-finite gradient (NaN or inf) in block(s) {', '.join(bad)}"
+            )
+
+    # -- bookkeeping -----------------------------------------------------------------
+    def memory_usage(self) -> dict[str, int]:
+        """Bytes of the coefficient tables."""
+        return {"coefficients": self.sample_table.nbytes() + self.iteration_table.nbytes()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "share": self.share,
+            "blocks": [b.name for b in self.blocks],
+            "sample_table": self.sample_table.state_dict(),
+            "iteration_table": self.iteration_table.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        names = [b.name for b in self.blocks]
+        if state["blocks"] != names:
+            raise ValueError(f"state is for blocks {state['blocks']}, this model has {names}")
+        if state["share"] != self.share:
+            raise ValueError(f"state is for share={state['share']!r}, this is {self.share!r}")
+        device = self.blocks[0].module.weight.device if self.blocks else None
+        self.steps = int(state["steps"])
+        self.sample_table.load_state_dict(state["sample_table"], device)
+        self.iteration_table.load_state_dict(state["iteration_table"], device)
+
+    def remove(self) -> None:
+        """Give the modules their own forward (and plain gradients) back."""
+        for b in self.blocks:
+            b.remove()
+        self.blocks = []
+
+    def __iter__(self) -> Iterator[Block]:
+        return iter(self.blocks)
+
+    def __repr__(self) -> str:
+        return (
+            f"FNGD(blocks={len(self.blocks)}, damping={self.damping}, share={self.share!r}, "
+            f"refresh_epochs={self.refresh_epochs}, loss_reduction={self.loss_reduction!r})"
+        )
+
+
+def _host_ids(sample_ids: torch.Tensor) -> torch.Tensor:
+    ids = torch.as_tensor(sample_ids)
+    return ids.detach().to("cpu", torch.int64).reshape(-1)
+
+
+def _solve_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _accumulate(p: torch.Tensor, g: torch.Tensor | None) -> None:
+    if g is None:
+        return
+    if p.grad is None:
+        p.grad = g.to(p.dtype)
+    else:
+        p.grad.add_(g)
