@@ -19,6 +19,8 @@ def per_sample_block_grads(
 ) -> dict[str, torch.Tensor]:
     """name -> G (N, d): row i is the flattened [dW_i, db_i] of module ``name``."""
     model = copy.deepcopy(model)
+    for module in model.modules():  # a preconditioner's patched forward, if any
+        module.__dict__.pop("forward", None)
     params = {k: v.detach() for k, v in model.named_parameters()}
 
     def loss_one(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
