@@ -285,6 +285,11 @@ class FNGD:
             )
 
     # -- bookkeeping -----------------------------------------------------------------
+    def reset_coefficients(self) -> None:
+        """Forget every stored coefficient: the next steps run the inversion phase again."""
+        self.sample_table = SampleTable(len(self.blocks), self.refresh_epochs)
+        self.iteration_table = IterationTable(len(self.blocks), self.refresh_epochs)
+
     def memory_usage(self) -> dict[str, int]:
         """Bytes of the coefficient tables."""
         return {"coefficients": self.sample_table.nbytes() + self.iteration_table.nbytes()}
