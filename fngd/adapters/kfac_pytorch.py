@@ -1,0 +1,165 @@
+"""kfac-pytorch's ``KFACPreconditioner`` behind the same surface as ``fngd.KFAC``.
+
+kfac-pytorch (https://github.com/gpauloski/kfac-pytorch) is optional and not on PyPI; it is
+imported only when a preconditioner is asked for. It is built single-process: eigen method,
+every worker a gradient worker (``grad_worker_fraction=1``), no allreduce bucketing, no AMP
+grad scaler. With the same hyperparameters it gives the same preconditioned gradients as the
+built-in ``fngd.KFAC`` (``tests/test_kfac_pytorch_adapter.py``).
+
+Phases. kfac-pytorch does its factor, inverse and preconditioning work inside one
+``step()`` (and computes each call's batch covariances inside its forward/backward hooks, in
+every mode), so it cannot honestly be split into ``kfac/factors`` / ``kfac/inverse`` /
+``kfac/precondition``. The whole call is labelled ``kfac-pytorch/step`` instead; its hook work
+counts towards ``forward`` and ``backward``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from torch import nn
+
+from fngd.phases import phase
+
+STEP_PHASE = "kfac-pytorch/step"
+PHASES = (STEP_PHASE,)
+
+MISSING_MESSAGE = (
+    "kfac-pytorch (J. G. Pauloski's distributed K-FAC preconditioner for PyTorch, module "
+    "'kfac.preconditioner') is not installed; it is only needed for the KFAC impl "
+    "'kfac-pytorch' (the built-in impl 'builtin' needs nothing). It is not on PyPI (the PyPI "
+    "package 'kfac' is an unrelated TensorFlow project). Install it with "
+    "`pip install git+https://github.com/gpauloski/kfac-pytorch`, or from a clone with "
+    "`pip install /path/to/kfac-pytorch`."
+)
+
+
+def _import() -> Any:
+    """``kfac.preconditioner.KFACPreconditioner``; ImportError(MISSING_MESSAGE) if absent."""
+    try:
+        with warnings.catch_warnings():
+            # kfac-pytorch warns at import when NVIDIA Apex is absent; that is the normal case.
+            warnings.filterwarnings("ignore", message=".*Apex.*")
+            from kfac.preconditioner import KFACPreconditioner
+    except ImportError as exc:
+        raise ImportError(MISSING_MESSAGE) from exc
+    return KFACPreconditioner
+
+
+def available() -> bool:
+    """True when kfac-pytorch can be imported."""
+    try:
+        _import()
+    except ImportError:
+        return False
+    return True
+
+
+class KFACPytorch:
+    """A ``KFACPreconditioner`` with ``fngd.KFAC``'s surface (step, mode, memory, state)."""
+
+    phases = PHASES
+
+    def __init__(self, inner: Any) -> None:
+        #: The wrapped ``kfac.preconditioner.KFACPreconditioner``.
+        self.inner = inner
+        #: "inverse" when the last step recomputed the eigendecompositions, else "no_inverse".
+        self.mode: str | None = None
+
+    def __repr__(self) -> str:
+        return f"KFACPytorch({self.inner!r})"
+
+    @property
+    def steps(self) -> int:
+        return self.inner.steps
+
+    @property
+    def lr(self) -> float:
+        """Learning rate used by the kl-clip scale (assignable, as ``fngd.KFAC.lr``)."""
+        return self.inner.lr
+
+    @lr.setter
+    def lr(self, value: float | Callable[[int], float]) -> None:
+        self.inner._lr = value
+
+    def step(self) -> None:
+        """kfac-pytorch's ``step()``: factors, inverses when due, preconditioned ``.grad``."""
+        inverse = self.inner.steps % self.inner.inv_update_steps == 0
+        with phase(STEP_PHASE):
+            self.inner.step()
+        self.mode = "inverse" if inverse else "no_inverse"
+
+    def memory_usage(self) -> dict[str, int]:
+        """Bytes of ``factors`` (A, G) and ``eigen`` (eigenbases, eigenvalue products).
+
+        Same keys as ``fngd.KFAC``; kfac-pytorch's transient per-batch buffers are left out.
+        """
+        usage = self.inner.memory_usage()
+        return {
+            "factors": int(usage.get("a_factors", 0) + usage.get("g_factors", 0)),
+            "eigen": int(usage.get("a_inverses", 0) + usage.get("g_inverses", 0)),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """kfac-pytorch's state dict (steps, hyperparameters, factors)."""
+        return self.inner.state_dict(include_factors=True)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore it; kfac-pytorch recomputes the eigendecompositions from the factors."""
+        self.inner.load_state_dict(state, compute_inverses=True)
+
+    def remove(self) -> None:
+        """Remove kfac-pytorch's hooks (it keeps no handles, so they are found by owner)."""
+        for module in self.inner._layers:
+            for hooks in (module._forward_pre_hooks, module._backward_hooks):
+                owned = [k for k, h in hooks.items() if getattr(h, "__self__", None) is self.inner]
+                for key in owned:
+                    del hooks[key]
+        self.inner.reset_batch()
+
+
+def make_preconditioner(
+    model: nn.Module,
+    *,
+    lr: float | Callable[[int], float],
+    damping: float | Callable[[int], float],
+    factor_decay: float | Callable[[int], float],
+    kl_clip: float | Callable[[int], float] | None,
+    factor_update_steps: int | Callable[[int], int],
+    inv_update_steps: int | Callable[[int], int],
+    skip_layers: Iterable[str] | str | None = (),
+    update_factors_in_hook: bool = False,
+    compute_eigenvalue_outer_product: bool = True,
+) -> KFACPytorch:
+    """Build kfac-pytorch's preconditioner with ``fngd.KFAC``'s hyperparameter names.
+
+    ``update_factors_in_hook`` defaults to False, as in ``fngd.KFAC`` (kfac-pytorch's own
+    default is True); with one call per module and step both give the same factors.
+    ``kl_clip=None`` disables the scaling: kfac-pytorch documents None but its constructor
+    rejects it, so it is set after construction.
+    """
+    cls = _import()
+    if isinstance(skip_layers, str):
+        skip_layers = [skip_layers]
+    inner = cls(
+        model,
+        factor_update_steps=factor_update_steps,
+        inv_update_steps=inv_update_steps,
+        damping=damping,
+        factor_decay=factor_decay,
+        kl_clip=0.001 if kl_clip is None else kl_clip,
+        lr=lr,
+        accumulation_steps=1,
+        allreduce_bucket_cap_mb=0,
+        compute_method="eigen",
+        compute_eigenvalue_outer_product=compute_eigenvalue_outer_product,
+        grad_worker_fraction=1.0,
+        grad_scaler=None,
+        skip_layers=list(skip_layers or []),
+        update_factors_in_hook=update_factors_in_hook,
+    )
+    if kl_clip is None:
+        inner._kl_clip = None
+    return KFACPytorch(inner)

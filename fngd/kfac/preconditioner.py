@@ -1,0 +1,369 @@
+"""``KFAC``: the built-in KFAC gradient preconditioner, with kfac-pytorch's conventions.
+
+Used like kfac-pytorch's ``KFACPreconditioner``::
+
+    pre = KFAC(model, lr=0.1, damping=0.003)
+    loss.backward(); pre.step(); optimizer.step()
+
+Constructor names, defaults of the shared conventions and step counting are kfac-pytorch's
+(``kfac/preconditioner.py``, ``kfac/base_preconditioner.py``), so for the same
+hyperparameters both produce the same preconditioned gradients (checked in
+``tests/test_kfac_pytorch_adapter.py``). Per step (``steps`` counts ``step()`` calls from 0):
+
+- factors are gathered in the forward/backward pass and folded into the running averages
+  when ``steps % factor_update_steps == 0``;
+- A and G are eigendecomposed when ``steps % inv_update_steps == 0`` (so on the first step);
+- every block's gradient is preconditioned, then all are scaled by
+  ``min(1, sqrt(kl_clip / |lr² Σ preconditioned·grad|))`` (skipped when ``kl_clip`` is None),
+  and written into ``.grad``.
+
+Where the factor work runs. By default (``update_factors_in_hook=False``, kfac-pytorch's
+non-default mode) the hooks only keep references to each layer input and output gradient,
+and only on factor-update steps; ``step()`` forms the covariances inside the top-level
+``kfac/factors`` phase. That keeps KFAC's own cost out of the ``forward``/``backward`` timings
+and gives each KFAC phase one uninterrupted interval; the price is holding the layer output
+gradients from the backward pass until ``step()`` (the inputs are alive for autograd anyway).
+With ``update_factors_in_hook=True`` (kfac-pytorch's default) each call's factors are formed
+and folded into the running averages in the hooks, as nested ``kfac/factors`` phases inside
+``forward`` and ``backward``. With one call per module and step both give the same factors;
+a module called several times per step gets one averaged update in the first mode and one
+update per call in the second, exactly like kfac-pytorch.
+
+Deliberate departures from kfac-pytorch, none of which changes a supported case: factors are
+computed in at least float32 (kfac-pytorch keeps the activations' dtype); with
+``inv_dtype=torch.float64`` the eigendecomposition runs in float64 (kfac-pytorch always runs
+it in float32); a registered module that never ran, or has no gradient, is left alone instead
+of raising; the kl-clip scale stays on the device (no host sync); grouped convolutions are not
+registered; ``.grad`` is updated in place; ``state_dict`` also holds the eigendecompositions so
+that a restored run continues bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from fngd.kfac.block import KFACBlock
+from fngd.kfac.layers import find_layers
+from fngd.phases import phase
+
+FloatOrSchedule = float | Callable[[int], float]
+IntOrSchedule = int | Callable[[int], int]
+
+PHASES = ("kfac/factors", "kfac/inverse", "kfac/precondition")
+
+
+class KFAC:
+    """KFAC preconditioner (eigen method) for ``nn.Linear`` and ``nn.Conv2d`` layers.
+
+    Hyperparameters may be numbers or, as in kfac-pytorch, callables of the step count.
+    ``lr`` is only used by the kl-clip scale and must follow the optimiser's learning rate
+    (assign ``pre.lr`` or pass a schedule).
+    """
+
+    phases = PHASES
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        lr: FloatOrSchedule = 0.1,
+        damping: FloatOrSchedule = 0.003,
+        factor_decay: FloatOrSchedule = 0.95,
+        kl_clip: FloatOrSchedule | None = 0.001,
+        factor_update_steps: IntOrSchedule = 1,
+        inv_update_steps: IntOrSchedule = 10,
+        skip_layers: Iterable[str] | str | None = (),
+        update_factors_in_hook: bool = False,
+        compute_eigenvalue_outer_product: bool = True,
+        factor_dtype: torch.dtype | None = None,
+        inv_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        _check(lr, "lr", lambda v: v >= 0, ">= 0")
+        _check(damping, "damping", lambda v: v > 0, "> 0")
+        _check(factor_decay, "factor_decay", lambda v: 0 < v <= 1, "in (0, 1]")
+        if kl_clip is not None:
+            _check(kl_clip, "kl_clip", lambda v: v > 0, "> 0 (or None to disable)")
+        _check(factor_update_steps, "factor_update_steps", lambda v: v > 0, "> 0")
+        _check(inv_update_steps, "inv_update_steps", lambda v: v > 0, "> 0")
+        if (
+            isinstance(inv_update_steps, int)
+            and isinstance(factor_update_steps, int)
+            and inv_update_steps % factor_update_steps != 0
+        ):
+            warnings.warn(
+                "inv_update_steps should be a multiple of factor_update_steps", stacklevel=2
+            )
+
+        self._lr = lr
+        self._damping = damping
+        self._factor_decay = factor_decay
+        self._kl_clip = kl_clip
+        self._factor_update_steps = factor_update_steps
+        self._inv_update_steps = inv_update_steps
+        if isinstance(skip_layers, str):
+            skip_layers = [skip_layers]
+        self.skip_layers = list(skip_layers or [])
+        self.update_factors_in_hook = update_factors_in_hook
+        self.compute_eigenvalue_outer_product = compute_eigenvalue_outer_product
+        self.factor_dtype = factor_dtype
+        self.inv_dtype = inv_dtype
+
+        self._steps = 0
+        #: What the last ``step()`` did: "inverse" (eigendecompositions updated) or
+        #: "no_inverse"; None before the first step.
+        self.mode: str | None = None
+
+        self.blocks: dict[str, KFACBlock] = {}
+        self._by_module: dict[nn.Module, KFACBlock] = {}
+        # Step-mode buffers: per block, this step's layer inputs and output gradients.
+        self._inputs: dict[KFACBlock, list[torch.Tensor]] = {}
+        self._grads: dict[KFACBlock, list[torch.Tensor]] = {}
+        self._handles: list[RemovableHandle] = []
+        for helper in find_layers(model, self.skip_layers):
+            block = KFACBlock(
+                helper,
+                factor_dtype=factor_dtype,
+                inv_dtype=inv_dtype,
+                prediv_eigenvalues=compute_eigenvalue_outer_product,
+            )
+            self.blocks[helper.name] = block
+            self._by_module[helper.module] = block
+            self._handles.append(
+                helper.module.register_forward_hook(self._forward_hook, with_kwargs=True)
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"KFAC(layers={len(self.blocks)}, lr={self._lr}, damping={self._damping}, "
+            f"factor_decay={self._factor_decay}, kl_clip={self._kl_clip}, "
+            f"factor_update_steps={self._factor_update_steps}, "
+            f"inv_update_steps={self._inv_update_steps}, steps={self._steps})"
+        )
+
+    # -- hyperparameters (kfac-pytorch: a value, or a callable of the step count) --------
+    def _at(self, value: Any) -> Any:
+        return value(self._steps) if callable(value) else value
+
+    @property
+    def steps(self) -> int:
+        """Number of completed ``step()`` calls."""
+        return self._steps
+
+    @property
+    def lr(self) -> float:
+        return self._at(self._lr)
+
+    @lr.setter
+    def lr(self, value: FloatOrSchedule) -> None:
+        self._lr = value
+
+    @property
+    def damping(self) -> float:
+        return self._at(self._damping)
+
+    @damping.setter
+    def damping(self, value: FloatOrSchedule) -> None:
+        self._damping = value
+
+    @property
+    def factor_decay(self) -> float:
+        return self._at(self._factor_decay)
+
+    @property
+    def kl_clip(self) -> float | None:
+        return self._at(self._kl_clip)
+
+    @property
+    def factor_update_steps(self) -> int:
+        return self._at(self._factor_update_steps)
+
+    @property
+    def inv_update_steps(self) -> int:
+        return self._at(self._inv_update_steps)
+
+    # -- hooks -------------------------------------------------------------------------
+    def _collecting(self, module: nn.Module) -> bool:
+        # As kfac-pytorch: only in training mode and on factor-update steps. Unlike it,
+        # forwards without autograd (no backward will follow) are ignored.
+        return (
+            module.training
+            and torch.is_grad_enabled()
+            and self._steps % self.factor_update_steps == 0
+        )
+
+    def _forward_hook(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+    ) -> None:
+        if not self._collecting(module):
+            return
+        if not isinstance(output, torch.Tensor) or not output.requires_grad:
+            return
+        x = args[0] if args else kwargs["input"]
+        block = self._by_module[module]
+        if self.update_factors_in_hook:
+            with phase("kfac/factors"), torch.no_grad():
+                block.add_input(x.detach())
+                block.update_a_factor(self.factor_decay)
+        else:
+            self._inputs.setdefault(block, []).append(x.detach())
+        # A hook on the output tensor (not a module backward hook) gets the gradient w.r.t.
+        # the module's output even when the next op works in place, and adds no wrapping.
+        output.register_hook(lambda g: self._grad_hook(block, g))
+
+    def _grad_hook(self, block: KFACBlock, grad: torch.Tensor) -> None:
+        if self.update_factors_in_hook:
+            with phase("kfac/factors"), torch.no_grad():
+                block.add_grad_output(grad)
+                block.update_g_factor(self.factor_decay)
+        else:
+            # Keep the very tensor (no detach): autograd then never accumulates into it.
+            self._grads.setdefault(block, []).append(grad)
+
+    # -- the step ----------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self) -> None:
+        """Update factors / eigendecompositions when due, then precondition every ``.grad``.
+
+        Call after ``loss.backward()`` and before ``optimizer.step()``.
+        """
+        if not self.update_factors_in_hook and self._steps % self.factor_update_steps == 0:
+            with phase("kfac/factors"):
+                self._update_factors()
+        self.reset_batch()
+
+        inverse = self._steps % self.inv_update_steps == 0
+        if inverse:
+            with phase("kfac/inverse"):
+                damping = self.damping
+                for block in self.blocks.values():
+                    if block.has_factors:
+                        block.compute_eigen(damping)
+
+        with phase("kfac/precondition"):
+            self._precondition()
+
+        self.mode = "inverse" if inverse else "no_inverse"
+        self._steps += 1
+
+    def _update_factors(self) -> None:
+        decay = self.factor_decay
+        for block in self.blocks.values():
+            # Popped so each layer's saved tensors are released as soon as they are used.
+            for x in self._inputs.pop(block, ()):
+                block.add_input(x)
+            for g in self._grads.pop(block, ()):
+                block.add_grad_output(g)
+            block.update_a_factor(decay)
+            block.update_g_factor(decay)
+
+    def _precondition(self) -> None:
+        damping = self.damping
+        work: list[tuple[KFACBlock, torch.Tensor, torch.Tensor]] = []
+        for block in self.blocks.values():
+            grad = block.helper.grad_matrix()
+            if grad is None or not block.has_eigen:
+                continue
+            work.append((block, grad, block.precondition(grad, damping)))
+        if not work:
+            return
+
+        kl_clip = self.kl_clip
+        if kl_clip is None:
+            for block, _, new in work:
+                block.helper.set_grad(new)
+            return
+        # kfac-pytorch: scale = min(1, sqrt(kl_clip / |lr² Σ new·grad|)), 1 when the sum is 0.
+        # Kept on the device (no .item()), summed in float64 like its Python-float sum.
+        device = work[0][1].device
+        terms = []
+        for _, grad, new in work:
+            acc = torch.promote_types(grad.dtype, torch.float32)
+            terms.append((new.to(acc) * grad.to(acc)).sum().to(device, torch.float64))
+        vg = torch.stack(terms).sum() * (self.lr**2)
+        ratio = torch.sqrt(kl_clip / vg.abs().clamp_min(torch.finfo(torch.float64).tiny))
+        scale = torch.where(vg == 0, torch.ones_like(vg), ratio.clamp(max=1.0))
+        for block, _, new in work:
+            block.helper.set_grad(new * scale.to(new.device))
+
+    # -- housekeeping ------------------------------------------------------------------
+    def reset_batch(self) -> None:
+        """Drop inputs and gradients gathered since the last step."""
+        self._inputs.clear()
+        self._grads.clear()
+        for block in self.blocks.values():
+            block.reset_batch()
+
+    def remove(self) -> None:
+        """Remove the hooks from the model (the preconditioner can no longer gather)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.reset_batch()
+
+    def memory_usage(self) -> dict[str, int]:
+        """Bytes held: ``factors`` (running A and G) and ``eigen`` (eigenbases/values)."""
+        usage = {"factors": 0, "eigen": 0}
+        for block in self.blocks.values():
+            for key, value in block.memory_usage().items():
+                usage[key] += value
+        return usage
+
+    def state_dict(self) -> dict[str, Any]:
+        """kfac-pytorch's layout (``steps``, numeric hyperparameters, ``layers``) + eigen."""
+        state: dict[str, Any] = {"steps": self._steps}
+        for key in (
+            "factor_update_steps",
+            "inv_update_steps",
+            "damping",
+            "factor_decay",
+            "kl_clip",
+            "lr",
+        ):
+            value = getattr(self, "_" + key)
+            if not callable(value):
+                state[key] = value
+        state["layers"] = {name: block.state_dict() for name, block in self.blocks.items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], compute_inverses: bool = True) -> None:
+        """Restore a ``state_dict``; eigendecompositions missing from it are recomputed."""
+        self._steps = int(state["steps"])
+        for key in (
+            "factor_update_steps",
+            "inv_update_steps",
+            "damping",
+            "factor_decay",
+            "kl_clip",
+            "lr",
+        ):
+            if key in state:
+                setattr(self, "_" + key, state[key])
+        layers = state.get("layers")
+        if layers is None:
+            return
+        if set(layers) != set(self.blocks):
+            raise ValueError(
+                f"state has layers {sorted(layers)} but this model has {sorted(self.blocks)}"
+            )
+        damping = self.damping
+        for name, block in self.blocks.items():
+            has_eigen = block.load_state_dict(layers[name])
+            if not has_eigen and compute_inverses and block.has_factors:
+                block.compute_eigen(damping)
+        self.reset_batch()
+
+
+def _check(value: Any, name: str, ok: Callable[[Any], bool], what: str) -> None:
+    if callable(value):
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        raise TypeError(f"{name} must be a number or a callable of the step, got {value!r}")
+    if not ok(value):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
