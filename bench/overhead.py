@@ -1,0 +1,230 @@
+"""The harness's own cost: timed training steps against the same steps untimed.
+
+Two numbers, written as one ``overhead`` record (``name="runner_overhead"``):
+
+- ``value``, measured: blocks of ``steps`` training steps run alternately through a plain
+  loop (fetch the batch, ``train_step``, accumulate the loss; no recorder installed) and
+  through the runner's own loop (``bench.runner.run_steps`` with a ``StepTimer``: the
+  ``data`` phase, step marks, every phase of the step timed; the timer's once-per-epoch
+  ``flush`` is outside the block, as it is outside the runner's epoch time). Blocks run in
+  ABBA order to cancel drift; each adjacent pair gives ``(timed - plain) / plain`` and
+  ``value`` is their median. On a busy or small machine this is noisy at the 1 % level and
+  can come out slightly negative.
+- ``estimate``: the recorder's cost per phase and per step, measured in isolation over
+  thousands of empty phases (precise), times the phases per step, over the plain step time.
+
+Both are fractions of a step; the goal is below 0.01. The record also carries
+``plain_step_seconds``, ``timed_step_seconds``, ``phases_per_step``, ``phase_cost_seconds``,
+``step_cost_seconds``, ``steps`` and ``pairs``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from bench.records import RecordWriter
+from bench.runner import (
+    CellSpec,
+    LoopState,
+    WorkloadFactory,
+    build_cell,
+    environment,
+    resolve_device,
+    run_steps,
+    synchronize,
+    to_device,
+)
+from bench.step import train_step
+from bench.timing import StepTimer
+from fngd import phases
+
+__all__ = ["measure_cell_overhead", "measure_overhead"]
+
+
+def _cycle(loader: Any) -> Iterator[Any]:
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise RuntimeError("the train loader gave no batch")
+
+
+def _plain_block(
+    workload: Any, opt: Any, batches: Iterator[Any], n: int, device: torch.device, loss_sum: Any
+) -> None:
+    for _ in range(n):
+        inputs, targets, sample_ids = next(batches)
+        if device.type == "cuda":
+            inputs = to_device(inputs, device)
+            targets = to_device(targets, device)
+        loss = train_step(workload, opt, inputs, targets, sample_ids)
+        _ = opt.mode
+        loss_sum += loss.float()
+
+
+def _recorder_costs(device: torch.device, n: int = 2000) -> tuple[float, float]:
+    """Seconds per timed phase (beyond the untimed ``phase``) and per step mark pair."""
+    timer = StepTimer(device)
+    phase = phases.phase
+
+    def empty_phases(k: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(k):
+            with phase("overhead/probe"):
+                pass
+        return time.perf_counter() - t0
+
+    previous = phases.set_recorder(None)
+    try:
+        empty_phases(n // 10)
+        plain = min(empty_phases(n) for _ in range(3))
+        phases.set_recorder(timer)
+        timer.start_step(0, 0)
+        empty_phases(n // 10)
+        timed = min(empty_phases(n) for _ in range(3))
+        timer.discard_step()
+    finally:
+        phases.set_recorder(previous)
+    per_phase = max(timed - plain, 0.0) / n
+
+    def step_marks(k: int) -> float:
+        t0 = time.perf_counter()
+        for i in range(k):
+            timer.start_step(i, 0)
+            timer.end_step(mode=None)
+        timer.flush()
+        return time.perf_counter() - t0
+
+    step_marks(n // 10)
+    per_step = min(step_marks(n) for _ in range(3)) / n
+    return per_phase, per_step
+
+
+def measure_overhead(
+    workload: Any,
+    opt: Any,
+    device: str | torch.device = "cpu",
+    *,
+    steps: int = 20,
+    pairs: int = 12,
+    warmup: int = 5,
+) -> dict[str, Any]:
+    """Measure the timing overhead of the runner's loop on ``workload``/``opt``; returns the
+    fields of the ``overhead`` record (see the module docstring)."""
+    dev = resolve_device(device)
+    batches = _cycle(workload.train_loader)
+    timer = StepTimer(dev)
+    state = LoopState(warmup_steps=0)
+    loss_sum = torch.zeros((), device=dev)
+    workload.model.train()
+
+    def plain() -> float:
+        synchronize(dev)
+        t0 = time.perf_counter()
+        _plain_block(workload, opt, batches, steps, dev, loss_sum)
+        synchronize(dev)
+        return (time.perf_counter() - t0) / steps
+
+    counts: list[int] = []
+
+    def timed() -> float:
+        synchronize(dev)
+        t0 = time.perf_counter()
+        previous = phases.set_recorder(timer)
+        try:
+            run_steps(
+                workload,
+                opt,
+                batches,
+                steps,
+                timer=timer,
+                epoch=0,
+                state=state,
+                device=dev,
+                loss_sum=loss_sum,
+            )
+        finally:
+            phases.set_recorder(previous)
+        synchronize(dev)
+        seconds = (time.perf_counter() - t0) / steps
+        records = timer.flush()  # once per epoch in the runner, outside the epoch's time
+        counts.append(sum(r["kind"] == "phase" for r in records))
+        return seconds
+
+    previous = phases.set_recorder(None)
+    try:
+        _plain_block(workload, opt, batches, warmup, dev, loss_sum)
+        timed()
+        counts.clear()
+        plain_times: list[float] = []
+        timed_times: list[float] = []
+        ratios: list[float] = []
+        for i in range(pairs):
+            if i % 2 == 0:
+                a, b = plain(), timed()
+            else:
+                b, a = timed(), plain()
+            plain_times.append(a)
+            timed_times.append(b)
+            ratios.append((b - a) / a)
+    finally:
+        phases.set_recorder(previous)
+    if not torch.isfinite(loss_sum).item():
+        raise FloatingPointError("the loss diverged while measuring the overhead")
+
+    per_phase, per_step = _recorder_costs(dev)
+    plain_step = statistics.median(plain_times)
+    phases_per_step = sum(counts) / (len(counts) * steps)
+    return {
+        "value": statistics.median(ratios),
+        "estimate": (phases_per_step * per_phase + per_step) / plain_step,
+        "plain_step_seconds": plain_step,
+        "timed_step_seconds": statistics.median(timed_times),
+        "phases_per_step": phases_per_step,
+        "phase_cost_seconds": per_phase,
+        "step_cost_seconds": per_step,
+        "steps": steps,
+        "pairs": pairs,
+    }
+
+
+def measure_cell_overhead(
+    spec: CellSpec,
+    writer: RecordWriter,
+    *,
+    device: str | torch.device = "auto",
+    data_root: str | os.PathLike[str] | None = None,
+    workload_factory: WorkloadFactory | None = None,
+    steps: int = 20,
+    pairs: int = 12,
+) -> dict[str, Any]:
+    """Build ``spec``'s workload and optimiser, measure, write and return the record."""
+    dev = resolve_device(device)
+    writer.update_base(
+        run_id=f"overhead__{spec.workload}__{spec.optimizer}__{dev.type}",
+        workload=spec.workload,
+        optimizer=spec.optimizer,
+        family=spec.family,
+        seed=spec.seed,
+        size=spec.size,
+        **environment(dev),
+    )
+    workload, opt = build_cell(spec, dev, data_root=data_root, workload_factory=workload_factory)
+    writer.update_base(
+        impl=opt.impl,
+        hparams=opt.hparams,
+        data_source=getattr(workload, "data_source", None),
+        batch_size=getattr(workload, "batch_size", None),
+    )
+    fields = measure_overhead(workload, opt, dev, steps=steps, pairs=pairs)
+    record = {"kind": "overhead", "name": "runner_overhead", **fields}
+    writer.write(record, flush=True)
+    return record

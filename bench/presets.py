@@ -1,0 +1,134 @@
+"""Optimiser labels and the two sweep presets, ``quick`` and ``paper``.
+
+Optimiser labels
+----------------
+A *label* names what a cell runs and is what every record carries in ``optimizer``; the
+factory name behind it is in ``family`` and the hyperparameters actually used in
+``hparams``. A label is a factory name (``sgd``, ``adamw``, ``kfac``, ``ngd``, ``fngd``) or a
+variant of one with fixed overrides:
+
+| label       | family | overrides                                               |
+| ----------- | ------ | ------------------------------------------------------- |
+| `kfac`      | kfac   | `inv_update_steps=10` (kfac-pytorch's CIFAR example)    |
+| `kfac-inv1` | kfac   | `inv_update_steps=1` (inverse every step)               |
+| `fngd`      | fngd   | `share="sample"` (coefficients shared by sample id)     |
+| `fngd-iter` | fngd   | `share="iteration"` (shared by position in the epoch)   |
+
+Hyperparameters are merged as: factory defaults < ``workload.hparams[family]`` <
+``workload.hparams[label]`` (if a workload tunes a variant) < the label's overrides <
+overrides given to the cell.
+
+Presets
+-------
+``quick``: real data at CPU size (mlp-digits, cnn-mnist1d) for every optimiser family, one
+seed, ``QUICK_EPOCHS`` epochs so FNGD shows its inversion epoch and a weighted-sum epoch;
+about ``QUICK_MINUTES`` minutes on a 2-core CPU, including the timer-overhead measurement.
+
+``paper``: resnet18-cifar100 (batch 128) and transformer-multi30k at size ``paper`` for
+sgd, adamw, kfac, kfac-inv1, fngd, fngd-iter and ngd; two epochs of at most
+``PAPER_MAX_STEPS`` steps each (FNGD's inversion epoch and a weighted-sum epoch), recorded in
+``max_steps_per_epoch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["PRESETS", "VARIANTS", "Preset", "Variant", "labels", "resolve_label"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    family: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+VARIANTS: dict[str, Variant] = {
+    v.label: v
+    for v in (
+        Variant("sgd", "sgd", {}, "SGD with momentum"),
+        Variant("adamw", "adamw", {}, "AdamW"),
+        Variant("kfac", "kfac", {"inv_update_steps": 10}, "KFAC, inverse every 10 steps"),
+        Variant("kfac-inv1", "kfac", {"inv_update_steps": 1}, "KFAC, inverse every step"),
+        Variant("ngd", "ngd", {}, "exact NGD (N x N solve every step)"),
+        Variant("fngd", "fngd", {"share": "sample"}, "FNGD, coefficients shared by sample"),
+        Variant(
+            "fngd-iter", "fngd", {"share": "iteration"}, "FNGD, coefficients shared by iteration"
+        ),
+    )
+}
+
+
+def labels() -> list[str]:
+    """Every valid optimiser label."""
+    return list(VARIANTS)
+
+
+def resolve_label(label: str) -> Variant:
+    """The variant behind ``label``; unknown labels raise ``KeyError`` listing the valid ones."""
+    try:
+        return VARIANTS[label]
+    except KeyError:
+        raise KeyError(f"unknown optimizer {label!r}; valid: {', '.join(VARIANTS)}") from None
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What ``fngd-bench run --preset NAME`` runs (command-line options override fields).
+
+    ``epochs`` ``None`` means each workload's own ``epochs``; ``batch_size`` maps a workload
+    to a batch size (others use the workload's default); ``overhead`` lists the
+    (workload, label) pairs whose runner overhead is measured.
+    """
+
+    name: str
+    workloads: tuple[str, ...]
+    optimizers: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    epochs: int | None = None
+    max_steps_per_epoch: int | None = None
+    size: str = "small"
+    batch_size: dict[str, int] = field(default_factory=dict)
+    warmup_steps: int = 3
+    overhead: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+
+
+QUICK_EPOCHS = 3
+QUICK_MINUTES = 10
+PAPER_MAX_STEPS = 200
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        name="quick",
+        workloads=("mlp-digits", "cnn-mnist1d"),
+        optimizers=("sgd", "adamw", "kfac", "ngd", "fngd"),
+        seeds=(0,),
+        epochs=QUICK_EPOCHS,
+        size="small",
+        overhead=(("mlp-digits", "sgd"), ("mlp-digits", "fngd")),
+        description=(
+            "real data at CPU size (mlp-digits, cnn-mnist1d), sgd/adamw/kfac/ngd/fngd, "
+            f"1 seed, {QUICK_EPOCHS} epochs; about {QUICK_MINUTES} minutes on a 2-core CPU"
+        ),
+    ),
+    "paper": Preset(
+        name="paper",
+        workloads=("resnet18-cifar100", "transformer-multi30k"),
+        optimizers=("sgd", "adamw", "kfac", "kfac-inv1", "fngd", "fngd-iter", "ngd"),
+        seeds=(0,),
+        epochs=2,
+        max_steps_per_epoch=PAPER_MAX_STEPS,
+        size="paper",
+        batch_size={"resnet18-cifar100": 128},
+        overhead=(("resnet18-cifar100", "sgd"), ("resnet18-cifar100", "fngd")),
+        description=(
+            "paper-size resnet18-cifar100 (batch 128) and transformer-multi30k for sgd, adamw, "
+            "kfac (inverse every 10 steps and every step), fngd (by sample and by iteration), "
+            f"ngd; 2 epochs of at most {PAPER_MAX_STEPS} steps (needs a GPU)"
+        ),
+    ),
+}

@@ -1,0 +1,297 @@
+"""Sweeps: cells = workloads x optimiser labels x seeds, run one after another, resumable.
+
+Layout of an output directory
+-----------------------------
+One JSON Lines file per cell, ``<run_id>.jsonl`` with ``run_id =
+<workload>__<label>__s<seed>``, and one per overhead measurement,
+``overhead__<workload>__<label>__<device>.jsonl``. The report reads every ``*.jsonl`` of
+the directory, so what lies there is exactly the data to count, once.
+
+Cell status
+-----------
+Each cell file holds a ``cell`` record ``started`` and, at the end, one of ``finished``,
+``diverged`` (non-finite loss; the run stops there), ``oom`` (``torch.cuda.OutOfMemoryError``
+or a ``RuntimeError`` saying "out of memory") or ``error`` (any other exception; the
+message in ``value``, the traceback in ``traceback``). The sweep goes on after any of them.
+``KeyboardInterrupt`` flushes what was written and is raised again.
+
+Resume and partial attempts
+---------------------------
+A cell is *complete* when its file has a ``finished``, ``diverged`` or ``oom`` record.
+
+- ``resume=True`` skips complete cells. Any other earlier attempt (only ``started``: the
+  process was killed or interrupted; or ``error``) is renamed to
+  ``<run_id>.attempt<N>.partial`` and the cell is run again from the start into a fresh
+  ``<run_id>.jsonl``.
+- ``resume=False`` runs every cell again; an earlier file is renamed to
+  ``<run_id>.attempt<N>.partial`` (incomplete) or ``<run_id>.attempt<N>.replaced``
+  (complete).
+
+Renamed files do not end in ``.jsonl``, so the report never sees them; every record carries
+``attempt`` (1 for the first run of a cell, N+1 after N earlier attempts) to tell them apart.
+Overhead files are measured again unless ``resume`` and they hold an ``overhead`` record.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import sys
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.records import RecordWriter, iter_jsonl
+from bench.runner import CellSpec, WorkloadFactory, resolve_device, run_cell
+
+__all__ = [
+    "COMPLETE",
+    "SweepResult",
+    "cell_status",
+    "is_oom",
+    "make_cells",
+    "run_sweep",
+]
+
+COMPLETE = ("finished", "diverged", "oom")
+STATUSES = ("started", *COMPLETE, "error")
+
+
+def make_cells(
+    workloads: Sequence[str],
+    optimizers: Sequence[str],
+    seeds: Sequence[int],
+    **common: Any,
+) -> list[CellSpec]:
+    """The cells of a sweep, workload-major (all optimisers of a workload, seed by seed)."""
+    return [
+        CellSpec(workload=w, optimizer=o, seed=int(s), **common)
+        for w in workloads
+        for s in seeds
+        for o in optimizers
+    ]
+
+
+def is_oom(exc: BaseException) -> bool:
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def cell_status(path: str | os.PathLike[str]) -> str | None:
+    """The status of a cell file: its complete status if any, else the last one, else
+    ``None`` (no cell record, or no file)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    last = None
+    for record in iter_jsonl(path, on_error=lambda *a: None):
+        if record.get("kind") == "cell":
+            name = record.get("name")
+            if name in COMPLETE:
+                return str(name)
+            last = name
+    return last
+
+
+def _has_overhead(path: Path) -> bool:
+    if not path.exists():
+        return False
+    return any(r.get("kind") == "overhead" for r in iter_jsonl(path, on_error=lambda *a: None))
+
+
+def _attempts(out: Path, run_id: str) -> int:
+    """Earlier attempts of ``run_id`` kept aside."""
+    pattern = re.compile(re.escape(run_id) + r"\.attempt(\d+)\.(partial|replaced)$")
+    numbers = [int(m.group(1)) for p in out.iterdir() if (m := pattern.match(p.name))]
+    return max(numbers, default=0)
+
+
+def _set_aside(out: Path, path: Path, run_id: str, status: str | None) -> int:
+    """Rename an earlier attempt out of the report's sight; returns its attempt number."""
+    n = _attempts(out, run_id) + 1
+    suffix = "replaced" if status in COMPLETE else "partial"
+    path.rename(out / f"{run_id}.attempt{n}.{suffix}")
+    return n
+
+
+@dataclass
+class SweepResult:
+    """Status of every cell the sweep went through (``skipped`` ones were complete)."""
+
+    statuses: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    overhead: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(s in ("finished", "diverged") for s in self.statuses.values())
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_one(
+    spec: CellSpec,
+    out: Path,
+    *,
+    device: torch.device,
+    data_root: str | os.PathLike[str] | None,
+    workload_factory: WorkloadFactory | None,
+    resume: bool,
+    progress: bool,
+) -> str:
+    """Run (or skip) one cell; returns its status (``skipped`` when resume skipped it)."""
+    path = out / f"{spec.run_id}.jsonl"
+    previous = cell_status(path) if path.exists() else None
+    if path.exists():
+        if resume and previous in COMPLETE:
+            return "skipped"
+        _set_aside(out, path, spec.run_id, previous)
+    attempt = _attempts(out, spec.run_id) + 1
+
+    writer = RecordWriter(path)
+    status, message, extra = "error", "", {}
+    try:
+        status, message = run_cell(
+            spec,
+            writer,
+            device=device,
+            data_root=data_root,
+            workload_factory=workload_factory,
+            progress=progress,
+            attempt=attempt,
+        )
+    except KeyboardInterrupt:
+        writer.close()
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded, and the sweep goes on
+        status = "oom" if is_oom(exc) else "error"
+        message = f"{type(exc).__name__}: {exc}".strip()
+        if status == "error":
+            extra = {"traceback": traceback.format_exc()}
+    try:
+        if "started" not in writer.statuses:
+            writer.write({"kind": "cell", "name": "started", "value": ""})
+        writer.write({"kind": "cell", "name": status, "value": message, **extra}, flush=True)
+    finally:
+        writer.close()
+    _free(device)  # the exception and its frames (and their tensors) are gone by now
+    return status
+
+
+def run_overhead(
+    workload: str,
+    label: str,
+    out: Path,
+    *,
+    device: torch.device,
+    data_root: str | os.PathLike[str] | None,
+    workload_factory: WorkloadFactory | None,
+    resume: bool,
+    size: str = "small",
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> float | None:
+    """Measure the runner's overhead on (workload, label); writes an ``overhead`` record."""
+    from bench.overhead import measure_cell_overhead
+
+    path = out / f"overhead__{workload}__{label}__{device.type}.jsonl"
+    if resume and _has_overhead(path):
+        return None
+    if path.exists():
+        path.unlink()
+    spec = CellSpec(workload=workload, optimizer=label, seed=seed, size=size, batch_size=batch_size)
+    with RecordWriter(path) as writer:
+        try:
+            record = measure_cell_overhead(
+                spec,
+                writer,
+                device=device,
+                data_root=data_root,
+                workload_factory=workload_factory,
+            )
+        finally:
+            _free(device)
+    return record["value"]
+
+
+def run_sweep(
+    cells: Iterable[CellSpec],
+    out: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "auto",
+    data_root: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    workload_factory: WorkloadFactory | None = None,
+    overhead: Sequence[tuple[str, str]] = (),
+    overhead_size: str = "small",
+    overhead_batch_size: dict[str, int] | None = None,
+) -> SweepResult:
+    """Run ``cells`` into ``out`` (see the module docstring); then measure ``overhead``."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    cells = list(cells)
+    result = SweepResult()
+    bar = tqdm(
+        cells,
+        desc="cells",
+        unit="cell",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    for spec in bar:
+        bar.set_postfix_str(spec.run_id)
+        status = run_one(
+            spec,
+            out,
+            device=dev,
+            data_root=data_root,
+            workload_factory=workload_factory,
+            resume=resume,
+            progress=progress,
+        )
+        if status == "skipped":
+            result.skipped.append(spec.run_id)
+        else:
+            result.statuses[spec.run_id] = status
+            if status != "finished":
+                msg = f"{spec.run_id}: {status}"
+                if progress:
+                    tqdm.write(msg, file=sys.stderr)
+                else:
+                    print(msg, file=sys.stderr)
+    bar.close()
+    for workload, label in overhead:
+        key = f"{workload}__{label}"
+        try:
+            result.overhead[key] = run_overhead(
+                workload,
+                label,
+                out,
+                device=dev,
+                data_root=data_root,
+                workload_factory=workload_factory,
+                resume=resume,
+                size=overhead_size,
+                batch_size=(overhead_batch_size or {}).get(workload),
+            )
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed measurement must not end the sweep
+            print(f"overhead {key}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return result

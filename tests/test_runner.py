@@ -1,0 +1,286 @@
+"""Runner and sweep on a tiny in-test workload: records, warm-up, divergence, OOM, resume."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.records import FIELDS, RecordWriter, read_dir, read_jsonl
+from bench.runner import CellSpec, LoopState, run_cell, run_steps
+from bench.sweep import cell_status, make_cells, run_sweep
+from bench.timing import StepTimer
+from fngd import phases
+from fngd.optimizers import build
+
+
+class TinyLoader:
+    """(inputs, targets, sample_ids) batches, reshuffled every epoch; ``hook(epoch, i)``
+    runs before each batch (to inject failures)."""
+
+    def __init__(self, x, y, batch_size, seed, hook=None):
+        self.x, self.y, self.batch_size, self.hook = x, y, batch_size, hook
+        self.gen = torch.Generator().manual_seed(seed)
+        self.epoch = -1
+
+    def __len__(self):
+        return (len(self.x) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        self.epoch += 1
+        order = torch.randperm(len(self.x), generator=self.gen)
+        for i in range(len(self)):
+            if self.hook is not None:
+                self.hook(self.epoch, i)
+            ids = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield self.x[ids], self.y[ids], ids
+
+
+class TinyWorkload:
+    metric_name = "accuracy"
+    higher_is_better = True
+    data_source = "synthetic"
+    data_note = "random points"
+    epochs = 2
+
+    def __init__(self, name, device, seed, batch_size=None, hook=None, scale=1.0, target=0.0):
+        g = torch.Generator().manual_seed(seed)
+        self.name = name
+        self.x = torch.randn(48, 4, generator=g).to(device)
+        self.y = torch.randint(0, 3, (48,), generator=g).to(device)
+        self.model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(device)
+        self.batch_size = batch_size or 16
+        self.train_loader = TinyLoader(self.x, self.y, self.batch_size, seed, hook)
+        self.scale = scale
+        self.target = target
+        self.hparams = {"sgd": {"lr": 0.05}}
+
+    def forward(self, model, inputs):
+        return model(inputs)
+
+    def loss_fn(self, outputs, targets):
+        return F.cross_entropy(outputs, targets) * self.scale
+
+    def eval_fn(self, model):
+        out = model(self.x)
+        return {
+            "eval_loss": float(F.cross_entropy(out, self.y)),
+            "accuracy": float((out.argmax(1) == self.y).float().mean()),
+        }
+
+
+def make_factory(interrupt_once=None):
+    """Workload names: tiny, tiny-nan (loss NaN), tiny-oom, tiny-error (raise in step 2),
+    tiny-late-target; ``interrupt_once`` (a workload name) raises KeyboardInterrupt in its
+    second epoch, the first time only."""
+    interrupted = []
+
+    def factory(name, device, seed, batch_size=None, data_root=None, size="small"):
+        hook = None
+        if name == "tiny-oom":
+
+            def hook(epoch, i):
+                if i == 1:
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate")
+
+        elif name == "tiny-error":
+
+            def hook(epoch, i):
+                if i == 1:
+                    raise ValueError("bad batch")
+
+        elif name == interrupt_once:
+
+            def hook(epoch, i):
+                if epoch == 1 and i == 1 and not interrupted:
+                    interrupted.append(True)
+                    raise KeyboardInterrupt
+
+        scale = float("nan") if name == "tiny-nan" else 1.0
+        target = 2.0 if name == "tiny-late-target" else 0.0  # 2.0: never reached
+        return TinyWorkload(name, device, seed, batch_size, hook, scale, target)
+
+    return factory
+
+
+def _records(out):
+    return read_dir(out)
+
+
+def test_tiny_run_writes_every_kind_with_all_fields(tmp_path):
+    spec = CellSpec("tiny", "sgd", seed=1, epochs=2, preset="test")
+    with RecordWriter(tmp_path / "c.jsonl") as writer:
+        status, message = run_cell(spec, writer, device="cpu", workload_factory=make_factory())
+    assert (status, message) == ("finished", "")
+    records = read_jsonl(tmp_path / "c.jsonl")
+    kinds = collections.Counter(r["kind"] for r in records)
+    assert kinds["step"] == 2 * 3  # 48 samples / 16 per batch, 2 epochs
+    assert kinds["epoch"] == 2 and kinds["target"] == 1
+    assert kinds["eval"] == 4  # eval_loss and accuracy per epoch
+    assert kinds["memory"] >= 2 and kinds["cell"] == 1
+    for r in records:
+        assert set(FIELDS) <= set(r), set(FIELDS) - set(r)
+        assert r["run_id"] == "tiny__sgd__s1"
+        assert r["workload"] == "tiny" and r["optimizer"] == "sgd" and r["family"] == "sgd"
+        assert r["impl"] == "torch" and r["hparams"]["lr"] == 0.05
+        assert r["seed"] == 1 and r["device"] == "cpu" and r["device_name"]
+        assert r["data_source"] == "synthetic" and r["batch_size"] == 16
+        assert r["torch_version"] == torch.__version__ and r["git_commit"]
+        assert r["attempt"] == 1 and r["preset"] == "test" and r["steps_per_epoch"] == 3
+    phase_names = {r["phase"] for r in records if r["kind"] == "phase"}
+    assert phase_names == {"data", "forward", "backward", "update"}
+    for r in records:
+        if r["kind"] in ("step", "phase"):
+            assert r["seconds"] >= 0 and r["step"] is not None and r["epoch"] in (0, 1)
+            assert isinstance(r["warmup"], bool)
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == list(range(6))
+    assert [r["warmup"] for r in steps] == [True] * 3 + [False] * 3
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert all(r["name"] == "train_loss" and r["value"] > 0 for r in epochs)
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert {r["name"] for r in evals} == {"eval_loss", "accuracy"}
+    assert evals[-1]["seconds"] == pytest.approx(sum(r["seconds"] for r in epochs))
+    (target,) = [r for r in records if r["kind"] == "target"]
+    assert target["name"] == "time_to_target" and target["epoch"] == 0
+    memory = {r["name"]: r["value"] for r in records if r["kind"] == "memory"}
+    assert memory["peak_rss"] > 0 and memory["optimizer_state"] > 0  # momentum buffers
+    assert records[0]["kind"] == "cell" and records[0]["name"] == "started"
+
+
+def test_max_steps_per_epoch_cuts_epochs(tmp_path):
+    spec = CellSpec("tiny-late-target", "adamw", epochs=2, max_steps_per_epoch=2)
+    with RecordWriter(tmp_path / "c.jsonl") as writer:
+        run_cell(spec, writer, device="cpu", workload_factory=make_factory())
+    records = read_jsonl(tmp_path / "c.jsonl")
+    assert sum(r["kind"] == "step" for r in records) == 4
+    assert all(r["max_steps_per_epoch"] == 2 and r["steps_per_epoch"] == 2 for r in records)
+    assert not any(r["kind"] == "target" for r in records)
+
+
+class ModeOptimizer:
+    """SGD that reports mode ``a`` in epoch 0 and ``b`` afterwards (like FNGD)."""
+
+    def __init__(self, model):
+        self.inner = build("sgd", model)
+        self.mode = None
+        self.epoch = 0
+        self.steps = 0
+
+    def zero_grad(self, set_to_none=True):
+        self.inner.zero_grad(set_to_none)
+
+    def prepare(self, sample_ids=None):
+        pass
+
+    def step(self, sample_ids=None):
+        self.inner.step()
+        self.mode = "a" if self.steps < 5 else "b"
+        self.steps += 1
+
+
+def test_warmup_marks_first_steps_and_first_step_of_a_new_mode():
+    wl = make_factory()("tiny", device="cpu", seed=0, batch_size=8)  # 6 steps per epoch
+    opt = ModeOptimizer(wl.model)
+    timer = StepTimer("cpu")
+    state = LoopState(warmup_steps=2)
+    loss_sum = torch.zeros(())
+    previous = phases.set_recorder(timer)
+    try:
+        for epoch in range(2):
+            run_steps(
+                wl,
+                opt,
+                iter(wl.train_loader),
+                6,
+                timer=timer,
+                epoch=epoch,
+                state=state,
+                device=torch.device("cpu"),
+                loss_sum=loss_sum,
+            )
+    finally:
+        phases.set_recorder(previous)
+    steps = [r for r in timer.flush() if r["kind"] == "step"]
+    assert [r["mode"] for r in steps] == ["a"] * 5 + ["b"] * 7
+    warm = [r["step"] for r in steps if r["warmup"]]
+    assert warm == [0, 1, 5]
+
+
+def test_nan_oom_and_error_cells_are_recorded_and_the_sweep_goes_on(tmp_path, capsys):
+    cells = make_cells(["tiny-nan", "tiny-oom", "tiny-error", "tiny"], ["sgd"], [0], epochs=2)
+    result = run_sweep(cells, tmp_path, device="cpu", workload_factory=make_factory())
+    assert result.statuses == {
+        "tiny-nan__sgd__s0": "diverged",
+        "tiny-oom__sgd__s0": "oom",
+        "tiny-error__sgd__s0": "error",
+        "tiny__sgd__s0": "finished",
+    }
+    records = _records(tmp_path)
+    cell = {(r["run_id"], r["name"]): r for r in records if r["kind"] == "cell"}
+    assert "non-finite train loss" in cell[("tiny-nan__sgd__s0", "diverged")]["value"]
+    assert "OutOfMemoryError" in cell[("tiny-oom__sgd__s0", "oom")]["value"]
+    error = cell[("tiny-error__sgd__s0", "error")]
+    assert "ValueError: bad batch" in error["value"] and "Traceback" in error["traceback"]
+    # the diverged cell stopped after its first epoch
+    nan_epochs = [r for r in records if r["run_id"] == "tiny-nan__sgd__s0" and r["kind"] == "epoch"]
+    assert len(nan_epochs) == 1 and nan_epochs[0]["value"] is None
+    for run_id in result.statuses:
+        assert (run_id, "started") in cell, run_id
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_interrupted_sweep_resumes_with_every_cell_once(tmp_path):
+    factory = make_factory(interrupt_once="tiny-late-target")
+    cells = make_cells(["tiny", "tiny-late-target", "tiny-nan"], ["sgd", "adamw"], [0], epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cells, tmp_path, device="cpu", workload_factory=factory)
+    # the first two cells are complete; the third was cut in its second epoch
+    assert cell_status(tmp_path / "tiny__sgd__s0.jsonl") == "finished"
+    cut = tmp_path / "tiny-late-target__sgd__s0.jsonl"
+    assert cell_status(cut) == "started"
+    assert any(r["kind"] == "epoch" for r in read_jsonl(cut))  # epoch 0 was flushed
+    assert not (tmp_path / "tiny-late-target__adamw__s0.jsonl").exists()
+
+    result = run_sweep(cells, tmp_path, device="cpu", workload_factory=factory, resume=True)
+    assert sorted(result.skipped) == ["tiny__adamw__s0", "tiny__sgd__s0"]
+    assert result.statuses["tiny-late-target__sgd__s0"] == "finished"
+    assert (tmp_path / "tiny-late-target__sgd__s0.attempt1.partial").exists()
+
+    records = _records(tmp_path)
+    done = collections.Counter(
+        r["run_id"] for r in records if r["kind"] == "cell" and r["name"] != "started"
+    )
+    assert done == {spec.run_id: 1 for spec in cells}
+    epochs = collections.Counter(r["run_id"] for r in records if r["kind"] == "epoch")
+    assert epochs["tiny-late-target__sgd__s0"] == 2 and epochs["tiny__sgd__s0"] == 2
+    attempts = {r["run_id"]: r["attempt"] for r in records}
+    assert attempts["tiny-late-target__sgd__s0"] == 2 and attempts["tiny__sgd__s0"] == 1
+
+    # resuming a complete sweep runs nothing; without --resume every file is replaced
+    again = run_sweep(cells, tmp_path, device="cpu", workload_factory=factory, resume=True)
+    assert again.statuses == {} and len(again.skipped) == len(cells)
+    run_sweep(cells[:1], tmp_path, device="cpu", workload_factory=factory)
+    assert (tmp_path / "tiny__sgd__s0.attempt1.replaced").exists()
+    records = _records(tmp_path)
+    assert sum(r["kind"] == "cell" and r["name"] == "finished" for r in records) == 4
+    assert {r["attempt"] for r in records if r["run_id"] == "tiny__sgd__s0"} == {2}
+
+
+def test_overhead_record(tmp_path):
+    from bench.overhead import measure_cell_overhead
+
+    spec = CellSpec("tiny", "sgd")
+    with RecordWriter(tmp_path / "o.jsonl") as writer:
+        record = measure_cell_overhead(
+            spec, writer, device="cpu", workload_factory=make_factory(), steps=3, pairs=2
+        )
+    (r,) = read_jsonl(tmp_path / "o.jsonl")
+    assert r["kind"] == "overhead" and r["name"] == "runner_overhead"
+    assert r["value"] == pytest.approx(record["value"])
+    assert r["phases_per_step"] == 4  # data, forward, backward, update
+    assert 0 <= r["estimate"] < 0.5 and r["plain_step_seconds"] > 0
+    assert r["workload"] == "tiny" and r["optimizer"] == "sgd" and r["impl"] == "torch"
