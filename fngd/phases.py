@@ -17,7 +17,9 @@ import torch
 COMMON = ("data", "forward", "backward", "update")
 FNGD = ("fngd/gram", "fngd/solve", "fngd/weighted_sum")
 KFAC = ("kfac/factors", "kfac/inverse", "kfac/precondition")
-ALL = COMMON + FNGD + KFAC
+# kfac-pytorch does factors, inverses and preconditioning inside one call it does not label.
+KFAC_PYTORCH = ("kfac-pytorch/step",)
+ALL = COMMON + FNGD + KFAC + KFAC_PYTORCH
 
 
 class PhaseRecorder(Protocol):
