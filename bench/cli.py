@@ -271,8 +271,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=progress,
             overhead=overhead,
-            overhead_size=size,
-            overhead_batch_size=preset.batch_size,
         )
     except KeyboardInterrupt:
         _err(f"interrupted; records so far are in {out}. Rerun with --resume to continue.")

@@ -70,6 +70,7 @@ EXTRA_FIELDS = (
     "epochs",
     "steps_per_epoch",
     "max_steps_per_epoch",
+    "replay_first_epoch",
     "preset",
 )
 FIELDS = BASE_FIELDS + EXTRA_FIELDS

@@ -236,6 +236,22 @@ def steps_per_epoch(spec: CellSpec, loader: Any) -> int:
     return n
 
 
+def replays_first_epoch(spec: CellSpec, loader: Any) -> bool:
+    """Whether every (cut) epoch replays the first epoch's batches.
+
+    With ``max_steps_per_epoch`` below the loader's length, a reshuffled epoch would hold
+    samples the cut first epoch never saw, and FNGD (``share="sample"``) would run its
+    inversion phase again instead of the weighted sum. So cut epochs replay epoch 0's order
+    (``loader.set_epoch(0)``, for every optimiser alike): later epochs then time the
+    weighted-sum path on the same batches. Recorded as ``replay_first_epoch``.
+    """
+    return (
+        spec.max_steps_per_epoch is not None
+        and spec.max_steps_per_epoch < len(loader)
+        and callable(getattr(loader, "set_epoch", None))
+    )
+
+
 def build_cell(
     spec: CellSpec,
     device: torch.device,
@@ -403,6 +419,7 @@ def run_cell(
             batch_size=getattr(workload, "batch_size", None),
             epochs=epochs,
             steps_per_epoch=per_epoch,
+            replay_first_epoch=replays_first_epoch(spec, loader),
         )
         note = getattr(workload, "data_note", None)
         writer.write({"kind": "cell", "name": "started", "value": note or ""}, flush=True)
@@ -425,6 +442,7 @@ def _train(
 
     model = workload.model
     loader = workload.train_loader
+    replay = replays_first_epoch(spec, loader)
     timer = StepTimer(dev)
     state = LoopState(warmup_steps=spec.warmup_steps)
     train_seconds = 0.0
@@ -454,6 +472,8 @@ def _train(
             loss_sum = torch.zeros((), device=dev)
             synchronize(dev)
             t0 = time.perf_counter()
+            if replay:
+                loader.set_epoch(0)
             batches = iter(loader)
             try:
                 done = run_steps(

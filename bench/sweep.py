@@ -201,6 +201,7 @@ def run_overhead(
     size: str = "small",
     batch_size: int | None = None,
     seed: int = 0,
+    preset: str | None = None,
 ) -> float | None:
     """Measure the runner's overhead on (workload, label); writes an ``overhead`` record."""
     from bench.overhead import measure_cell_overhead
@@ -210,9 +211,16 @@ def run_overhead(
         return None
     if path.exists():
         path.unlink()
-    spec = CellSpec(workload=workload, optimizer=label, seed=seed, size=size, batch_size=batch_size)
-    with RecordWriter(path) as writer:
-        try:
+    spec = CellSpec(
+        workload=workload,
+        optimizer=label,
+        seed=seed,
+        size=size,
+        batch_size=batch_size,
+        preset=preset,
+    )
+    try:
+        with RecordWriter(path) as writer:
             record = measure_cell_overhead(
                 spec,
                 writer,
@@ -220,8 +228,12 @@ def run_overhead(
                 data_root=data_root,
                 workload_factory=workload_factory,
             )
-        finally:
-            _free(device)
+    except BaseException:
+        if path.exists() and path.stat().st_size == 0:
+            path.unlink()
+        raise
+    finally:
+        _free(device)
     return record["value"]
 
 
@@ -235,10 +247,10 @@ def run_sweep(
     progress: bool = False,
     workload_factory: WorkloadFactory | None = None,
     overhead: Sequence[tuple[str, str]] = (),
-    overhead_size: str = "small",
-    overhead_batch_size: dict[str, int] | None = None,
 ) -> SweepResult:
-    """Run ``cells`` into ``out`` (see the module docstring); then measure ``overhead``."""
+    """Run ``cells`` into ``out`` (see the module docstring); then measure the runner's
+    overhead on each (workload, label) of ``overhead``, with the size, batch size, seed and
+    preset of the sweep's first cell of that workload."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -278,6 +290,7 @@ def run_sweep(
     bar.close()
     for workload, label in overhead:
         key = f"{workload}__{label}"
+        like = next((c for c in cells if c.workload == workload), CellSpec(workload, label))
         try:
             result.overhead[key] = run_overhead(
                 workload,
@@ -287,8 +300,10 @@ def run_sweep(
                 data_root=data_root,
                 workload_factory=workload_factory,
                 resume=resume,
-                size=overhead_size,
-                batch_size=(overhead_batch_size or {}).get(workload),
+                size=like.size,
+                batch_size=like.batch_size,
+                seed=like.seed,
+                preset=like.preset,
             )
         except KeyboardInterrupt:
             raise

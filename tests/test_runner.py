@@ -23,18 +23,24 @@ class TinyLoader:
 
     def __init__(self, x, y, batch_size, seed, hook=None):
         self.x, self.y, self.batch_size, self.hook = x, y, batch_size, hook
-        self.gen = torch.Generator().manual_seed(seed)
-        self.epoch = -1
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self):
         return (len(self.x) + self.batch_size - 1) // self.batch_size
 
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
     def __iter__(self):
+        epoch = self.epoch
         self.epoch += 1
-        order = torch.randperm(len(self.x), generator=self.gen)
+        order = torch.randperm(
+            len(self.x), generator=torch.Generator().manual_seed(1000 * self.seed + epoch)
+        )
         for i in range(len(self)):
             if self.hook is not None:
-                self.hook(self.epoch, i)
+                self.hook(epoch, i)
             ids = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.x[ids], self.y[ids], ids
 
@@ -159,6 +165,26 @@ def test_max_steps_per_epoch_cuts_epochs(tmp_path):
     assert sum(r["kind"] == "step" for r in records) == 4
     assert all(r["max_steps_per_epoch"] == 2 and r["steps_per_epoch"] == 2 for r in records)
     assert not any(r["kind"] == "target" for r in records)
+
+
+def test_fngd_cell_shows_both_phases_with_cut_epochs(tmp_path):
+    """Cut epochs replay the first epoch's batches, so FNGD's second epoch is all
+    weighted sums; its first weighted-sum step is marked warm-up."""
+    spec = CellSpec("tiny", "fngd", epochs=2, max_steps_per_epoch=2, warmup_steps=1)
+    with RecordWriter(tmp_path / "c.jsonl") as writer:
+        status, _ = run_cell(spec, writer, device="cpu", workload_factory=make_factory())
+    assert status == "finished"
+    records = read_jsonl(tmp_path / "c.jsonl")
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["mode"] for r in steps] == ["inversion"] * 2 + ["weighted_sum"] * 2
+    assert [r["warmup"] for r in steps] == [True, False, True, False]
+    assert all(r["replay_first_epoch"] is True for r in records)
+    assert records[0]["hparams"]["steps_per_epoch"] == 2
+    parents = {(r["phase"], r["parent"]) for r in records if r["kind"] == "phase"}
+    assert {("fngd/gram", None), ("fngd/solve", None)} <= parents
+    assert ("fngd/weighted_sum", "backward") in parents
+    memory = {r["name"] for r in records if r["kind"] == "memory"}
+    assert "optimizer_state/coefficients" in memory
 
 
 class ModeOptimizer:
