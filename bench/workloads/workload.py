@@ -1,0 +1,72 @@
+"""The :class:`Workload` record every workload module builds.
+
+A workload bundles everything the runner needs to train and evaluate one model on one data
+set: the model (already on the target device), the loss, the training loader, an evaluation
+function, the metric and its target, default batch size, epochs and per-optimizer
+hyperparameters, and an honest account of where the data came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.workloads.loader import TensorLoader
+
+#: The sizes every workload accepts: ``small`` runs on a CPU in seconds, ``paper`` is the
+#: GPU-sized configuration.
+SIZES = ("small", "paper")
+#: The optimizer names every workload's ``hparams`` has an entry for.
+OPTIMIZERS = ("sgd", "adamw", "kfac", "ngd", "fngd")
+
+
+def default_forward(model: nn.Module, inputs: Any) -> torch.Tensor:
+    """How most models are called: ``model(inputs)``."""
+    return model(inputs)
+
+
+@dataclass
+class Workload:
+    """One model + data set + loss + metric, ready to train.
+
+    ``train_loader`` yields ``(inputs, targets, sample_ids)``; ``sample_ids`` is a CPU int64
+    tensor of positions in the training set (stable across epochs). ``forward(model, inputs)``
+    returns the outputs ``loss_fn(outputs, targets)`` expects (a scalar mean loss).
+    ``eval_fn(model)`` returns ``{"eval_loss": ..., metric_name: ..., ...}``. ``hparams`` maps
+    each optimizer name (``sgd``, ``adamw``, ``kfac``, ``ngd``, ``fngd``) to the keyword
+    arguments this workload suggests for it. ``data_source`` is ``"real"`` or
+    ``"synthetic"``; ``data_note`` says where the data came from (and, for a synthetic
+    stand-in, why the real data could not be used).
+    """
+
+    name: str
+    model: nn.Module
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    train_loader: TensorLoader
+    eval_fn: Callable[[nn.Module], dict[str, float]]
+    metric_name: str
+    higher_is_better: bool
+    target: float
+    data_source: str
+    data_note: str
+    batch_size: int
+    epochs: int
+    hparams: dict[str, dict[str, Any]]
+    forward: Callable[[nn.Module, Any], torch.Tensor] = default_forward
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    size: str = "small"
+    description: str = ""
+    num_train: int = 0
+    num_eval: int = 0
+
+    def reached(self, value: float) -> bool:
+        """Whether a metric value counts as having reached ``target``."""
+        return value >= self.target if self.higher_is_better else value <= self.target
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
