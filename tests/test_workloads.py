@@ -109,7 +109,7 @@ def test_small_workload_builds_steps_and_evaluates(name: str, tmp_path, offline)
         assert w.data_note.startswith("synthetic stand-in:")
     else:
         assert w.data_source == "real"
-    assert len(w.train_loader) == w.train_loader.num_samples // w.batch_size > 0
+    assert len(w.train_loader) == -(-w.train_loader.num_samples // w.batch_size) > 0
     assert w.num_train == w.train_loader.num_samples
 
     inputs, targets, ids = next(iter(w.train_loader))
@@ -147,7 +147,7 @@ def test_same_seed_same_model_and_order(offline) -> None:
 
 def test_batch_size_override() -> None:
     w = workloads.get("mlp-digits", batch_size=100)
-    assert w.batch_size == 100 and len(w.train_loader) == w.num_train // 100
+    assert w.batch_size == 100 and len(w.train_loader) == -(-w.num_train // 100)
 
 
 # --------------------------------------------------------------------------- loader
@@ -188,7 +188,7 @@ def test_loader_drop_last_tuple_inputs_and_augment() -> None:
         calls.append(generator)
         return (inputs[0] + torch.rand(inputs[0].shape, generator=generator), inputs[1])
 
-    loader = TensorLoader((a, b), y, 7, seed=0, augment=augment)
+    loader = TensorLoader((a, b), y, 7, seed=0, augment=augment, drop_last=True)
     assert len(loader) == 4
     batches = list(loader)
     assert len(batches) == 4 and all(len(ids) == 7 for _, _, ids in batches)
@@ -201,7 +201,7 @@ def test_loader_drop_last_tuple_inputs_and_augment() -> None:
     loader2 = TensorLoader((a, b), y, 7, seed=0, augment=augment)
     assert torch.equal(next(iter(loader2))[0][0], xa)
     with pytest.raises(ValueError, match="batch_size"):
-        TensorLoader(a, y, 31)
+        TensorLoader(a, y, 31, drop_last=True)
 
 
 def test_workload_loader_is_a_permutation_per_epoch() -> None:

@@ -109,7 +109,7 @@ def build(
     batch = batch_size or BATCH_SIZE
     channels = CHANNELS[size]
     model = build_model(lambda: CNN1d(channels, length=x_train.shape[1]), seed, device)
-    loader = TensorLoader(X_train_t, y_train_t, batch, shuffle=True, drop_last=True, seed=seed)
+    loader = TensorLoader(X_train_t, y_train_t, batch, shuffle=True, drop_last=False, seed=seed)
     return Workload(
         name=NAME,
         model=model,

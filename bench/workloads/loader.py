@@ -35,8 +35,10 @@ class TensorLoader:
     is a fresh permutation drawn from ``(seed, epoch)``; ``set_epoch`` picks the epoch (the
     counter otherwise advances by one per ``iter()``). ``augment(inputs, generator)``, if
     given, runs on the gathered batch on the device with a device generator seeded per epoch.
-    With ``drop_last`` (the default, for training) every batch has exactly ``batch_size``
-    samples.
+    With ``drop_last`` every batch has exactly ``batch_size`` samples. The workloads train
+    without it: FNGD's coefficients shared by sample exist for every sample only if the
+    first epoch visits every sample; a dropped sample would send every later batch that
+    holds it back to the inversion phase.
     """
 
     def __init__(
@@ -46,7 +48,7 @@ class TensorLoader:
         batch_size: int,
         *,
         shuffle: bool = True,
-        drop_last: bool = True,
+        drop_last: bool = False,
         seed: int = 0,
         augment: Augment | None = None,
     ) -> None:

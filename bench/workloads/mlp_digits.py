@@ -91,7 +91,7 @@ def build(
     y_test_t = torch.from_numpy(y_test).to(device)
     batch = batch_size or BATCH_SIZE
     model = build_model(MLP, seed, device)
-    loader = TensorLoader(X_train_t, y_train_t, batch, shuffle=True, drop_last=True, seed=seed)
+    loader = TensorLoader(X_train_t, y_train_t, batch, shuffle=True, drop_last=False, seed=seed)
     n_total = len(y_train) + len(y_test)
     return Workload(
         name=NAME,

@@ -584,7 +584,7 @@ def build(
         device,
     )
     loader = TensorLoader(
-        (train[0], train[1]), train[2], batch, shuffle=True, drop_last=True, seed=seed
+        (train[0], train[1]), train[2], batch, shuffle=True, drop_last=False, seed=seed
     )
     note = (
         f"{corpus.note}; vocab {SRC_LANG} {len(src_vocab)} / {TGT_LANG} {len(tgt_vocab)} "
