@@ -1,0 +1,291 @@
+"""Open the report in headless Chromium and check that it renders cleanly.
+
+Talks the Chrome DevTools Protocol over a WebSocket with a small client written on the
+standard library (no browser-automation package). Skipped when ``/usr/bin/chromium`` is
+absent (Debian: ``apt-get install chromium``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} not found: install Debian's chromium to run the browser test",
+    ),
+]
+
+
+def _fixture_module():
+    spec = importlib.util.spec_from_file_location(
+        "_report_fixture", Path(__file__).with_name("test_report.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------- minimal WebSocket
+
+
+class WebSocket:
+    """Just enough of RFC 6455 for a client: text frames, fragmentation, ping, close."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        u = urllib.parse.urlparse(url)
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.sock.sendall(request.encode())
+        self.buf = bytearray()
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
+        self.buf = bytearray(rest)
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status:
+            raise ConnectionError(f"WebSocket handshake refused: {status!r}")
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("WebSocket closed by peer")
+        self.buf += chunk
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._fill()
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def _send_frame(self, opcode: int, payload: bytes) -> None:
+        header = bytearray([0x80 | opcode])
+        n = len(payload)
+        if n < 126:
+            header.append(0x80 | n)
+        elif n < 1 << 16:
+            header.append(0x80 | 126)
+            header += struct.pack(">H", n)
+        else:
+            header.append(0x80 | 127)
+            header += struct.pack(">Q", n)
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(bytes(header) + mask + masked)
+
+    def send(self, text: str) -> None:
+        self._send_frame(0x1, text.encode())
+
+    def recv(self) -> str:
+        message = bytearray()
+        while True:
+            b0, b1 = self._read(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self._read(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self._read(8))[0]
+            mask = self._read(4) if b1 & 0x80 else None
+            data = self._read(n)
+            if mask:
+                data = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+            opcode = b0 & 0x0F
+            if opcode == 0x8:
+                raise ConnectionError("WebSocket closed by peer")
+            if opcode == 0x9:
+                self._send_frame(0xA, data)
+                continue
+            if opcode == 0xA:
+                continue
+            message += data
+            if b0 & 0x80:
+                return message.decode()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._send_frame(0x8, b"")
+        self.sock.close()
+
+
+class DevTools:
+    """Commands and events of one page target."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            if "method" in msg:
+                self.events.append(msg)
+
+    def wait_for(self, event: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for e in self.events:
+                if e["method"] == event:
+                    return e
+            if time.monotonic() > deadline:
+                raise TimeoutError(event)
+            msg = json.loads(self.ws.recv())
+            if "method" in msg:
+                self.events.append(msg)
+
+    def evaluate(self, expression: str):
+        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(res["exceptionDetails"])
+        return res["result"].get("value")
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    log = (tmp_path / "chromium.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "--remote-debugging-address=127.0.0.1",
+            "about:blank",
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    ws = None
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 20
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"chromium did not start; see {tmp_path / 'chromium.log'}")
+            time.sleep(0.05)
+        port = int(port_file.read_text().split()[0])
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
+            targets = json.load(resp)
+        page = next(t for t in targets if t.get("type") == "page")
+        ws = WebSocket(page["webSocketDebuggerUrl"], timeout=20)
+        yield DevTools(ws)
+    finally:
+        if ws is not None:
+            ws.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_report_renders_in_chromium(browser: DevTools, tmp_path_factory, tmp_path: Path) -> None:
+    started = time.monotonic()
+    fixture = _fixture_module()
+    report = fixture.shared_report(tmp_path_factory)
+    cdp = browser
+    for domain in ("Page", "Runtime", "Log", "Network"):
+        cdp.call(f"{domain}.enable")
+    cdp.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=1280,
+        height=900,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    cdp.call("Page.navigate", url=report.resolve().as_uri())
+    cdp.wait_for("Page.loadEventFired", timeout=20)
+
+    images = cdp.evaluate(
+        "Array.from(document.images).map(i => ({alt: i.alt, ok: i.complete && "
+        "i.naturalWidth > 0 && i.naturalHeight > 0}))"
+    )
+    assert len(images) >= 10
+    assert [i["alt"] for i in images if not i["ok"]] == []
+    headings = cdp.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+    assert headings == list(fixture.SECTION_TITLES)
+    assert cdp.evaluate("document.getElementById('synthetic-banner') !== null")
+
+    # the whole page, in parts of at most 8000 px (a browser limit on one capture)
+    metrics = cdp.call("Page.getLayoutMetrics")
+    height = int((metrics.get("cssContentSize") or metrics["contentSize"])["height"])
+    shots = []
+    for i, top in enumerate(range(0, height, 8000)):
+        shot = cdp.call(
+            "Page.captureScreenshot",
+            format="png",
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": top, "width": 1280, "height": min(8000, height - top), "scale": 1},
+        )
+        path = tmp_path / ("report.png" if i == 0 else f"report-{i + 1}.png")
+        path.write_bytes(base64.b64decode(shot["data"]))
+        shots.append(path)
+    assert shots[0].stat().st_size > 10_000
+    keep = os.environ.get("REPORT_SCREENSHOT_DIR")
+    if keep:
+        for path in shots:
+            shutil.copyfile(path, Path(keep) / path.name)
+
+    def is_error(e: dict) -> bool:
+        m, p = e["method"], e["params"]
+        return (
+            m == "Runtime.exceptionThrown"
+            or (m == "Runtime.consoleAPICalled" and p["type"] in ("error", "assert"))
+            or (m == "Log.entryAdded" and p["entry"]["level"] == "error")
+        )
+
+    errors = [e["params"] for e in cdp.events if is_error(e)]
+    assert errors == []
+    requested = [
+        e["params"]["request"]["url"]
+        for e in cdp.events
+        if e["method"] == "Network.requestWillBeSent"
+    ]
+    assert requested, "the page load was not observed"
+    assert all(u.startswith(("file:", "data:")) for u in requested), requested
+    print(f"browser test: {time.monotonic() - started:.1f}s, screenshots {shots}")
