@@ -454,6 +454,9 @@ def profile(prof: pd.DataFrame, setting: pd.Series) -> Figure | None:
             palette="Set1",
             ax=ax,
         )
+        positive = long.loc[long["t"] > 0, "t"]
+        if len(positive) and positive.max() / positive.min() > 30:
+            ax.set_xscale("log")
         ax.set_xlabel(f"median time per profiled step ({unit})")
         ax.set_ylabel("")
         ax.tick_params(axis="y", labelsize=7)

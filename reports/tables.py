@@ -285,6 +285,9 @@ def hparams(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["family", "optimizer", "impl", "opt", "hparams", "workloads", "hparams_json"]
     if df.empty:
         return _empty(cols)
+    trained = df.loc[df["kind"].isin(TRAINING_KINDS)]
+    if not trained.empty:  # the profiler's and the overhead measurement's are not shown
+        df = trained
     g = df.groupby(["family", "optimizer", "impl", "opt", "hparams_json"], sort=False)
     out = g["workload"].agg(_join).reset_index().rename(columns={"workload": "workloads"})
     out["hparams"] = out["hparams_json"].map(_format_hparams)
