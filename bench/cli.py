@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -51,13 +52,20 @@ Build one HTML report (tables and figures) from the *.jsonl records of RESULTS_D
 """
 
 PROFILE_HELP = """\
-Profile a few training steps of one workload and optimizer with torch.profiler: writes a
-TensorBoard trace directory and a per-phase summary under --out.
+Profile a window of training steps of one workload and optimizer with torch.profiler (for
+FNGD: the end of the inversion epoch and the start of the weighted-sum epoch; for KFAC:
+steps with and without an inverse update). Writes a TensorBoard trace and per-phase
+`profile` records to OUT/<workload>/<optimizer>/ (view: tensorboard --logdir OUT).
 """
 
 
 def _presets_help() -> str:
-    return "\n".join(f"  {p.name}: {p.description}" for p in PRESETS.values())
+    return "\n".join(
+        textwrap.fill(
+            f"{p.name}: {p.description}", width=92, initial_indent="  ", subsequent_indent="    "
+        )
+        for p in PRESETS.values()
+    )
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -160,12 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("runs"), help="trace directory (default: runs/)"
     )
     _device_arg(profile)
+    # Options left unset are absent from the namespace: bench.profile applies its defaults.
     profile.add_argument(
-        "--steps", type=int, default=10, help="profiled steps after warm-up (default: 10)"
+        "--steps",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="profiled steps (a window that holds every mode of the optimizer; default: 10)",
     )
     profile.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     profile.add_argument(
         "--size", choices=("small", "paper"), default="small", help="workload size"
+    )
+    profile.add_argument(
+        "--batch-size",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="B",
+        help="batch size (default: the workload's)",
+    )
+    profile.add_argument(
+        "--max-steps-per-epoch",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="cut epochs to N steps before the window (default: the profiler's, 50)",
     )
     profile.add_argument("--data-root", type=Path, help="datasets directory")
 
@@ -248,13 +274,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         workloads,
         optimizers,
         seeds,
-        epochs=args.epochs if args.epochs is not None else preset.epochs,
         max_steps_per_epoch=max_steps,
         size=size,
         warmup_steps=args.warmup_steps if args.warmup_steps is not None else preset.warmup_steps,
         preset=preset.name,
     ):
         spec.batch_size = preset.batch_size.get(spec.workload)
+        spec.epochs = args.epochs if args.epochs is not None else preset.epochs_for(spec.workload)
         cells.append(spec)
     overhead = [] if args.no_overhead else [(w, o) for w, o in preset.overhead if w in workloads]
     if not overhead and not args.no_overhead and workloads:

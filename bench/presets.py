@@ -79,16 +79,17 @@ def resolve_label(label: str) -> Variant:
 class Preset:
     """What ``fngd-bench run --preset NAME`` runs (command-line options override fields).
 
-    ``epochs`` ``None`` means each workload's own ``epochs``; ``batch_size`` maps a workload
-    to a batch size (others use the workload's default); ``overhead`` lists the
-    (workload, label) pairs whose runner overhead is measured.
+    ``epochs``: one number for every workload, a mapping workload -> epochs, or ``None``
+    for each workload's own ``epochs`` (also for workloads missing from the mapping);
+    ``batch_size`` maps a workload to a batch size (others use the workload's default);
+    ``overhead`` lists the (workload, label) pairs whose runner overhead is measured.
     """
 
     name: str
     workloads: tuple[str, ...]
     optimizers: tuple[str, ...]
     seeds: tuple[int, ...] = (0,)
-    epochs: int | None = None
+    epochs: int | dict[str, int] | None = None
     max_steps_per_epoch: int | None = None
     size: str = "small"
     batch_size: dict[str, int] = field(default_factory=dict)
@@ -96,8 +97,13 @@ class Preset:
     overhead: tuple[tuple[str, str], ...] = ()
     description: str = ""
 
+    def epochs_for(self, workload: str) -> int | None:
+        if isinstance(self.epochs, dict):
+            return self.epochs.get(workload)
+        return self.epochs
 
-QUICK_EPOCHS = 3
+
+QUICK_EPOCHS = {"mlp-digits": 10, "cnn-mnist1d": 5}
 QUICK_MINUTES = 10
 PAPER_MAX_STEPS = 200
 
@@ -109,10 +115,12 @@ PRESETS: dict[str, Preset] = {
         seeds=(0,),
         epochs=QUICK_EPOCHS,
         size="small",
-        overhead=(("mlp-digits", "sgd"), ("mlp-digits", "fngd")),
+        overhead=(("mlp-digits", "sgd"), ("cnn-mnist1d", "kfac")),
         description=(
             "real data at CPU size (mlp-digits, cnn-mnist1d), sgd/adamw/kfac/ngd/fngd, "
-            f"1 seed, {QUICK_EPOCHS} epochs; about {QUICK_MINUTES} minutes on a 2-core CPU"
+            "1 seed, "
+            + ", ".join(f"{w} {n} epochs" for w, n in QUICK_EPOCHS.items())
+            + f"; about {QUICK_MINUTES} minutes on a 2-core CPU"
         ),
     ),
     "paper": Preset(

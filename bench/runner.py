@@ -328,14 +328,14 @@ def run_steps(
     """Up to ``n`` timed steps from ``batches``; adds each loss into ``loss_sum`` (on the
     device). Returns the number of steps done (fewer when ``batches`` runs out)."""
     on_cuda = device.type == "cuda"
+    # The ``data`` phase calls the timer directly, and carries the profiler label only while
+    # a profiler runs: ``record_function`` costs microseconds even when nothing listens.
+    profiling = _profiler_enabled()
     done = 0
     while done < n:
         timer.start_step(state.step, epoch, state.step < state.warmup_steps)
         try:
-            # The ``data`` phase: the timer is called directly, and the profiler label is
-            # only added while a profiler runs (``record_function`` costs microseconds even
-            # when nothing listens, and this phase belongs to the harness, not the step).
-            label = _record_function("data") if _profiler_enabled() else None
+            label = _record_function("data") if profiling else None
             if label is not None:
                 label.__enter__()
             token = timer.begin("data")

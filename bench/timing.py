@@ -8,18 +8,23 @@ step and hands back plain dicts at ``flush()`` (the runner calls it once per epo
   taken from a reusable pool. Nothing is read until ``flush()``, which synchronises once and
   then reads every pair, so timing never adds a synchronisation per phase.
 
-Nesting: one stack shared by all threads, under a lock. The autograd engine may run a phase
-(FNGD's weighted sum inside ``backward``) from its own thread while the main thread sits in
-``backward``; a per-thread stack would lose that parent. ``end`` removes its own token even
-when it is not on top, so overlapping phases from two threads cannot corrupt the stack.
+Nesting: one global, ordered log per step. ``begin`` appends its token, ``end`` stamps it
+and appends it again, so the log is the sequence of phase entries and exits across all
+threads; ``flush`` replays it through one stack to find each phase's ``parent``. The
+autograd engine may run a phase (FNGD's weighted sum inside ``backward``) from its own thread
+while the main thread sits in ``backward``: its entry lands between ``backward``'s entry and
+exit, so its parent is ``backward`` (a per-thread stack would lose that). ``list.append`` is
+atomic, so the hot path takes no lock; the replay removes an exit's token from the stack by
+identity even when it is not on top, so phases of two threads that overlap cannot corrupt
+the nesting.
 
 Phases entered outside a step (evaluation, set-up) are not timed: ``begin`` returns ``None``.
-The work per phase is a lock, a clock read (or an event record) and a list append.
+The work per phase is two clock reads (or event records), a small list and two appends;
+everything else waits for ``flush``.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -27,22 +32,19 @@ import torch
 
 __all__ = ["StepTimer"]
 
-# An open phase is a list (cheaper to make than an object): name, parent, step, start, stop.
-_NAME, _PARENT, _STEP, _START, _STOP = range(5)
+# A phase token is a list (cheaper to make than an object): name, start, stop, its step's log.
+_NAME, _START, _STOP, _LOG = range(4)
 
 
 class _Step:
-    __slots__ = ("step", "epoch", "warmup", "mode", "start", "stop", "phases", "extra")
+    __slots__ = ("step", "epoch", "warmup", "mode", "start", "stop", "log")
 
     def __init__(self, step: int, epoch: int, warmup: bool, start: Any) -> None:
         self.step = step
         self.epoch = epoch
         self.warmup = warmup
-        self.mode: str | None = None
         self.start = start
-        self.stop: Any = None
-        self.phases: list[list[Any]] = []
-        self.extra: dict[str, Any] | None = None
+        self.log: list[list[Any]] = []
 
 
 class StepTimer:
@@ -54,11 +56,8 @@ class StepTimer:
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.cuda = torch.device(device).type == "cuda"
-        self._lock = threading.Lock()
-        self._acquire = self._lock.acquire
-        self._release = self._lock.release
-        self._stack: list[list[Any]] = []
         self._current: _Step | None = None
+        self._log: list[list[Any]] | None = None  # the open step's log
         self._done: list[_Step] = []
         self._pool: list[Any] = []
         self._mark = self._event if self.cuda else time.perf_counter
@@ -67,7 +66,7 @@ class StepTimer:
 
     def _event(self) -> Any:
         try:
-            event = self._pool.pop()  # atomic; two threads cannot get the same event
+            event = self._pool.pop()  # atomic: two threads never get the same event
         except IndexError:
             event = torch.cuda.Event(enable_timing=True)
         event.record()
@@ -76,70 +75,48 @@ class StepTimer:
     # -- PhaseRecorder -----------------------------------------------------------------------
 
     def begin(self, name: str) -> list[Any] | None:
-        step = self._current
-        if step is None:
+        log = self._log
+        if log is None:
             return None
-        stack = self._stack
-        self._acquire()  # (bound methods: half the cost of ``with lock``)
-        try:
-            token = [name, stack[-1][_NAME] if stack else None, step, None, None]
-            stack.append(token)
-        finally:
-            self._release()
+        token = [name, None, None, log]
+        log.append(token)
         token[_START] = self._mark()
         return token
 
     def end(self, token: list[Any] | None) -> None:
-        if token is None:
-            return
-        token[_STOP] = self._mark()
-        stack = self._stack
-        self._acquire()
-        try:
-            if stack and stack[-1] is token:
-                stack.pop()
-            else:  # ended out of order (another thread's phase): remove by identity
-                for i in range(len(stack) - 1, -1, -1):
-                    if stack[i] is token:
-                        del stack[i]
-                        break
-            token[_STEP].phases.append(token)
-        finally:
-            self._release()
+        if token is not None:
+            token[_STOP] = self._mark()
+            token[_LOG].append(token)
 
     # -- steps -------------------------------------------------------------------------------
 
     def start_step(self, step: int, epoch: int, warmup: bool = False) -> None:
         """Open step ``step``; phases begun until ``end_step`` belong to it."""
-        with self._lock:
-            if self._current is not None:
-                raise RuntimeError("start_step called twice without end_step")
-            self._current = _Step(step, epoch, warmup, None)
-            self._current.start = self._mark()
+        if self._current is not None:
+            raise RuntimeError("start_step called twice without end_step")
+        current = self._current = _Step(step, epoch, warmup, self._mark())
+        self._log = current.log
 
-    def end_step(self, mode: str | None = None, warmup: bool | None = None, **extra: Any) -> None:
+    def end_step(self, mode: str | None = None, warmup: bool | None = None) -> None:
         """Close the open step; ``mode`` (and ``warmup`` if given) go on all its records."""
-        with self._lock:
-            current = self._current
-            if current is None:
-                raise RuntimeError("end_step called without start_step")
-            current.stop = self._mark()
-            current.mode = mode
-            if warmup is not None:
-                current.warmup = warmup
-            if extra:
-                current.extra = extra
-            self._current = None
-            self._stack.clear()
-            self._done.append(current)
+        stop = self._mark()
+        current = self._current
+        if current is None:
+            raise RuntimeError("end_step called without start_step")
+        self._log = self._current = None
+        current.stop = stop
+        current.mode = mode
+        if warmup is not None:
+            current.warmup = warmup
+        self._done.append(current)
 
     def discard_step(self) -> None:
         """Drop the open step (the step raised); its events go back to the pool."""
-        with self._lock:
-            current, self._current = self._current, None
-            self._stack.clear()
-            if current is not None and self.cuda:
+        current, self._current, self._log = self._current, None, None
+        if current is not None:
+            if self.cuda:
                 self._recycle([current])
+            current.log.clear()
 
     @property
     def pending(self) -> int:
@@ -148,41 +125,43 @@ class StepTimer:
 
     # -- read-out ----------------------------------------------------------------------------
 
-    def _seconds(self, start: Any, stop: Any) -> float:
-        if self.cuda:
-            return start.elapsed_time(stop) / 1000.0
-        return stop - start
-
     def _recycle(self, steps: list[_Step]) -> None:
         pool = self._pool
         for step in steps:
-            for mark in (step.start, step.stop):
-                if mark is not None:
+            marks = [step.start, step.stop]
+            for token in step.log:
+                marks.append(token[_START])
+                marks.append(token[_STOP])
+            seen: set[int] = set()  # a token is in the log twice
+            for mark in marks:
+                if mark is not None and id(mark) not in seen:
+                    seen.add(id(mark))
                     pool.append(mark)
-            for token in step.phases:
-                pool.append(token[_START])
-                if token[_STOP] is not None:
-                    pool.append(token[_STOP])
 
     def flush(self) -> list[dict[str, Any]]:
         """Synchronise once (CUDA), read every closed step and phase, return their records.
 
         Each step gives one ``kind="step"`` record followed by its ``kind="phase"`` records
         in the order the phases ended. Fields: ``kind, step, epoch, phase, parent, seconds,
-        warmup, mode`` (plus whatever was passed to ``end_step`` as keywords).
+        warmup, mode``.
         """
-        with self._lock:
-            done, self._done = self._done, []
+        done, self._done = self._done, []
         if not done:
             return []
         if self.cuda:
             torch.cuda.synchronize()
-        seconds = self._seconds
+
+            def seconds(start: Any, stop: Any) -> float:
+                return start.elapsed_time(stop) / 1000.0
+
+        else:
+
+            def seconds(start: Any, stop: Any) -> float:
+                return stop - start
+
         out: list[dict[str, Any]] = []
         for st in done:
             common = {"step": st.step, "epoch": st.epoch, "warmup": st.warmup, "mode": st.mode}
-            if st.extra:
-                common.update(st.extra)
             out.append(
                 {
                     "kind": "step",
@@ -192,17 +171,32 @@ class StepTimer:
                     **common,
                 }
             )
-            for tok in st.phases:
+            stack: list[list[Any]] = []
+            parents: dict[int, str | None] = {}
+            for token in st.log:
+                key = id(token)
+                if key not in parents:  # entry
+                    parents[key] = stack[-1][_NAME] if stack else None
+                    stack.append(token)
+                    continue
+                if stack and stack[-1] is token:  # exit
+                    stack.pop()
+                else:
+                    for i in range(len(stack) - 1, -1, -1):
+                        if stack[i] is token:
+                            del stack[i]
+                            break
                 out.append(
                     {
                         "kind": "phase",
-                        "phase": tok[_NAME],
-                        "parent": tok[_PARENT],
-                        "seconds": seconds(tok[_START], tok[_STOP]),
+                        "phase": token[_NAME],
+                        "parent": parents[key],
+                        "seconds": seconds(token[_START], token[_STOP]),
                         **common,
                     }
                 )
         if self.cuda:
-            with self._lock:
-                self._recycle(done)
+            self._recycle(done)
+        for st in done:
+            st.log.clear()  # tokens point back at their log: break the cycle now
         return out
