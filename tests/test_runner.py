@@ -285,6 +285,7 @@ def test_interrupted_sweep_resumes_with_every_cell_once(tmp_path):
     assert epochs["tiny-late-target__sgd__s0"] == 2 and epochs["tiny__sgd__s0"] == 2
     attempts = {r["run_id"]: r["attempt"] for r in records}
     assert attempts["tiny-late-target__sgd__s0"] == 2 and attempts["tiny__sgd__s0"] == 1
+    _report_counts_each_cell_once(tmp_path, [spec.run_id for spec in cells])
 
     # resuming a complete sweep runs nothing; without --resume every file is replaced
     again = run_sweep(cells, tmp_path, device="cpu", workload_factory=factory, resume=True)
@@ -294,6 +295,20 @@ def test_interrupted_sweep_resumes_with_every_cell_once(tmp_path):
     records = _records(tmp_path)
     assert sum(r["kind"] == "cell" and r["name"] == "finished" for r in records) == 4
     assert {r["attempt"] for r in records if r["run_id"] == "tiny__sgd__s0"} == {2}
+
+
+def _report_counts_each_cell_once(out, run_ids):
+    """The report's own reader (when present) sees one closing cell record per cell."""
+    try:
+        from reports.load import load_records
+    except ImportError:
+        return
+    frame, problems = load_records([out])
+    assert not problems
+    cells = frame[(frame["kind"] == "cell") & (frame["name"] != "started")]
+    assert sorted(cells["run_id"]) == sorted(run_ids)
+    epochs = frame[frame["kind"] == "epoch"].groupby("run_id").size()
+    assert epochs["tiny-late-target__sgd__s0"] == 2
 
 
 def test_overhead_record(tmp_path):

@@ -181,3 +181,39 @@ def test_cuda_events_read_at_flush():
     assert len(records) == 6
     assert all(r["seconds"] > 0 for r in records)
     assert len(t._pool) == 12  # every event back in the pool
+
+
+def test_overlapping_phases_of_two_threads_keep_the_nesting(timer):
+    """A enters x, B enters y (inside x), A leaves x before B leaves y: no corruption."""
+    timer.start_step(0, 0)
+    x = timer.begin("x")
+    y = timer.begin("y")
+    timer.end(x)
+    z = timer.begin("z")  # after x left, y is the open phase
+    timer.end(z)
+    timer.end(y)
+    timer.end_step()
+    got = _by_phase(timer.flush())
+    assert (got["x"]["parent"], got["y"]["parent"], got["z"]["parent"]) == (None, "x", "y")
+
+
+def test_many_threads_stress(timer):
+    timer.start_step(0, 0)
+
+    def work():
+        for _ in range(200):
+            with phase("fngd/weighted_sum"):
+                pass
+
+    with phase("backward"):
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    timer.end_step()
+    records = timer.flush()
+    inner = [r for r in records if r["phase"] == "fngd/weighted_sum"]
+    assert len(inner) == 800
+    assert {r["parent"] for r in inner} <= {"backward", "fngd/weighted_sum"}
+    assert _by_phase(records)["backward"]["parent"] is None
