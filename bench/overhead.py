@@ -121,7 +121,7 @@ def measure_overhead(
 ) -> dict[str, Any]:
     """Measure the timing overhead of the runner's loop on ``workload``/``opt``; returns the
     fields of the ``overhead`` record (see the module docstring). Stops after ``pairs``
-    pairs of blocks, or after ``budget_s`` seconds once at least 4 pairs are done."""
+    pairs of blocks, or after ``budget_s`` seconds once at least 2 pairs are done."""
     dev = resolve_device(device)
     batches = _cycle(workload.train_loader)
     timer = StepTimer(dev)
@@ -172,7 +172,7 @@ def measure_overhead(
         ratios: list[float] = []
         start = time.perf_counter()
         for i in range(pairs):
-            if i >= 4 and time.perf_counter() - start > budget_s:
+            if i >= 2 and time.perf_counter() - start > budget_s:
                 break
             if i % 2 == 0:
                 a, b = plain(), timed()

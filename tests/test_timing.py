@@ -217,3 +217,49 @@ def test_many_threads_stress(timer):
     assert len(inner) == 800
     assert {r["parent"] for r in inner} <= {"backward", "fngd/weighted_sum"}
     assert _by_phase(records)["backward"]["parent"] is None
+
+
+class FakeEvent:
+    """Stands in for torch.cuda.Event on a machine without CUDA."""
+
+    created = 0
+
+    def __init__(self, enable_timing=False):
+        assert enable_timing
+        FakeEvent.created += 1
+        self.t = None
+
+    def record(self, stream=None):
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, other):
+        return (other.t - self.t) * 1000.0
+
+
+def test_cuda_path_pools_events_and_synchronises_once_per_flush(monkeypatch):
+    syncs = []
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: syncs.append(1))
+    FakeEvent.created = 0
+    t = StepTimer("cuda")
+    previous = phases.set_recorder(t)
+    try:
+        for epoch in range(3):
+            for step in range(4):
+                t.start_step(step, epoch)
+                with phase("forward"):
+                    pass
+                with phase("backward"), phase("fngd/weighted_sum"):
+                    pass
+                t.end_step(mode="weighted_sum")
+            assert syncs == [1] * epoch  # nothing synchronises inside an epoch
+            records = t.flush()
+            assert len(syncs) == epoch + 1
+            assert len(records) == 4 * 4
+            assert all(r["seconds"] >= 0 for r in records)
+            assert _by_phase(records)["fngd/weighted_sum"]["parent"] == "backward"
+    finally:
+        phases.set_recorder(previous)
+    per_epoch = 4 * (2 + 3 * 2)  # step marks and three phases per step
+    assert FakeEvent.created == per_epoch  # later epochs reuse the pool
+    assert len(t._pool) == per_epoch
