@@ -170,3 +170,14 @@ def test_list(tiny, capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "tiny" in out and "kfac-inv1" in out and "quick" in out
+
+
+def test_interrupt_says_how_to_resume(tiny, monkeypatch, tmp_path, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("bench.sweep.run_sweep", interrupted)
+    code = cli.main(["run", "--workload", "tiny", "--out", str(tmp_path), "--no-progress"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "--resume" in err and "Traceback" not in err
