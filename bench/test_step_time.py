@@ -11,7 +11,9 @@ it is named after, and stores per-phase medians (from the suite's own timers, in
 untimed steps) in ``extra_info``. Benchmarks are grouped by workload.
 
 Workloads: the small CPU ones by default, and the paper-sized GPU ones when CUDA is there;
-``FNGD_BENCH_WORKLOADS=a,b`` and ``FNGD_BENCH_SIZE=small|paper`` override.
+``FNGD_BENCH_WORKLOADS=a,b`` and ``FNGD_BENCH_SIZE=small|paper`` override. On the CPU, torch
+runs ``FNGD_BENCH_THREADS`` intra-op threads (default 1): the small models gain nothing from
+more, and on a shared machine spinning worker threads make step times erratic.
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ DEFAULT_WORKLOADS = (
 )
 WORKLOADS = os.environ.get("FNGD_BENCH_WORKLOADS", DEFAULT_WORKLOADS).split(",")
 PHASE_STEPS = 5  # untimed steps whose phase times go into extra_info
+THREADS = int(os.environ.get("FNGD_BENCH_THREADS", "1"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cpu_threads() -> Any:
+    previous = torch.get_num_threads()
+    if DEVICE == "cpu":
+        torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,7 @@ def test_step_time(benchmark: Any, workload_name: str, variant: Variant) -> None
             "data_source": w.data_source,
             "hparams": {k: v for k, v in opt.hparams.items() if not isinstance(v, tuple)},
             "torch_version": torch.__version__,
+            "threads": torch.get_num_threads(),
             **_phase_medians(w, opt, batch, reset),
         }
     )

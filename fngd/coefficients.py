@@ -31,12 +31,19 @@ class SampleTable:
 
     def lookup(self, ids: torch.Tensor, epoch: int) -> torch.Tensor | None:
         """(blocks, N) coefficients for ``ids`` if every one is known and fresh, else None."""
+        values = self.values
+        if values is None or len(ids) == 0:
+            return None
         idx = ids.numpy()
-        if self.values is None or idx.size == 0 or idx.max() >= self.stored_epoch.size:
+        if idx.max() >= self.stored_epoch.size:
             return None
-        if not _valid(self.stored_epoch[idx], epoch, self.refresh_epochs).all():
+        stored = self.stored_epoch[idx]
+        if self.refresh_epochs is None:
+            if stored.min() < 0:
+                return None
+        elif not _valid(stored, epoch, self.refresh_epochs).all():
             return None
-        return self.values[:, ids.to(self.values.device, non_blocking=True)]
+        return values.index_select(1, ids.to(values.device, non_blocking=True))
 
     def store(self, ids: torch.Tensor, coeffs: torch.Tensor, epoch: int) -> None:
         idx = ids.numpy()

@@ -164,7 +164,8 @@ class FNGD:
         with phase("fngd/weighted_sum"):
             coeffs = self._stored(sample_ids, self.epoch(epoch), n)
             if coeffs is not None:
-                self._scales = coeffs * coeffs.shape[1]
+                dtype = self.blocks[0].module.weight.dtype
+                self._scales = (coeffs * coeffs.shape[1]).to(dtype)
 
     def backward_scale(self, block: Block) -> torch.Tensor | None:
         scales = self._scales
@@ -332,6 +333,8 @@ class FNGD:
 
 def _host_ids(sample_ids: torch.Tensor) -> torch.Tensor:
     ids = torch.as_tensor(sample_ids)
+    if ids.device.type == "cpu" and ids.dtype == torch.int64 and ids.dim() == 1:
+        return ids
     return ids.detach().to("cpu", torch.int64).reshape(-1)
 
 

@@ -22,7 +22,9 @@ from torch import nn
 class BlockOwner(Protocol):
     """What a block asks of its preconditioner during the backward pass."""
 
-    def backward_scale(self, block: Block) -> torch.Tensor | None: ...
+    def backward_scale(self, block: Block) -> torch.Tensor | None:
+        """``N c`` for this block's samples, in grad_output's dtype, or None to defer."""
+        ...
 
     def weighted_sum_phase(self) -> Any: ...
 
