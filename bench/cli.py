@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.presets import PRESETS, VARIANTS
+from bench.step_ratio import DEFAULT_VARIANTS as DEFAULT_RATIO_VARIANTS
+from bench.step_variants import STEP_VARIANTS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -58,6 +60,13 @@ steps with and without an inverse update). Writes a TensorBoard trace and per-ph
 `profile` records to OUT/<workload>/<optimizer>/ (view: tensorboard --logdir OUT).
 """
 
+RATIO_HELP = """\
+Time single training steps of several step variants on one fixed batch, interleaved (every
+round runs one step of each, in a rotating order) so that a shared machine's drift cancels;
+print the medians and their ratios to SGD, and write them as JSON with --out. Variants hold
+an optimizer in one phase: fngd-weighted-sum, fngd-inversion, kfac-inverse, kfac-no-inverse.
+"""
+
 
 def _presets_help() -> str:
     return "\n".join(
@@ -77,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fngd-bench", description=MAIN_HELP, formatter_class=_Formatter
     )
-    sub = parser.add_subparsers(dest="command", metavar="{run,report,profile,list}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,report,profile,ratio,list}")
 
     run = sub.add_parser(
         "run",
@@ -194,6 +203,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="cut epochs to N steps before the window (default: the profiler's, 50)",
     )
     profile.add_argument("--data-root", type=Path, help="datasets directory")
+
+    ratio = sub.add_parser(
+        "ratio",
+        help="step-time ratios to SGD, variants interleaved so machine drift cancels",
+        description=RATIO_HELP,
+        formatter_class=_Formatter,
+    )
+    ratio.add_argument(
+        "--workload", nargs="+", default=["mlp-digits"], metavar="W", help="workload name(s)"
+    )
+    ratio.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(DEFAULT_RATIO_VARIANTS),
+        metavar="V",
+        help=f"step variants (default: all): {', '.join(STEP_VARIANTS)}",
+    )
+    ratio.add_argument("--rounds", type=int, default=200, help="timed rounds (default: 200)")
+    ratio.add_argument(
+        "--threads", type=int, default=1, help="CPU intra-op threads (default: 1)"
+    )
+    ratio.add_argument(
+        "--size", choices=("small", "paper"), default="small", help="workload size"
+    )
+    ratio.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    _device_arg(ratio)
 
     sub.add_parser("list", help="list workloads, optimizer labels and presets")
     return parser
@@ -350,6 +385,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return int(result) if isinstance(result, int) else 0
 
 
+def cmd_ratio(args: argparse.Namespace) -> int:
+    _check("workload", args.workload, _workload_names())
+    _check("variant", args.variants, list(STEP_VARIANTS))
+    from bench import step_ratio
+
+    return step_ratio.main(args)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     try:
         names = _workload_names()
@@ -368,6 +411,7 @@ COMMANDS: dict[str, Any] = {
     "run": cmd_run,
     "report": cmd_report,
     "profile": cmd_profile,
+    "ratio": cmd_ratio,
     "list": cmd_list,
 }
 

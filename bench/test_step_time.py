@@ -21,16 +21,15 @@ from __future__ import annotations
 import os
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import torch
 
-from bench import workloads
 from bench.step import train_step
+from bench.step_variants import STEP_VARIANTS, HeldStep, StepVariant, prepare
 from bench.timing import StepTimer
-from fngd import optimizers, phases
+from fngd import phases
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SIZE = os.environ.get("FNGD_BENCH_SIZE", "paper" if DEVICE == "cuda" else "small")
@@ -53,53 +52,15 @@ def _cpu_threads() -> Any:
     torch.set_num_threads(previous)
 
 
-@dataclass(frozen=True)
-class Variant:
-    label: str
-    optimizer: str
-    mode: str | None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    reset_each_round: bool = False
-
-
-VARIANTS = [
-    Variant("sgd", "sgd", None),
-    Variant("adamw", "adamw", None),
-    Variant("kfac-inverse", "kfac", "inverse", {"inv_update_steps": 1}),
-    Variant("kfac-no-inverse", "kfac", "no_inverse", {"inv_update_steps": 1_000_000}),
-    Variant("ngd", "ngd", "inversion"),
-    Variant("fngd-inversion", "fngd", "inversion", reset_each_round=True),
-    Variant("fngd-weighted-sum", "fngd", "weighted_sum"),
-]
-
-
-def _sync() -> None:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-def _setup(workload_name: str, variant: Variant) -> tuple[Any, Any, tuple[Any, ...]]:
-    w = workloads.get(workload_name, device=DEVICE, seed=0, size=SIZE)
-    hp = {**w.hparams.get(variant.optimizer, {}), **variant.overrides}
-    if variant.optimizer in ("fngd", "ngd"):
-        hp["steps_per_epoch"] = len(w.train_loader)
-    opt = optimizers.build(variant.optimizer, w.model, **hp)
-    inputs, targets, ids = next(iter(w.train_loader))
-    batch = (inputs, targets, ids)
-    train_step(w, opt, *batch)  # first step: FNGD stores c, KFAC computes its first inverse
-    _sync()
-    return w, opt, batch
-
-
-def _phase_medians(w: Any, opt: Any, batch: tuple[Any, ...], reset: Any) -> dict[str, float]:
+def _phase_medians(held: HeldStep) -> dict[str, float]:
     timer = StepTimer(DEVICE)
     previous = phases.set_recorder(timer)
     try:
         for i in range(PHASE_STEPS):
-            reset()
+            held.before_step()
             timer.start_step(i, 0)
-            train_step(w, opt, *batch)
-            timer.end_step(opt.mode)
+            train_step(held.workload, held.opt, *held.batch)
+            timer.end_step(held.opt.mode)
     finally:
         phases.set_recorder(previous)
     by_phase: dict[str, list[float]] = defaultdict(list)
@@ -108,22 +69,15 @@ def _phase_medians(w: Any, opt: Any, batch: tuple[Any, ...], reset: Any) -> dict
     return {f"{k}_median_s": statistics.median(v) for k, v in by_phase.items()}
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=[v.label for v in VARIANTS])
+@pytest.mark.parametrize("variant", list(STEP_VARIANTS.values()), ids=list(STEP_VARIANTS))
 @pytest.mark.parametrize("workload_name", WORKLOADS)
-def test_step_time(benchmark: Any, workload_name: str, variant: Variant) -> None:
-    w, opt, batch = _setup(workload_name, variant)
-    pre = opt.preconditioner
-
-    def reset() -> None:
-        if variant.reset_each_round:
-            pre.reset_coefficients()
-
-    def step() -> None:
-        train_step(w, opt, *batch)
-        _sync()
-
+def test_step_time(benchmark: Any, workload_name: str, variant: StepVariant) -> None:
+    held = prepare(workload_name, variant, DEVICE, SIZE)
     benchmark.group = f"{workload_name} ({DEVICE}, {SIZE})"
-    benchmark.pedantic(step, setup=reset, rounds=20, warmup_rounds=3, iterations=1)
+    benchmark.pedantic(
+        held.step, setup=held.before_step, rounds=20, warmup_rounds=3, iterations=1
+    )
+    opt, w = held.opt, held.workload
     assert opt.mode == variant.mode, f"{variant.label} ran {opt.mode!r}"
     benchmark.extra_info.update(
         {
@@ -138,6 +92,6 @@ def test_step_time(benchmark: Any, workload_name: str, variant: Variant) -> None
             "hparams": {k: v for k, v in opt.hparams.items() if not isinstance(v, tuple)},
             "torch_version": torch.__version__,
             "threads": torch.get_num_threads(),
-            **_phase_medians(w, opt, batch, reset),
+            **_phase_medians(held),
         }
     )

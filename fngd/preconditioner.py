@@ -121,7 +121,8 @@ class FNGD:
         self.gram_paths: dict[str, str] = {}
         self.last_solve: SolveReport | None = None
         self.counts = {"inversion": 0, "weighted_sum": 0, "gram": 0, "solve": 0}
-        self._scales: torch.Tensor | None = None  # (blocks, N): N c, known before backward
+        # Per block, N c as an (N, 1) column when known before the backward pass.
+        self._scales: tuple[torch.Tensor, ...] | None = None
 
     # -- the step --------------------------------------------------------------------
     @property
@@ -165,7 +166,8 @@ class FNGD:
             coeffs = self._stored(sample_ids, self.epoch(epoch), n)
             if coeffs is not None:
                 dtype = self.blocks[0].module.weight.dtype
-                self._scales = (coeffs * coeffs.shape[1]).to(dtype)
+                scales = torch.mul(coeffs, coeffs.shape[1]).to(dtype)
+                self._scales = scales.unsqueeze(-1).unbind(0)
 
     def backward_scale(self, block: Block) -> torch.Tensor | None:
         scales = self._scales
@@ -225,7 +227,7 @@ class FNGD:
             self.phase = "weighted_sum"
             self.counts["weighted_sum"] += 1
         with phase("fngd/weighted_sum"):
-            scales = coeffs * n
+            scales = (coeffs * n).unsqueeze(-1)
             for b in active:
                 x, grad_out = b.stash[0]
                 grads = b.weighted_grads(x, grad_out, scales[b.index].to(grad_out.dtype))

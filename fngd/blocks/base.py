@@ -71,7 +71,10 @@ class Block:
     def weighted_grads(
         self, x: torch.Tensor, grad_out: torch.Tensor, scale: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``sum_i scale_i * grad_i`` for weight and bias, as one GEMM (SGD's cost)."""
+        """``sum_i scale_i * grad_i`` for weight and bias, as one GEMM (SGD's cost).
+
+        ``scale`` is an (N, 1) column: one factor per sample.
+        """
         raise NotImplementedError
 
     def gram_operands(
@@ -108,8 +111,10 @@ class Block:
             self.stash.append((x, grad_out))
             return None, None
         self.summed_in_backward += 1
+        if scale.dtype != grad_out.dtype:
+            scale = scale.to(grad_out.dtype)
         with self.owner.weighted_sum_phase():
-            return self.weighted_grads(x, grad_out, scale.to(grad_out.dtype))
+            return self.weighted_grads(x, grad_out, scale)
 
     def remove(self) -> None:
         if "forward" in self.module.__dict__:
@@ -126,5 +131,5 @@ def append_ones(a: torch.Tensor) -> torch.Tensor:
 
 
 def scale_rows(grad_out: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Multiply each sample's slice of ``grad_out`` (dim 0) by ``scale``."""
-    return grad_out * scale.view(-1, *([1] * (grad_out.dim() - 1)))
+    """Multiply each sample's slice of ``grad_out`` (dim 0) by its entry of ``scale``."""
+    return grad_out * scale.reshape(-1, *([1] * (grad_out.dim() - 1)))

@@ -26,7 +26,7 @@ class LinearBlock(Block):
         self, x: torch.Tensor, grad_out: torch.Tensor, scale: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if grad_out.dim() == 2:  # the common case, with as few ops as autograd's own
-            d = grad_out * scale.unsqueeze(1)
+            d = grad_out * scale
             return d.t().mm(x), (d.sum(0) if self.has_bias else None)
         d = scale_rows(grad_out, scale).reshape(-1, grad_out.shape[-1])
         a = x.reshape(-1, x.shape[-1])

@@ -1,0 +1,142 @@
+"""Step-time ratios to SGD, measured interleaved so that machine drift cancels.
+
+pytest-benchmark times one variant after another; on a shared machine the load can change
+between them by more than the effect being measured. Here every round times one step of
+each variant, in a rotating order, on the same fixed batch; the medians over rounds and
+their ratios to SGD's are written as JSON (with device, versions and settings) and printed.
+
+    fngd-bench ratio --workload mlp-digits --rounds 200 --out results/ratio.json
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.step_variants import STEP_VARIANTS, prepare
+
+DEFAULT_VARIANTS = ("sgd", "fngd-weighted-sum", "fngd-inversion", "adamw", "kfac-no-inverse",
+                    "kfac-inverse", "ngd")
+
+
+def device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure(
+    workload: str,
+    variants: tuple[str, ...] = DEFAULT_VARIANTS,
+    *,
+    device: str = "cpu",
+    size: str = "small",
+    rounds: int = 200,
+    warmup: int = 10,
+    threads: int | None = 1,
+) -> dict[str, Any]:
+    """Median step seconds per variant and the ratio to ``sgd`` (first if absent)."""
+    unknown = [v for v in variants if v not in STEP_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; valid: {', '.join(STEP_VARIANTS)}")
+    previous = torch.get_num_threads()
+    if threads and torch.device(device).type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        held = [prepare(workload, STEP_VARIANTS[v], device, size) for v in variants]
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for r in range(warmup + rounds):
+            k = r % len(held)
+            for h in held[k:] + held[:k]:
+                h.before_step()
+                t0 = time.perf_counter()
+                h.step()
+                if r >= warmup:
+                    times[h.variant.label].append(time.perf_counter() - t0)
+        for h in held:
+            if h.opt.mode != h.variant.mode:
+                raise RuntimeError(f"{h.variant.label} ran {h.opt.mode!r}")
+        threads_used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+    base = "sgd" if "sgd" in variants else variants[0]
+    medians = {v: statistics.median(t) for v, t in times.items()}
+    quartiles = {v: statistics.quantiles(t, n=4) for v, t in times.items()}
+    w = held[0].workload
+    return {
+        "workload": workload,
+        "size": size,
+        "batch_size": w.batch_size,
+        "data_source": w.data_source,
+        "device": torch.device(device).type,
+        "device_name": device_name(device),
+        "threads": threads_used,
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "rounds": rounds,
+        "method": "interleaved rounds, rotating order, one step of each variant per round",
+        "baseline": base,
+        "variants": {
+            v: {
+                "median_s": medians[v],
+                "iqr_s": quartiles[v][2] - quartiles[v][0],
+                "ratio_to_baseline": medians[v] / medians[base],
+                "hparams": {
+                    k: val for k, val in h.opt.hparams.items() if not isinstance(val, tuple)
+                },
+            }
+            for v, h in zip(variants, held, strict=True)
+        },
+        "time": time.time(),
+    }
+
+
+def format_result(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['workload']} ({result['size']}, batch {result['batch_size']}, "
+        f"{result['data_source']} data) on {result['device_name']}, "
+        f"{result['threads']} thread(s), torch {result['torch_version']}, "
+        f"{result['rounds']} interleaved rounds",
+        f"{'variant':<20} {'median ms':>10} {'IQR ms':>8} {'/ ' + result['baseline']:>8}",
+    ]
+    for v, r in result["variants"].items():
+        lines.append(
+            f"{v:<20} {r['median_s'] * 1e3:>10.3f} {r['iqr_s'] * 1e3:>8.3f} "
+            f"{r['ratio_to_baseline']:>8.3f}"
+        )
+    return "\n".join(lines)
+
+
+def main(args: Any) -> int:
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = []
+    for workload in args.workload:
+        result = measure(
+            workload,
+            tuple(args.variants),
+            device=device,
+            size=args.size,
+            rounds=args.rounds,
+            threads=args.threads,
+        )
+        print(format_result(result))
+        results.append(result)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"written: {args.out}")
+    return 0

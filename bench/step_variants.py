@@ -1,0 +1,78 @@
+"""Optimisers held in one phase, for timing single steps (benchmarks and the A/B ratio).
+
+FNGD's inversion is timed with its coefficient table cleared before each step; its weighted
+sum after one priming step on the same batch; KFAC with its inverse every step, or never
+after the first. ``prepare`` builds the workload and the optimiser and takes that first
+step; ``before_step`` is what each timed step needs first (for FNGD's inversion, the reset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bench import workloads
+from bench.step import train_step
+from fngd import optimizers
+
+
+@dataclass(frozen=True)
+class StepVariant:
+    label: str
+    optimizer: str
+    mode: str | None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    reset_each_step: bool = False
+
+
+STEP_VARIANTS = {
+    v.label: v
+    for v in (
+        StepVariant("sgd", "sgd", None),
+        StepVariant("adamw", "adamw", None),
+        StepVariant("kfac-inverse", "kfac", "inverse", {"inv_update_steps": 1}),
+        StepVariant("kfac-no-inverse", "kfac", "no_inverse", {"inv_update_steps": 1_000_000}),
+        StepVariant("ngd", "ngd", "inversion"),
+        StepVariant("fngd-inversion", "fngd", "inversion", reset_each_step=True),
+        StepVariant("fngd-weighted-sum", "fngd", "weighted_sum"),
+    )
+}
+
+
+def synchronize(device: str | torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+@dataclass
+class HeldStep:
+    """A workload, an optimiser and one fixed batch: ``step()`` is one timed training step."""
+
+    variant: StepVariant
+    workload: Any
+    opt: Any
+    batch: tuple[Any, ...]
+    device: str
+
+    def before_step(self) -> None:
+        if self.variant.reset_each_step:
+            self.opt.preconditioner.reset_coefficients()
+
+    def step(self) -> None:
+        train_step(self.workload, self.opt, *self.batch)
+        synchronize(self.device)
+
+
+def prepare(
+    workload_name: str, variant: StepVariant, device: str, size: str, seed: int = 0
+) -> HeldStep:
+    w = workloads.get(workload_name, device=device, seed=seed, size=size)
+    hp = {**w.hparams.get(variant.optimizer, {}), **variant.overrides}
+    if variant.optimizer in ("fngd", "ngd"):
+        hp["steps_per_epoch"] = len(w.train_loader)
+    opt = optimizers.build(variant.optimizer, w.model, **hp)
+    held = HeldStep(variant, w, opt, tuple(next(iter(w.train_loader))), device)
+    held.step()  # FNGD stores its coefficients, KFAC computes its first inverse
+    return held
