@@ -1,8 +1,10 @@
 """Stored coefficients ``c`` for reuse in later epochs, matched by sample id or iteration.
 
 Values live on the parameters' device in one (blocks x slots) tensor per table, so a
-lookup is one gather; which slots are known (and from which epoch) lives on the host, so
-deciding the phase never synchronises the GPU.
+lookup is one gather; which (block, slot) pairs are known, and from which epoch, lives on
+the host, so deciding the phase never synchronises the GPU. Validity is kept per block: a
+block that did not run when an id was first seen (a branch not taken) has no coefficient
+for it and inverts when it does run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ def _valid(stored_epoch: np.ndarray, epoch: int, refresh_epochs: int | None) -> 
     return known & (stored_epoch // refresh_epochs == epoch // refresh_epochs)
 
 
+Lookup = tuple[torch.Tensor, np.ndarray] | None
+
+
 class SampleTable:
     """Coefficients per (block, dataset sample id)."""
 
@@ -27,39 +32,48 @@ class SampleTable:
         self.num_blocks = num_blocks
         self.refresh_epochs = refresh_epochs
         self.values: torch.Tensor | None = None  # (blocks, capacity)
-        self.stored_epoch = np.full(0, -1, dtype=np.int64)
+        self.stored_epoch = np.full((num_blocks, 0), -1, dtype=np.int64)
 
-    def lookup(self, ids: torch.Tensor, epoch: int) -> torch.Tensor | None:
-        """(blocks, N) coefficients for ``ids`` if every one is known and fresh, else None."""
+    def lookup(self, ids: torch.Tensor, epoch: int) -> Lookup:
+        """``(coefficients (blocks, N), known (blocks,))`` for ``ids``; None if none is known.
+
+        A block is known when every id has a fresh coefficient for it.
+        """
         values = self.values
         if values is None or len(ids) == 0:
             return None
         idx = ids.numpy()
-        if idx.max() >= self.stored_epoch.size:
+        if idx.min() < 0 or idx.max() >= self.stored_epoch.shape[1]:
             return None
-        stored = self.stored_epoch[idx]
-        if self.refresh_epochs is None:
-            if stored.min() < 0:
-                return None
-        elif not _valid(stored, epoch, self.refresh_epochs).all():
+        known = _valid(self.stored_epoch[:, idx], epoch, self.refresh_epochs).all(axis=1)
+        if not known.any():
             return None
-        return values.index_select(1, ids.to(values.device, non_blocking=True))
+        return values.index_select(1, ids.to(values.device, non_blocking=True)), known
 
-    def store(self, ids: torch.Tensor, coeffs: torch.Tensor, epoch: int) -> None:
+    def store(
+        self, ids: torch.Tensor, coeffs: torch.Tensor, epoch: int, blocks: list[int]
+    ) -> None:
+        """Store rows ``blocks`` of ``coeffs`` (blocks, N) for ``ids``."""
         idx = ids.numpy()
+        if idx.size and idx.min() < 0:
+            raise ValueError("sample ids must be non-negative dataset indices")
         need = int(idx.max()) + 1 if idx.size else 0
         if self.values is None:
             self.values = coeffs.new_zeros(self.num_blocks, max(need, 1))
-        if need > self.values.shape[1]:
-            grown = coeffs.new_zeros(self.num_blocks, max(need, 2 * self.values.shape[1]))
+        capacity = self.values.shape[1]
+        if need > capacity:
+            capacity = max(need, 2 * capacity)
+            grown = coeffs.new_zeros(self.num_blocks, capacity)
             grown[:, : self.values.shape[1]] = self.values
             self.values = grown
-        if need > self.stored_epoch.size:
-            grown_epoch = np.full(self.values.shape[1], -1, dtype=np.int64)
-            grown_epoch[: self.stored_epoch.size] = self.stored_epoch
+        if capacity > self.stored_epoch.shape[1]:
+            grown_epoch = np.full((self.num_blocks, capacity), -1, dtype=np.int64)
+            grown_epoch[:, : self.stored_epoch.shape[1]] = self.stored_epoch
             self.stored_epoch = grown_epoch
-        self.values[:, ids.to(self.values.device)] = coeffs.to(self.values.dtype)
-        self.stored_epoch[idx] = epoch
+        rows = torch.tensor(blocks, device=self.values.device)
+        cols = ids.to(self.values.device)
+        self.values[rows.unsqueeze(1), cols.unsqueeze(0)] = coeffs[rows].to(self.values.dtype)
+        self.stored_epoch[np.ix_(blocks, idx)] = epoch
 
     def nbytes(self) -> int:
         if self.values is None:
@@ -72,7 +86,8 @@ class SampleTable:
     def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
         values = state["values"]
         self.values = None if values is None else values.to(device or values.device)
-        self.stored_epoch = state["stored_epoch"].numpy().astype(np.int64).copy()
+        stored = state["stored_epoch"].detach().cpu().numpy().astype(np.int64)
+        self.stored_epoch = stored.reshape(self.num_blocks, -1).copy()
 
 
 class IterationTable:
@@ -82,25 +97,36 @@ class IterationTable:
         self.num_blocks = num_blocks
         self.refresh_epochs = refresh_epochs
         self.values: dict[int, torch.Tensor] = {}
-        self.stored_epoch: dict[int, int] = {}
+        self.stored_epoch: dict[int, np.ndarray] = {}
 
-    def lookup(self, iteration: int, n: int | None, epoch: int) -> torch.Tensor | None:
+    def lookup(self, iteration: int, n: int | None, epoch: int) -> Lookup:
         c = self.values.get(iteration)
         if c is None or (n is not None and c.shape[1] != n):
             return None
-        stored = np.array([self.stored_epoch[iteration]])
-        return c if _valid(stored, epoch, self.refresh_epochs)[0] else None
+        known = _valid(self.stored_epoch[iteration], epoch, self.refresh_epochs)
+        return (c, known) if known.any() else None
 
-    def store(self, iteration: int, coeffs: torch.Tensor, epoch: int) -> None:
-        self.values[iteration] = coeffs.detach().clone()
-        self.stored_epoch[iteration] = epoch
+    def store(self, iteration: int, coeffs: torch.Tensor, epoch: int, blocks: list[int]) -> None:
+        old = self.values.get(iteration)
+        if old is None or old.shape != coeffs.shape:
+            old = torch.zeros_like(coeffs)
+            self.stored_epoch[iteration] = np.full(self.num_blocks, -1, dtype=np.int64)
+        old[blocks] = coeffs[blocks]
+        self.values[iteration] = old
+        self.stored_epoch[iteration][blocks] = epoch
 
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for v in self.values.values())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"values": dict(self.values), "stored_epoch": dict(self.stored_epoch)}
+        return {
+            "values": dict(self.values),
+            "stored_epoch": {k: torch.from_numpy(v.copy()) for k, v in self.stored_epoch.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
         self.values = {int(k): v.to(device or v.device) for k, v in state["values"].items()}
-        self.stored_epoch = {int(k): int(v) for k, v in state["stored_epoch"].items()}
+        self.stored_epoch = {
+            int(k): torch.as_tensor(v).cpu().numpy().astype(np.int64).copy()
+            for k, v in state["stored_epoch"].items()
+        }

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -122,7 +123,8 @@ class FNGD:
         self.last_solve: SolveReport | None = None
         self.counts = {"inversion": 0, "weighted_sum": 0, "gram": 0, "solve": 0}
         # Per block, N c as an (N, 1) column when known before the backward pass.
-        self._scales: tuple[torch.Tensor, ...] | None = None
+        self._scales: tuple[torch.Tensor | None, ...] | None = None
+        self._prepared_ids: torch.Tensor | None = None
 
     # -- the step --------------------------------------------------------------------
     @property
@@ -144,8 +146,8 @@ class FNGD:
 
     def _stored(
         self, sample_ids: torch.Tensor | None, epoch: int, n: int | None
-    ) -> torch.Tensor | None:
-        """This batch's stored coefficients (blocks, N), or None: the inversion phase."""
+    ) -> tuple[torch.Tensor, np.ndarray] | None:
+        """This batch's stored coefficients (blocks, N) and which blocks have them."""
         if self.share == "none" or not self.blocks:
             return None
         if self.share == "iteration":
@@ -156,18 +158,35 @@ class FNGD:
             )
         return self.sample_table.lookup(_host_ids(sample_ids), epoch)
 
-    def prepare(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:
-        """Announce the next batch; with known coefficients the weighted sum runs in backward."""
+    def discard(self) -> None:
+        """Drop what a backward pass left for ``step()`` (e.g. a backward not followed by one)."""
+        for b in self.blocks:
+            b.stash.clear()
+            b.summed_in_backward = 0
         self._scales = None
+        self._prepared_ids = None
+
+    def prepare(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:
+        """Announce the next batch; with known coefficients the weighted sum runs in backward.
+
+        Anything a previous backward left without a ``step()`` is dropped.
+        """
+        self.discard()
         if self.share == "sample" and sample_ids is None:
             return
+        if sample_ids is not None:
+            sample_ids = _host_ids(sample_ids)
         n = None if sample_ids is None else len(sample_ids)
         with phase("fngd/weighted_sum"):
-            coeffs = self._stored(sample_ids, self.epoch(epoch), n)
-            if coeffs is not None:
+            stored = self._stored(sample_ids, self.epoch(epoch), n)
+            if stored is not None:
+                coeffs, known = stored
                 dtype = self.blocks[0].module.weight.dtype
-                scales = torch.mul(coeffs, coeffs.shape[1]).to(dtype)
-                self._scales = scales.unsqueeze(-1).unbind(0)
+                scales = torch.mul(coeffs, coeffs.shape[1]).to(dtype).unsqueeze(-1).unbind(0)
+                self._scales = tuple(
+                    s if k else None for s, k in zip(scales, known.tolist(), strict=True)
+                )
+                self._prepared_ids = sample_ids
 
     def backward_scale(self, block: Block) -> torch.Tensor | None:
         scales = self._scales
@@ -180,64 +199,71 @@ class FNGD:
 
     @torch.no_grad()
     def step(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:
-        """Write each block's natural gradient into ``.grad`` (accumulating like autograd)."""
+        """Write each block's natural gradient into ``.grad`` (accumulating like autograd).
+
+        Blocks whose coefficients were known before the backward pass already have it;
+        the others' (input, output-gradient) pairs are turned into it here, inverting
+        where no stored coefficient fits.
+        """
         ep = self.epoch(epoch)
-        active = [b for b in self.blocks if b.stash or b.summed_in_backward]
+        summed = [b for b in self.blocks if b.summed_in_backward]
+        stashed = [b for b in self.blocks if b.stash]
         try:
-            if any(b.summed_in_backward for b in active):
-                self._finish_backward_sum(active)
-            elif active:
-                self._step_from_stash(active, sample_ids, ep)
+            prepared = self._prepared_ids
+            if (
+                summed
+                and sample_ids is not None
+                and prepared is not None
+                and not torch.equal(_host_ids(sample_ids), prepared)
+            ):
+                raise RuntimeError(
+                    "step() got other sample_ids than prepare(): the weighted sum "
+                    "already used the prepared batch's coefficients"
+                )
+            inverted = self._step_from_stash(stashed, sample_ids, ep) if stashed else False
+            if summed or stashed:
+                self.phase = "inversion" if inverted else "weighted_sum"
+                self.counts[self.phase] += 1
+                if self.check_finite and not inverted:
+                    self._check_finite(summed + stashed)
         finally:
-            for b in self.blocks:
-                b.stash.clear()
-                b.summed_in_backward = 0
-            self._scales = None
+            self.discard()
         self.steps += 1
 
-    def _finish_backward_sum(self, active: list[Block]) -> None:
-        late = [b.name for b in active if b.stash]
-        if late:
-            raise RuntimeError(
-                f"blocks {late} ran their backward without the announced coefficients; "
-                "call prepare() before every forward pass or not at all"
-            )
-        self.phase = "weighted_sum"
-        self.counts["weighted_sum"] += 1
-        if self.check_finite:
-            self._check_finite(active)
-
     def _step_from_stash(
-        self, active: list[Block], sample_ids: torch.Tensor | None, epoch: int
-    ) -> None:
-        for b in active:
+        self, stashed: list[Block], sample_ids: torch.Tensor | None, epoch: int
+    ) -> bool:
+        """Weighted sums for the stashed blocks; returns whether any of them inverted."""
+        for b in stashed:
             if len(b.stash) > 1:
                 raise RuntimeError(
                     f"module {b.name!r} ran more than one forward/backward before step() "
-                    "(weight sharing or gradient accumulation); add it to skip_layers"
+                    "(weight sharing or gradient accumulation); add it to skip_layers, or "
+                    "call discard() after a backward pass that is not followed by step()"
                 )
-        n = active[0].stash[0][0].shape[0]
-        coeffs = self._stored(sample_ids, epoch, n)
-        if coeffs is None:
-            coeffs = self._invert(active, n)
-            self._store(coeffs, sample_ids, epoch)
-            self.phase = "inversion"
-            self.counts["inversion"] += 1
-        else:
-            self.phase = "weighted_sum"
-            self.counts["weighted_sum"] += 1
+        n = stashed[0].stash[0][0].shape[0]
+        stored = self._stored(sample_ids, epoch, n)
+        known = np.zeros(len(self.blocks), dtype=bool) if stored is None else stored[1]
+        invert = [b for b in stashed if not known[b.index]]
+        coeffs = None if stored is None else stored[0]
+        if invert:
+            fresh = self._invert(invert, n)
+            self._store(fresh, sample_ids, epoch, [b.index for b in invert])
+            coeffs = fresh if coeffs is None else torch.where(
+                torch.as_tensor(known, device=fresh.device).unsqueeze(1), coeffs.to(fresh), fresh
+            )
+        assert coeffs is not None
         with phase("fngd/weighted_sum"):
             scales = (coeffs * n).unsqueeze(-1)
-            for b in active:
+            for b in stashed:
                 x, grad_out = b.stash[0]
                 grads = b.weighted_grads(x, grad_out, scales[b.index].to(grad_out.dtype))
                 for p, g in zip(b.params, grads, strict=False):
                     _accumulate(p, g)
-        if self.phase == "weighted_sum" and self.check_finite:
-            self._check_finite(active)
+        return bool(invert)
 
     def _invert(self, active: list[Block], n: int) -> torch.Tensor:
-        """Gram matrices and the damped solve for every block; (blocks, N) coefficients."""
+        """Gram matrices and the damped solve for ``active``; (all blocks, N) coefficients."""
         dtype = _solve_dtype(active[0].stash[0][1].dtype)
         grams = []
         with phase("fngd/gram"):
@@ -269,17 +295,23 @@ class FNGD:
         self.gram_paths[block.name] = path
         return path
 
-    def _store(self, coeffs: torch.Tensor, sample_ids: torch.Tensor | None, epoch: int) -> None:
+    def _store(
+        self, coeffs: torch.Tensor, sample_ids: torch.Tensor | None, epoch: int, blocks: list[int]
+    ) -> None:
         if self.share == "sample":
             assert sample_ids is not None
-            self.sample_table.store(_host_ids(sample_ids), coeffs, epoch)
+            self.sample_table.store(_host_ids(sample_ids), coeffs, epoch, blocks)
         elif self.share == "iteration":
-            self.iteration_table.store(self._iteration(), coeffs, epoch)
+            self.iteration_table.store(self._iteration(), coeffs, epoch, blocks)
 
     def _check_finite(self, active: list[Block]) -> None:
         # A sum is finite iff every element is (short of overflow), and summing is far
         # cheaper than isfinite().all() on the CPU; one synchronisation for all blocks.
-        sums = torch.stack([sum(p.grad.sum() for p in b.params) for b in active])
+        zero = torch.zeros((), device=active[0].module.weight.device)
+        sums = torch.stack(
+            [sum((p.grad.float().sum() for p in b.params if p.grad is not None), zero)
+             for b in active]
+        )
         flags = torch.isfinite(sums).cpu()
         bad = [b.name for b, ok in zip(active, flags.tolist(), strict=True) if not ok]
         if bad:

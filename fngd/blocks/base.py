@@ -13,6 +13,7 @@ output gradient to the preconditioner, which either
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Protocol
 
 import torch
@@ -34,9 +35,17 @@ class BlockFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Any, block: Block) -> Any:
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            # Cast as autocast would have, then save the cast tensors: backward runs
+            # outside autocast and must see one dtype throughout.
+            dtype = torch.get_autocast_dtype(device)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
         ctx.block = block
         ctx.save_for_backward(x, weight)
-        return block.op(x, weight, bias)
+        with torch.autocast(device, enabled=False):
+            return block.op(x, weight, bias)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> Any:
@@ -59,7 +68,7 @@ class Block:
         self.index = index
         self.stash: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.summed_in_backward = 0
-        module.forward = self.forward  # type: ignore[method-assign]
+        module.forward = BlockForward(self)  # type: ignore[method-assign]
 
     # -- what subclasses provide ------------------------------------------------------
     def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
@@ -90,7 +99,9 @@ class Block:
     # -- shared ------------------------------------------------------------------------
     @property
     def has_bias(self) -> bool:
-        return getattr(self.module, "bias", None) is not None
+        """A trainable bias, the block's last column (a frozen one is left out)."""
+        bias = getattr(self.module, "bias", None)
+        return bias is not None and bias.requires_grad
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -101,6 +112,8 @@ class Block:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.module
+        if not m.weight.requires_grad:  # frozen after the block was made: plain forward
+            return self.op(x, m.weight, m.bias)
         return BlockFunction.apply(x, m.weight, m.bias, self)
 
     def on_grad_output(
@@ -123,6 +136,39 @@ class Block:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+class BlockForward:
+    """The forward a block installs on its module.
+
+    A deep copy or a pickle of the model gets the module's plain forward back
+    (``PlainForward``), not a hidden copy of the preconditioner.
+    """
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block.forward(x)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PlainForward:
+        return PlainForward(copy.deepcopy(self.block.module, memo))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PlainForward, (self.block.module,))
+
+
+class PlainForward:
+    """Stands in for a block's forward in a copy of the model: the module's own forward."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return type(self.module).forward(self.module, *args, **kwargs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PlainForward:
+        return PlainForward(copy.deepcopy(self.module, memo))
 
 
 def append_ones(a: torch.Tensor) -> torch.Tensor:

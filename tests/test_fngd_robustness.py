@@ -1,0 +1,179 @@
+"""FNGD in the situations real training code creates: branches, frozen layers, copies, AMP."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from fngd import FNGD
+from tests.fngd_reference import block_grad, per_sample_block_grads, rel_err
+
+
+def sq(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return ((out - y) ** 2).flatten(1).sum(1)
+
+
+class TwoHeads(nn.Module):
+    """A shared trunk and two heads; each batch uses one head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Linear(4, 5)
+        self.a = nn.Linear(5, 2)
+        self.b = nn.Linear(5, 2)
+        self.head = "a"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self.head)(torch.tanh(self.trunk(x)))
+
+
+@pytest.mark.parametrize("prepare", [True, False])
+def test_branch_not_taken_when_ids_were_first_seen_inverts_later(prepare: bool) -> None:
+    torch.manual_seed(0)
+    model = TwoHeads().double()
+    x, y, ids = torch.randn(6, 4).double(), torch.randn(6, 2).double(), torch.arange(6)
+    pre = FNGD(model, damping=0.1, share="sample")
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        if prepare:
+            pre.prepare(sample_ids=ids)
+        sq(model(x), y).mean().backward()
+        pre.step(sample_ids=ids)
+
+    step()  # head a and the trunk store their coefficients
+    model.head = "b"
+    step()  # the trunk reuses its own; head b has none yet: it inverts
+    assert pre.phase == "inversion"
+    assert model.b.weight.grad.abs().sum() > 0
+    step()
+    assert pre.phase == "weighted_sum"
+
+
+def test_layer_frozen_after_construction_is_left_alone() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    pre = FNGD(model, share="none")
+    for p in model[2].parameters():
+        p.requires_grad_(False)
+    model(torch.randn(5, 4)).sum().backward()
+    pre.step()
+    assert model[2].weight.grad is None and model[2].bias.grad is None
+    assert model[0].weight.grad is not None
+
+
+def test_frozen_bias_is_not_part_of_the_block() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3)).double()
+    model[0].bias.requires_grad_(False)
+    x, y = torch.randn(6, 4).double(), torch.randn(6, 3).double()
+    g = per_sample_block_grads(model, x, y, sq, ["0"])["0"][:, :12]  # weight columns only
+    pre = FNGD(model, damping=0.1, share="none", check_finite=True)
+    sq(model(x), y).mean().backward()
+    pre.step()
+    assert model[0].bias.grad is None
+    n = g.shape[0]
+    want = torch.linalg.solve(g.T @ g / n + 0.1 * torch.eye(12, dtype=g.dtype), g.mean(0))
+    assert rel_err(model[0].weight.grad.flatten(), want) < 1e-8
+
+
+def test_backward_without_step_is_dropped_by_the_next_prepare() -> None:
+    model = nn.Sequential(nn.Linear(4, 3))
+    pre = FNGD(model, share="sample")
+    ids = torch.arange(5)
+    for _ in range(3):  # e.g. gradient-norm probes that never step
+        model(torch.randn(5, 4)).sum().backward()
+    pre.prepare(sample_ids=ids)
+    assert not pre.blocks[0].stash
+    model(torch.randn(5, 4)).sum().backward()
+    pre.step(sample_ids=ids)
+    assert pre.phase == "inversion"
+
+
+def test_step_with_other_ids_than_prepared_is_an_error() -> None:
+    model = nn.Sequential(nn.Linear(4, 3))
+    pre = FNGD(model, share="sample")
+    ids = torch.arange(5)
+    model(torch.randn(5, 4)).sum().backward()
+    pre.step(sample_ids=ids)
+    pre.prepare(sample_ids=ids)
+    model(torch.randn(5, 4)).sum().backward()
+    with pytest.raises(RuntimeError, match="other sample_ids"):
+        pre.step(sample_ids=ids.flip(0))
+
+
+def test_copies_of_the_model_train_with_plain_gradients() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    FNGD(model, share="none")
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    for clone in (copy.deepcopy(model), torch.load(buf, weights_only=False)):
+        clone(torch.randn(5, 4)).sum().backward()
+        assert all(p.grad is not None for p in clone.parameters())
+
+
+def test_autocast_forward_gives_finite_float32_gradients() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    pre = FNGD(model, damping=0.1, share="sample")
+    ids = torch.arange(6)
+    for want in ("inversion", "weighted_sum"):
+        model.zero_grad(set_to_none=True)
+        pre.prepare(sample_ids=ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(torch.randn(6, 4))
+        out.float().pow(2).mean().backward()
+        pre.step(sample_ids=ids)
+        assert pre.phase == want
+        assert all(p.grad.dtype == torch.float32 for p in model.parameters())
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("case", ["conv2d", "sequence"])
+def test_weighted_sum_in_backward_matches_reference(case: str) -> None:
+    """The weighted-sum phase, summed inside backward, for Conv2d and sequence inputs."""
+    torch.manual_seed(0)
+    if case == "conv2d":
+        model = nn.Sequential(
+            nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(48, 2)
+        ).double()
+        x, y, blocks = torch.randn(6, 2, 8, 8), torch.randn(6, 2), ["0", "3"]
+    else:
+        model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+        x, y, blocks = torch.randn(6, 7, 5), torch.randn(6, 7, 3), ["0", "2"]
+    x, y, ids = x.double(), y.double(), torch.arange(6)
+    pre = FNGD(model, damping=0.1, share="sample")
+    sq(model(x), y).mean().backward()
+    pre.step(sample_ids=ids)
+    c = pre.sample_table.values.clone()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    g = per_sample_block_grads(model, x[perm], y[perm], sq, blocks)
+    model.zero_grad(set_to_none=True)
+    pre.prepare(sample_ids=perm)
+    sq(model(x[perm]), y[perm]).mean().backward()
+    pre.step(sample_ids=perm)
+    assert pre.phase == "weighted_sum"
+    for b in pre.blocks:
+        assert rel_err(block_grad(model, b.name), g[b.name].T @ c[b.index, perm]) < 1e-8
+
+
+def test_float32_matches_float64() -> None:
+    torch.manual_seed(0)
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).to(dtype)
+        x, y = torch.randn(8, 6).to(dtype), torch.randn(8, 3).to(dtype)
+        pre = FNGD(model, damping=0.1, share="none")
+        sq(model(x), y).mean().backward()
+        pre.step()
+        grads[dtype] = torch.cat([p.grad.flatten().double() for p in model.parameters()])
+    assert rel_err(grads[torch.float32], grads[torch.float64]) < 1e-4
