@@ -4,7 +4,7 @@ Cholesky first (K is symmetric positive semi-definite, the shift makes it defini
 Where it fails, or its result is not finite (a singular K with zero damping), the stated
 fallback: add jitter ``eps = 1e-6 * (trace(K)/N + 1)``, growing tenfold, up to
 ``JITTER_TRIES`` times; then the pseudo-inverse (SVD), which always exists. The result is
-never NaN for a finite K. One host synchronisation per call, whatever the fallback.
+never NaN for a finite K. One host synchronisation per call, and one more per fallback.
 """
 
 from __future__ import annotations

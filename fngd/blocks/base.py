@@ -120,7 +120,7 @@ class Block:
         self, x: torch.Tensor, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         scale = self.owner.backward_scale(self)
-        if scale is None:
+        if scale is None or scale.shape[0] != grad_out.shape[0]:  # unknown, or another batch
             self.stash.append((x, grad_out))
             return None, None
         self.summed_in_backward += 1
