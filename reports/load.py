@@ -13,30 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-#: The fields every record has (docs/ARCHITECTURE.md, "Records"), plus the kind-specific ones.
-COMMON_FIELDS = (
-    "run_id",
-    "workload",
-    "optimizer",
-    "impl",
-    "hparams",
-    "seed",
-    "device",
-    "device_name",
-    "data_source",
-    "batch_size",
-    "kind",
-    "epoch",
-    "step",
-    "phase",
-    "seconds",
-    "name",
-    "value",
-    "torch_version",
-    "cuda_version",
-    "git_commit",
-    "time",
-)
+from bench.records import BASE_FIELDS
+
+#: The fields every record has (docs/ARCHITECTURE.md, "Records"), as the runner writes them.
+COMMON_FIELDS = BASE_FIELDS
 EXTRA_FIELDS = ("parent", "warmup", "mode")
 #: Fields the runner adds (bench/records.py): ``family`` is the optimizer factory behind the
 #: ``optimizer`` label (``kfac-inv1`` -> ``kfac``), ``size`` the workload size, ``attempt``
