@@ -147,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-overhead", action="store_true", help="skip the timer-overhead measurement"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CPU intra-op threads on the CPU device (default: 1; 0: torch's default). The "
+        "CPU workloads are small, and on a shared machine spinning worker threads make step "
+        "times erratic; recorded as `threads`",
+    )
 
     report = sub.add_parser(
         "report",
@@ -246,6 +255,23 @@ def _device_arg(parser: argparse.ArgumentParser) -> None:
 # -- helpers -----------------------------------------------------------------------------------
 
 
+def _set_cpu_threads(args: argparse.Namespace) -> None:
+    threads = getattr(args, "threads", 0)
+    if threads < 0:
+        raise UsageError("--threads must be 0 or more")
+    on_cpu = args.device == "cpu" or (args.device == "auto" and not _cuda_available())
+    if threads and on_cpu:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 class UsageError(Exception):
     """Bad names on the command line: printed without a traceback, exit code 2."""
 
@@ -322,6 +348,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overhead = [(workloads[0], optimizers[0])]
 
     progress = not args.no_progress
+    _set_cpu_threads(args)
     start = time.perf_counter()
     try:
         result = run_sweep(

@@ -148,6 +148,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,
         "git_commit": git_commit(),
+        "threads": torch.get_num_threads(),
     }
 
 
