@@ -214,6 +214,7 @@ class FNGD:
                 summed
                 and sample_ids is not None
                 and prepared is not None
+                and sample_ids is not prepared
                 and not torch.equal(_host_ids(sample_ids), prepared)
             ):
                 raise RuntimeError(
