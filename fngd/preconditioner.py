@@ -63,6 +63,9 @@ class FNGD:
             a coefficient is first needed (the first epoch), as the paper does.
         steps_per_epoch: steps in an epoch, to count epochs and iterations.
         loss_reduction: how the batch loss was reduced over samples, ``"mean"`` or ``"sum"``.
+            A loss averaged over all tokens of a batch counts as ``"mean"``: each sample's
+            loss is then its tokens' sum over the batch's mean token count, which scales the
+            Fisher (and so the damping's relative size) by that count squared.
         gram: ``"auto"`` picks pairwise or explicit per layer by a cost estimate.
         skip_layers: regular expressions on module names (search) or class names (full
             match) of modules to leave out.
