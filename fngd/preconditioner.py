@@ -64,8 +64,8 @@ class FNGD:
         steps_per_epoch: steps in an epoch, to count epochs and iterations.
         loss_reduction: how the batch loss was reduced over samples, ``"mean"`` or ``"sum"``.
             A loss averaged over all tokens of a batch counts as ``"mean"``: each sample's
-            loss is then its tokens' sum over the batch's mean token count, which scales the
-            Fisher (and so the damping's relative size) by that count squared.
+            loss is then its tokens' sum divided by the mean token count, which divides the
+            Fisher by that count squared (so the damping weighs relatively more).
         gram: ``"auto"`` picks pairwise or explicit per layer by a cost estimate.
         skip_layers: regular expressions on module names (search) or class names (full
             match) of modules to leave out.
