@@ -33,6 +33,14 @@ class SampleTable:
         self.refresh_epochs = refresh_epochs
         self.values: torch.Tensor | None = None  # (blocks, capacity)
         self.stored_epoch = np.full((num_blocks, 0), -1, dtype=np.int64)
+        self._all_known = np.ones(num_blocks, dtype=bool)
+
+    @property
+    def all_blocks_known(self) -> np.ndarray:
+        """Per slot: whether every block has a coefficient (kept in step with stores)."""
+        if getattr(self, "_known_cache", None) is None:
+            self._known_cache = (self.stored_epoch >= 0).all(axis=0)
+        return self._known_cache
 
     def lookup(self, ids: torch.Tensor, epoch: int) -> Lookup:
         """``(coefficients (blocks, N), known (blocks,))`` for ``ids``; None if none is known.
@@ -45,9 +53,12 @@ class SampleTable:
         idx = ids.numpy()
         if idx.min() < 0 or idx.max() >= self.stored_epoch.shape[1]:
             return None
-        known = _valid(self.stored_epoch[:, idx], epoch, self.refresh_epochs).all(axis=1)
-        if not known.any():
-            return None
+        if self.refresh_epochs is None and self.all_blocks_known[idx].all():
+            known = self._all_known  # the common case, without a (blocks x N) gather
+        else:
+            known = _valid(self.stored_epoch[:, idx], epoch, self.refresh_epochs).all(axis=1)
+            if not known.any():
+                return None
         return values.index_select(1, ids.to(values.device, non_blocking=True)), known
 
     def store(
@@ -74,6 +85,7 @@ class SampleTable:
         cols = ids.to(self.values.device)
         self.values[rows.unsqueeze(1), cols.unsqueeze(0)] = coeffs[rows].to(self.values.dtype)
         self.stored_epoch[np.ix_(blocks, idx)] = epoch
+        self._known_cache = None
 
     def nbytes(self) -> int:
         if self.values is None:
@@ -88,6 +100,7 @@ class SampleTable:
         self.values = None if values is None else values.to(device or values.device)
         stored = state["stored_epoch"].detach().cpu().numpy().astype(np.int64)
         self.stored_epoch = stored.reshape(self.num_blocks, -1).copy()
+        self._known_cache = None
 
 
 class IterationTable:

@@ -118,6 +118,7 @@ class FNGD:
                 continue
             self.blocks.append(cls(name, module, self, len(self.blocks)))
 
+        self._dtype = self.blocks[0].module.weight.dtype if self.blocks else torch.float32
         self.sample_table = SampleTable(len(self.blocks), refresh_epochs)
         self.iteration_table = IterationTable(len(self.blocks), refresh_epochs)
         self.steps = 0
@@ -184,10 +185,15 @@ class FNGD:
             stored = self._stored(sample_ids, self.epoch(epoch), n)
             if stored is not None:
                 coeffs, known = stored
-                dtype = self.blocks[0].module.weight.dtype
-                scales = torch.mul(coeffs, coeffs.shape[1]).to(dtype).unsqueeze(-1).unbind(0)
-                self._scales = tuple(
-                    s if k else None for s, k in zip(scales, known.tolist(), strict=True)
+                dtype = self._dtype
+                scales = torch.mul(coeffs, coeffs.shape[1])
+                if scales.dtype != dtype:
+                    scales = scales.to(dtype)
+                scales = scales.unsqueeze(-1).unbind(0)
+                self._scales = (
+                    scales
+                    if known.all()
+                    else tuple(s if k else None for s, k in zip(scales, known, strict=True))
                 )
                 self._prepared_ids = sample_ids
 

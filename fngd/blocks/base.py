@@ -35,14 +35,16 @@ class BlockFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: Any, block: Block) -> Any:
-        device = x.device.type
-        if torch.is_autocast_enabled(device):
-            # Cast as autocast would have, then save the cast tensors: backward runs
-            # outside autocast and must see one dtype throughout.
-            dtype = torch.get_autocast_dtype(device)
-            x, weight = x.to(dtype), weight.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
         ctx.block = block
+        device = x.device.type
+        if not torch.is_autocast_enabled(device):
+            ctx.save_for_backward(x, weight)
+            return block.op(x, weight, bias)
+        # Cast as autocast would have, then save the cast tensors: backward runs outside
+        # autocast and must see one dtype throughout.
+        dtype = torch.get_autocast_dtype(device)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
         ctx.save_for_backward(x, weight)
         with torch.autocast(device, enabled=False):
             return block.op(x, weight, bias)
@@ -111,10 +113,7 @@ class Block:
         return ps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.module
-        if not m.weight.requires_grad:  # frozen after the block was made: plain forward
-            return self.op(x, m.weight, m.bias)
-        return BlockFunction.apply(x, m.weight, m.bias, self)
+        return BlockForward(self)(x)
 
     def on_grad_output(
         self, x: torch.Tensor, grad_out: torch.Tensor
@@ -149,7 +148,16 @@ class BlockForward:
         self.block = block
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block.forward(x)
+        block = self.block
+        params = block.module._parameters  # direct: Module.__getattr__ is slow
+        weight = params.get("weight")
+        if weight is None:  # e.g. a parametrized weight
+            weight, bias = block.module.weight, block.module.bias
+        else:
+            bias = params.get("bias")
+        if not weight.requires_grad:  # frozen after the block was made: plain forward
+            return block.op(x, weight, bias)
+        return BlockFunction.apply(x, weight, bias, block)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PlainForward:
         return PlainForward(copy.deepcopy(self.block.module, memo))
