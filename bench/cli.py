@@ -220,7 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     ratio.add_argument(
-        "--workload", nargs="+", default=["mlp-digits"], metavar="W", help="workload name(s)"
+        "--workload",
+        nargs="+",
+        default=["mlp-digits"],
+        metavar="W",
+        help="workload name(s), or mlp-random-<width>: MLP 784-W-W-10 on random tensors "
+        "(batch 128), for the per-layer cost alone",
     )
     ratio.add_argument(
         "--variants",
@@ -413,7 +418,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_ratio(args: argparse.Namespace) -> int:
-    _check("workload", args.workload, _workload_names())
+    registered = [w for w in args.workload if not w.startswith("mlp-random-")]
+    _check("workload", registered, _workload_names())
     _check("variant", args.variants, list(STEP_VARIANTS))
     from bench import step_ratio
 

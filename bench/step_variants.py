@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from bench import workloads
 from bench.step import train_step
@@ -65,10 +66,47 @@ class HeldStep:
         synchronize(self.device)
 
 
+class RandomMLP:
+    """MLP 784-W-W-10 on one batch of random tensors: a step to time, never to train.
+
+    It isolates the per-layer cost of an optimiser from any data set; its records say
+    ``synthetic (timing only)``.
+    """
+
+    data_source = "synthetic (timing only)"
+
+    def __init__(self, width: int, batch_size: int = 128, device: str = "cpu") -> None:
+        g = torch.Generator().manual_seed(0)
+        torch.manual_seed(0)
+        self.name = f"mlp-random-{width}"
+        self.batch_size = batch_size
+        self.model = nn.Sequential(
+            nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+            nn.Linear(width, 10),
+        ).to(device)
+        x = torch.randn(batch_size, 784, generator=g).to(device)
+        y = torch.randint(0, 10, (batch_size,), generator=g).to(device)
+        self.batch = (x, y, torch.arange(batch_size))
+        self.hparams = {"fngd": {"damping": 0.1}, "ngd": {"damping": 0.1}}
+        self.train_loader = [self.batch]
+
+    @staticmethod
+    def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model(x)
+
+    @staticmethod
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(out, y)
+
+
 def prepare(
     workload_name: str, variant: StepVariant, device: str, size: str, seed: int = 0
 ) -> HeldStep:
-    w = workloads.get(workload_name, device=device, seed=seed, size=size)
+    """``workload_name`` is a registered workload, or ``mlp-random-<width>``."""
+    if workload_name.startswith("mlp-random-"):
+        w: Any = RandomMLP(int(workload_name.rsplit("-", 1)[1]), device=device)
+    else:
+        w = workloads.get(workload_name, device=device, seed=seed, size=size)
     hp = {**w.hparams.get(variant.optimizer, {}), **variant.overrides}
     if variant.optimizer in ("fngd", "ngd"):
         hp["steps_per_epoch"] = len(w.train_loader)
