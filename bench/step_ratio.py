@@ -11,30 +11,17 @@ their ratios to SGD's are written as JSON (with device, versions and settings) a
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.step_variants import STEP_VARIANTS, prepare
+from bench.runner import device_name
+from bench.step_variants import STEP_VARIANTS, cpu_threads, prepare
 
 DEFAULT_VARIANTS = ("sgd", "fngd-weighted-sum", "fngd-inversion", "adamw", "kfac-no-inverse",
                     "kfac-inverse", "ngd")
-
-
-def device_name(device: str) -> str:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(
@@ -51,10 +38,7 @@ def measure(
     unknown = [v for v in variants if v not in STEP_VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; valid: {', '.join(STEP_VARIANTS)}")
-    previous = torch.get_num_threads()
-    if threads and torch.device(device).type == "cpu":
-        torch.set_num_threads(threads)
-    try:
+    with cpu_threads(threads, device):
         held = [prepare(workload, STEP_VARIANTS[v], device, size) for v in variants]
         times: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(warmup + rounds):
@@ -69,8 +53,6 @@ def measure(
             if h.opt.mode != h.variant.mode:
                 raise RuntimeError(f"{h.variant.label} ran {h.opt.mode!r}")
         threads_used = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
     base = "sgd" if "sgd" in variants else variants[0]
     medians = {v: statistics.median(t) for v, t in times.items()}
     quartiles = {v: statistics.quantiles(t, n=4) for v, t in times.items()}
@@ -81,7 +63,7 @@ def measure(
         "batch_size": w.batch_size,
         "data_source": w.data_source,
         "device": torch.device(device).type,
-        "device_name": device_name(device),
+        "device_name": device_name(torch.device(device)),
         "threads": threads_used,
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,

@@ -8,6 +8,8 @@ step; ``before_step`` is what each timed step needs first (for FNGD's inversion,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from bench import workloads
+from bench.runner import synchronize
 from bench.step import train_step
 from fngd import optimizers
 
@@ -42,9 +45,20 @@ STEP_VARIANTS = {
 }
 
 
-def synchronize(device: str | torch.device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+@contextmanager
+def cpu_threads(threads: int | None, device: str | torch.device) -> Iterator[None]:
+    """Run with ``threads`` intra-op threads on the CPU (None or 0: leave torch's own).
+
+    The CPU workloads are small, and on a shared machine spinning worker threads make step
+    times erratic; timing uses one thread unless told otherwise.
+    """
+    previous = torch.get_num_threads()
+    if threads and torch.device(device).type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass
@@ -63,7 +77,7 @@ class HeldStep:
 
     def step(self) -> None:
         train_step(self.workload, self.opt, *self.batch)
-        synchronize(self.device)
+        synchronize(torch.device(self.device))
 
 
 class RandomMLP:

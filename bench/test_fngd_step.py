@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 
-from bench.step_variants import STEP_VARIANTS, prepare
+from bench.step_variants import STEP_VARIANTS, cpu_threads, prepare
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 THREADS = int(os.environ.get("FNGD_BENCH_THREADS", "1"))
@@ -28,10 +28,7 @@ THREADS = int(os.environ.get("FNGD_BENCH_THREADS", "1"))
 @pytest.mark.parametrize("width", [128, 512])
 @pytest.mark.parametrize("variant", ["sgd", "fngd-inversion", "fngd-weighted-sum"])
 def test_mlp_step(benchmark: Any, variant: str, width: int) -> None:
-    previous = torch.get_num_threads()
-    if DEVICE == "cpu":
-        torch.set_num_threads(THREADS)
-    try:
+    with cpu_threads(THREADS, DEVICE):
         held = prepare(f"mlp-random-{width}", STEP_VARIANTS[variant], DEVICE, "small")
         benchmark.group = f"mlp 784-{width}-{width}-10, batch 128 ({DEVICE})"
         benchmark.pedantic(
@@ -43,5 +40,3 @@ def test_mlp_step(benchmark: Any, variant: str, width: int) -> None:
              "threads": torch.get_num_threads(), "data_source": held.workload.data_source,
              "torch_version": torch.__version__}
         )
-    finally:
-        torch.set_num_threads(previous)

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from bench.step import train_step
-from bench.step_variants import STEP_VARIANTS, HeldStep, StepVariant, prepare
+from bench.step_variants import STEP_VARIANTS, HeldStep, StepVariant, cpu_threads, prepare
 from bench.timing import StepTimer
 from fngd import phases
 
@@ -45,11 +45,8 @@ THREADS = int(os.environ.get("FNGD_BENCH_THREADS", "1"))
 
 @pytest.fixture(scope="module", autouse=True)
 def _cpu_threads() -> Any:
-    previous = torch.get_num_threads()
-    if DEVICE == "cpu":
-        torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(previous)
+    with cpu_threads(THREADS, DEVICE):
+        yield
 
 
 def _phase_medians(held: HeldStep) -> dict[str, float]:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fngd.memory import tensor_bytes
+
 
 def _valid(stored_epoch: np.ndarray, epoch: int, refresh_epochs: int | None) -> np.ndarray:
     known = stored_epoch >= 0
@@ -34,11 +36,12 @@ class SampleTable:
         self.values: torch.Tensor | None = None  # (blocks, capacity)
         self.stored_epoch = np.full((num_blocks, 0), -1, dtype=np.int64)
         self._all_known = np.ones(num_blocks, dtype=bool)
+        self._known_cache: np.ndarray | None = None
 
     @property
     def all_blocks_known(self) -> np.ndarray:
-        """Per slot: whether every block has a coefficient (kept in step with stores)."""
-        if getattr(self, "_known_cache", None) is None:
+        """Per slot: whether every block has a coefficient (recomputed after a store)."""
+        if self._known_cache is None:
             self._known_cache = (self.stored_epoch >= 0).all(axis=0)
         return self._known_cache
 
@@ -88,9 +91,7 @@ class SampleTable:
         self._known_cache = None
 
     def nbytes(self) -> int:
-        if self.values is None:
-            return 0
-        return self.values.numel() * self.values.element_size()
+        return tensor_bytes(self.values)
 
     def state_dict(self) -> dict[str, Any]:
         return {"values": self.values, "stored_epoch": torch.from_numpy(self.stored_epoch.copy())}
@@ -129,7 +130,7 @@ class IterationTable:
         self.stored_epoch[iteration][blocks] = epoch
 
     def nbytes(self) -> int:
-        return sum(v.numel() * v.element_size() for v in self.values.values())
+        return tensor_bytes(self.values)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import numpy as np
@@ -202,9 +201,6 @@ class FNGD:
         if scales is None:
             return None
         return scales[block.index]
-
-    def weighted_sum_phase(self) -> AbstractContextManager[None]:
-        return phase("fngd/weighted_sum")
 
     @torch.no_grad()
     def step(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:

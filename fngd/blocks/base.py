@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from fngd.phases import phase
+
 
 class BlockOwner(Protocol):
     """What a block asks of its preconditioner during the backward pass."""
@@ -26,8 +28,6 @@ class BlockOwner(Protocol):
     def backward_scale(self, block: Block) -> torch.Tensor | None:
         """``N c`` for this block's samples, in grad_output's dtype, or None to defer."""
         ...
-
-    def weighted_sum_phase(self) -> Any: ...
 
 
 class BlockFunction(torch.autograd.Function):
@@ -112,9 +112,6 @@ class Block:
             ps.append(self.module.bias)
         return ps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return BlockForward(self)(x)
-
     def on_grad_output(
         self, x: torch.Tensor, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -125,7 +122,7 @@ class Block:
         self.summed_in_backward += 1
         if scale.dtype != grad_out.dtype:
             scale = scale.to(grad_out.dtype)
-        with self.owner.weighted_sum_phase():
+        with phase("fngd/weighted_sum"):
             return self.weighted_grads(x, grad_out, scale)
 
     def remove(self) -> None:

@@ -19,12 +19,9 @@ from typing import Any
 import torch
 
 from fngd.kfac.layers import ModuleHelper
+from fngd.memory import tensor_bytes
 
 EIGEN_KEYS = ("qa", "da", "qg", "dg", "dgda")
-
-
-def _bytes(*tensors: torch.Tensor | None) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
 class KFACBlock:
@@ -154,8 +151,8 @@ class KFACBlock:
     # -- bookkeeping -------------------------------------------------------------------
     def memory_usage(self) -> dict[str, int]:
         return {
-            "factors": _bytes(self.a_factor, self.g_factor),
-            "eigen": _bytes(self.qa, self.da, self.qg, self.dg, self.dgda),
+            "factors": tensor_bytes([self.a_factor, self.g_factor]),
+            "eigen": tensor_bytes([self.qa, self.da, self.qg, self.dg, self.dgda]),
         }
 
     def state_dict(self) -> dict[str, torch.Tensor | None]:

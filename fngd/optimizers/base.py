@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 import torch
 
+from fngd.memory import tensor_bytes
 from fngd.phases import phase
 
 
@@ -21,17 +22,6 @@ class Preconditioner(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-def tensor_bytes(tensors: Any) -> int:
-    """Bytes held by the tensors found (recursively) in ``tensors``."""
-    if isinstance(tensors, torch.Tensor):
-        return tensors.numel() * tensors.element_size()
-    if isinstance(tensors, dict):
-        return sum(tensor_bytes(v) for v in tensors.values())
-    if isinstance(tensors, (list, tuple)):
-        return sum(tensor_bytes(v) for v in tensors)
-    return 0
 
 
 class BenchOptimizer:
