@@ -3,7 +3,9 @@
 The reference shares no code with ``fngd.kfac``: it captures layer inputs and output
 gradients with ``retain_grad``, builds conv patches by slicing a padded input, and applies
 the preconditioner by solving ``(G ⊗ A + damping I) vec(X) = vec(grad)`` densely, which is
-what the eigen method computes when the factors are positive definite.
+what the eigen method computes when the factors are positive definite. Damping may be a
+schedule: with eigenvalues pre-divided (``compute_eigenvalue_outer_product=True``) the damping
+of the last inverse update is used, otherwise the damping of the current step.
 """
 
 from __future__ import annotations
@@ -68,17 +70,23 @@ def grad_matrix(module: nn.Module) -> torch.Tensor:
 
 
 class Reference:
-    """Dense KFAC; ``step(t)`` returns the preconditioned gradient matrices and the scale."""
+    """Dense KFAC; ``step(t)`` returns the preconditioned gradient matrices and the scale.
 
-    def __init__(self, model, names, *, lr, damping, decay, kl_clip, fus, ius):
+    Also keeps ``undamped``: what the same step would give with the damping left out, so a
+    test can show that its damping changes the answer.
+    """
+
+    def __init__(self, model, names, *, lr, damping, decay, kl_clip, fus, ius, prediv=True):
         mods = dict(model.named_modules())
         self.mods = {n: mods[n] for n in names}
         self.lr, self.damping, self.decay, self.kl_clip = lr, damping, decay, kl_clip
-        self.fus, self.ius = fus, ius
+        self.fus, self.ius, self.prediv = fus, ius, prediv
         self.A: dict = {n: None for n in names}
         self.G: dict = {n: None for n in names}
         self.A_used: dict = {}
         self.G_used: dict = {}
+        self.damping_used = 0.0
+        self.undamped: dict = {}
         self.calls: dict = {n: [] for n in names}
         for n, m in self.mods.items():
             m.register_forward_hook(self._hook(n))
@@ -94,7 +102,7 @@ class Reference:
     def step(self, t):
         if t % self.fus == 0:
             for n, m in self.mods.items():
-                pairs = [batch_factors(m, x, out.grad) for x, out in self.calls[n]]
+                pairs = [batch_factors(m, x.to(DT), out.grad.to(DT)) for x, out in self.calls[n]]
                 a_new = sum(p[0] for p in pairs) / len(pairs)
                 g_new = sum(p[1] for p in pairs) / len(pairs)
                 a_old = torch.eye(len(a_new), dtype=DT) if self.A[n] is None else self.A[n]
@@ -103,18 +111,23 @@ class Reference:
                 self.G[n] = self.decay * g_old + (1 - self.decay) * g_new
         for n in self.mods:
             self.calls[n] = []
+        damping_now = self.damping(t) if callable(self.damping) else self.damping
         if t % self.ius == 0:
             self.A_used = {n: a.clone() for n, a in self.A.items()}
             self.G_used = {n: g.clone() for n, g in self.G.items()}
+            self.damping_used = damping_now
+        damping = self.damping_used if self.prediv else damping_now
         out = {}
         for n, m in self.mods.items():
-            grad = grad_matrix(m)
+            grad = grad_matrix(m).to(DT)
             a, g = self.A_used[n], self.G_used[n]
-            big = torch.kron(g, a) + self.damping * torch.eye(g.shape[0] * a.shape[0], dtype=DT)
-            out[n] = torch.linalg.solve(big, grad.reshape(-1)).reshape(grad.shape)
+            big = torch.kron(g, a)
+            eye = torch.eye(big.shape[0], dtype=DT)
+            out[n] = torch.linalg.solve(big + damping * eye, grad.reshape(-1)).reshape(grad.shape)
+            self.undamped[n] = torch.linalg.solve(big, grad.reshape(-1)).reshape(grad.shape)
         scale = 1.0
         if self.kl_clip is not None:
-            vg = sum((out[n] * grad_matrix(m)).sum().item() for n, m in self.mods.items())
+            vg = sum((out[n] * grad_matrix(m).to(DT)).sum().item() for n, m in self.mods.items())
             vg *= self.lr**2
             scale = min(1.0, math.sqrt(self.kl_clip / abs(vg)))
         return {n: v * scale for n, v in out.items()}, scale
@@ -167,25 +180,53 @@ def supported(model):
     return [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
-def run_against_reference(kind, *, steps, kl_clip, fus=1, ius=3, hook=False, damping=1e-3):
+def run_against_reference(
+    kind,
+    *,
+    steps,
+    kl_clip,
+    fus=1,
+    ius=3,
+    hook=False,
+    damping=1e-3,
+    decay=0.7,
+    prediv=True,
+):
+    """Train ``steps`` steps with ``fngd.KFAC`` and the reference side by side.
+
+    Returns the kl-clip scales, the modes, and the smallest relative change that leaving the
+    damping out would have made to a preconditioned gradient.
+    """
     model, shape = make(kind)
-    hp = dict(lr=0.1, damping=damping, factor_decay=0.5, kl_clip=kl_clip)
     pre = KFAC(
         model,
+        lr=0.1,
+        damping=damping,
+        factor_decay=decay,
+        kl_clip=kl_clip,
         factor_update_steps=fus,
         inv_update_steps=ius,
         update_factors_in_hook=hook,
+        compute_eigenvalue_outer_product=prediv,
         inv_dtype=DT,
-        **hp,
     )
     names = supported(model)
     assert list(pre.blocks) == names
     ref = Reference(
-        model, names, lr=0.1, damping=damping, decay=0.5, kl_clip=kl_clip, fus=fus, ius=ius
+        model,
+        names,
+        lr=0.1,
+        damping=damping,
+        decay=decay,
+        kl_clip=kl_clip,
+        fus=fus,
+        ius=ius,
+        prediv=prediv,
     )
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     mods = dict(model.named_modules())
     scales, modes = [], []
+    damping_effect = math.inf
     for t in range(steps):
         x, y = batch(shape, t)
         opt.zero_grad()
@@ -199,6 +240,9 @@ def run_against_reference(kind, *, steps, kl_clip, fus=1, ius=3, hook=False, dam
             got = grad_matrix(mods[n])
             err = (got - expected[n]).norm() / expected[n].norm()
             assert err < 1e-9, (kind, t, n, err.item())
+            undamped = ref.undamped[n] * scale
+            effect = (undamped - expected[n]).norm() / expected[n].norm()
+            damping_effect = min(damping_effect, effect.item())
             # Non-trivial: the result is not a multiple of the raw gradient. (Conv factors
             # are scaled by 1/S^3, so next to the identity start the change is small.)
             r = raw[n].flatten()
@@ -207,32 +251,78 @@ def run_against_reference(kind, *, steps, kl_clip, fus=1, ius=3, hook=False, dam
             torch.testing.assert_close(pre.blocks[n].a_factor, ref.A[n], rtol=1e-12, atol=1e-14)
             torch.testing.assert_close(pre.blocks[n].g_factor, ref.G[n], rtol=1e-12, atol=1e-14)
         opt.step()
-    return scales, modes
+    return scales, modes, damping_effect
 
 
 # -- tests -------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["mlp", "seq", "cnn", "cnn_dilated"])
 def test_matches_reference_kl_clip_active(kind):
-    scales, modes = run_against_reference(kind, steps=4, kl_clip=1e-4)
+    scales, modes, _ = run_against_reference(kind, steps=4, kl_clip=1e-4)
     assert all(s < 0.99 for s in scales), scales
     assert modes == ["inverse", "no_inverse", "no_inverse", "inverse"]
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_matches_reference_kl_clip_inactive(kind):
-    scales, _ = run_against_reference(kind, steps=4, kl_clip=1e3)
+    scales, *_ = run_against_reference(kind, steps=4, kl_clip=1e3)
     assert scales == [1.0] * 4
 
 
 def test_matches_reference_without_kl_clip():
-    scales, _ = run_against_reference("seq", steps=3, kl_clip=None)
+    scales, *_ = run_against_reference("seq", steps=3, kl_clip=None)
     assert scales == [1.0] * 3
+
+
+@pytest.mark.parametrize("kind", ["mlp", "seq", "cnn"])
+@pytest.mark.parametrize("decay", [0.95, 0.7])
+def test_running_average_keeps_decay_of_old_factor(kind, decay):
+    """``F <- decay F + (1 - decay) F_batch`` over several updates; at 0.5 a swap would hide."""
+    run_against_reference(kind, steps=3, kl_clip=1e-3, decay=decay)
+
+
+def test_running_average_closed_form_after_two_updates():
+    """After two updates ``A = d² I + d (1 - d) A₁ + (1 - d) A₂``, written out by hand."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3)).to(DT)
+    d = 0.8
+    pre = KFAC(model, factor_decay=d, kl_clip=None, inv_dtype=DT)
+    batches = []
+    for t in range(2):
+        x, y = batch((5, 3), t)
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        pre.step()
+        a = torch.cat([x, torch.ones(5, 1, dtype=DT)], dim=1)
+        batches.append(a.T @ a / 5)
+    expected = d * d * torch.eye(4, dtype=DT) + d * (1 - d) * batches[0] + (1 - d) * batches[1]
+    torch.testing.assert_close(pre.blocks["0"].a_factor, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "seq", "cnn"])
+def test_eigenvalues_not_predivided_match_reference(kind):
+    """``compute_eigenvalue_outer_product=False`` divides by ``d_G d_Aᵀ + damping`` per step.
+
+    The damping is large enough that leaving it out would move every preconditioned gradient
+    by far more than the tolerance.
+    """
+    *_, effect = run_against_reference(kind, steps=4, kl_clip=1e-3, damping=0.3, prediv=False)
+    assert effect > 0.1, effect
+
+
+@pytest.mark.parametrize("prediv", [True, False])
+def test_damping_schedule_per_eigen_path(prediv):
+    """Pre-divided eigenvalues keep the damping of the last inverse update; otherwise the
+    damping of the current step applies (kfac-pytorch's behaviour in both modes)."""
+    *_, effect = run_against_reference(
+        "cnn", steps=3, kl_clip=None, ius=3, damping=lambda t: 0.2 * (1 + t), prediv=prediv
+    )
+    assert effect > 0.1, effect
 
 
 @pytest.mark.filterwarnings("ignore:inv_update_steps should be a multiple")
 def test_factor_and_inverse_schedules():
     """Factors every 2nd step, eigendecompositions every 3rd, over 7 steps."""
-    _, modes = run_against_reference("cnn", steps=7, kl_clip=1e-3, fus=2, ius=3)
+    _, modes, _ = run_against_reference("cnn", steps=7, kl_clip=1e-3, fus=2, ius=3)
     assert modes == ["inverse", "no_inverse", "no_inverse"] * 2 + ["inverse"]
 
 
@@ -267,7 +357,7 @@ def test_stale_eigenbasis_is_used_between_inverse_updates():
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_factors_in_hook_match_factors_in_step(kind):
-    scales, modes = run_against_reference(kind, steps=3, kl_clip=1e-4, hook=True)
+    scales, modes, _ = run_against_reference(kind, steps=3, kl_clip=1e-4, hook=True)
     assert modes == ["inverse", "no_inverse", "no_inverse"]
 
 
@@ -307,14 +397,21 @@ def test_skip_layers_by_name_and_class():
 
 
 def test_skipped_layer_gradient_is_untouched():
+    """A skipped layer keeps its raw gradient and drops out of the kl-clip sum of the rest."""
     model, shape = make("mlp")
-    pre = KFAC(model, skip_layers=["^2$"], kl_clip=1e-4)
+    pre = KFAC(model, skip_layers=["^2$"], kl_clip=1e-4, factor_decay=0.7, inv_dtype=DT)
+    ref = Reference(
+        model, ["0", "4"], lr=0.1, damping=0.003, decay=0.7, kl_clip=1e-4, fus=1, ius=10
+    )
     x, y = batch(shape, 0)
     F.cross_entropy(model(x), y).backward()
     raw = {n: p.grad.clone() for n, p in model.named_parameters()}
+    expected, scale = ref.step(0)
     pre.step()
+    assert scale < 0.99
     assert torch.equal(model[2].weight.grad, raw["2.weight"])
-    assert not torch.allclose(model[0].weight.grad, raw["0.weight"])
+    for n in ("0", "4"):
+        torch.testing.assert_close(grad_matrix(model[int(n)]), expected[n], rtol=1e-9, atol=0)
 
 
 def test_state_dict_round_trip_continues_identically():
@@ -469,16 +566,28 @@ def test_remove_detaches_hooks():
 
 
 def test_low_precision_model_keeps_float32_factors():
+    """bfloat16 activations give float32 factors; the result matches float64 to bf16 precision."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).to(torch.bfloat16)
-    pre = KFAC(model)
+    pre = KFAC(model, factor_decay=0.7, damping=0.01)
+    ref = Reference(
+        model, ["0", "2"], lr=0.1, damping=0.01, decay=0.7, kl_clip=0.001, fus=1, ius=10
+    )
     x = torch.randn(16, 6, dtype=torch.bfloat16)
     F.cross_entropy(model(x).float(), torch.randint(0, 3, (16,))).backward()
+    expected, _ = ref.step(0)
     pre.step()
     assert pre.blocks["0"].a_factor.dtype == torch.float32
     assert pre.blocks["0"].qa.dtype == torch.float32
     assert model[0].weight.grad.dtype == torch.bfloat16
-    assert torch.isfinite(model[0].weight.grad.float()).all()
+    for i in (0, 2):
+        n = str(i)
+        # The float32 factors from bf16 inputs are exact up to float32 rounding.
+        torch.testing.assert_close(pre.blocks[n].a_factor.to(DT), ref.A[n], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(pre.blocks[n].g_factor.to(DT), ref.G[n], rtol=1e-5, atol=1e-6)
+        got = grad_matrix(model[i]).to(DT)
+        err = (got - expected[n]).norm() / expected[n].norm()
+        assert err < 2e-2, (n, err.item())
 
 
 def test_rejects_bad_hyperparameters():

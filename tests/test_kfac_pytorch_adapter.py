@@ -138,6 +138,8 @@ def test_builtin_matches_kfac_pytorch(kind, dtype):
         dict(factor_update_steps=2, inv_update_steps=4, damping=0.01),
         dict(update_factors_in_hook=True),
         dict(skip_layers=["^2$"]),
+        dict(compute_eigenvalue_outer_product=False, damping=0.3),
+        dict(factor_decay=0.7),
     ],
 )
 def test_builtin_matches_kfac_pytorch_options(overrides):
