@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,8 +34,12 @@ def measure(
     rounds: int = 200,
     warmup: int = 10,
     threads: int | None = 1,
+    timer: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
-    """Median step seconds per variant and the ratio to ``sgd`` (first if absent)."""
+    """Median step seconds per variant and the ratio to ``sgd`` (first if absent).
+
+    ``timer`` reads the clock around each step (seconds); a test can pass a fake one.
+    """
     unknown = [v for v in variants if v not in STEP_VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; valid: {', '.join(STEP_VARIANTS)}")
@@ -45,10 +50,10 @@ def measure(
             k = r % len(held)
             for h in held[k:] + held[:k]:
                 h.before_step()
-                t0 = time.perf_counter()
+                t0 = timer()
                 h.step()
                 if r >= warmup:
-                    times[h.variant.label].append(time.perf_counter() - t0)
+                    times[h.variant.label].append(timer() - t0)
         for h in held:
             if h.opt.mode != h.variant.mode:
                 raise RuntimeError(f"{h.variant.label} ran {h.opt.mode!r}")

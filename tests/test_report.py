@@ -10,6 +10,8 @@ import json
 import math
 import random
 import re
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -436,7 +438,8 @@ def test_report_content(full_report: Path) -> None:
     assert 'class="synthetic"' in html or 'synthetic">' in html or ' synthetic"' in html
     speed = section_html(html, "speedup")
     assert "PROJECTED 100 epochs" in speed
-    assert "2.07×" in speed and "+24 BLEU" in speed
+    assert "2.07×" in speed and "+24 BLEU" in speed  # the paper's numbers, quoted
+    _assert_paper_claims_match_records(full_report, speed)
     assert "resnet18-cifar100" in speed and "transformer-multi30k" in speed
     cells = section_html(html, "cells")
     assert "diverged" in cells and "oom" in cells and "CUDA out of memory" in cells
@@ -464,6 +467,66 @@ def test_report_content(full_report: Path) -> None:
     assert set(profile["mode"]) >= {"inversion", "weighted_sum", "all"}
     assert (profile["steps"] <= 5).all()  # the warm-up step is left out
     assert "(whole step)" in set(profile["phase"])
+
+
+def _of(recs: list[dict], kind: str, workload: str, optimizer: str) -> list[dict]:
+    return [
+        r
+        for r in recs
+        if r["kind"] == kind and r["workload"] == workload and r["optimizer"] == optimizer
+    ]
+
+
+def _assert_paper_claims_match_records(report: Path, speed_html: str) -> None:
+    """The "ours" numbers of the paper-claims table, recomputed from the generated records.
+
+    Per step (ResNet-18, FNGD vs KFAC): KFAC's median non-warm-up step ÷ FNGD's. Training
+    time (Transformer, FNGD vs AdamW): median over runs of FNGD's summed epoch times ÷
+    AdamW's; BLEU: median over runs of each run's last BLEU.
+    """
+    recs = generate_records(variants=("kfac-inv1", "fngd-iter"))
+    claims = pd.read_csv(report.parent / "report_paper_claims.csv")
+
+    def median_step(w: str, opt: str) -> float:
+        return statistics.median(r["seconds"] for r in _of(recs, "step", w, opt) if not r["warmup"])
+
+    def per_run(kind: str, w: str, opt: str, pick: Callable[[list[dict]], float]) -> float:
+        runs: dict[str, list[dict]] = {}
+        for r in _of(recs, kind, w, opt):
+            runs.setdefault(r["run_id"], []).append(r)
+        return statistics.median(pick(rs) for rs in runs.values())
+
+    w = "resnet18-cifar100"
+    (ours,) = claims.loc[
+        claims["workload"].str.startswith(w) & (claims["compared"] == "fngd vs kfac"), "ours"
+    ]
+    m = re.search(r"per step: ([0-9.]+)×", ours)
+    assert m, ours
+    expected = median_step(w, "kfac") / median_step(w, "fngd")
+    assert expected > 1.0  # the made-up costs: KFAC's steps are the slower ones
+    assert float(m.group(1)) == pytest.approx(expected, abs=0.005)
+    assert ours in speed_html
+
+    w = "transformer-multi30k"
+    (ours,) = claims.loc[
+        claims["workload"].str.startswith(w) & (claims["compared"] == "fngd vs adamw"), "ours"
+    ]
+
+    def total(rs: list[dict]) -> float:
+        return sum(r["seconds"] for r in rs)
+
+    def last_bleu(rs: list[dict]) -> float:
+        return max((r for r in rs if r["name"] == "bleu"), key=lambda r: r["epoch"])["value"]
+
+    m = re.search(r"training time FNGD ÷ AdamW: ([0-9.]+)", ours)
+    assert m, ours
+    expected = per_run("epoch", w, "fngd", total) / per_run("epoch", w, "adamw", total)
+    assert float(m.group(1)) == pytest.approx(expected, abs=0.005)
+    m = re.search(r"bleu: FNGD ([0-9.e+-]+) vs AdamW ([0-9.e+-]+) \(difference ([0-9.e+-]+)", ours)
+    assert m, ours
+    fngd, adamw = (per_run("eval", w, o, last_bleu) for o in ("fngd", "adamw"))
+    assert [float(g) for g in m.groups()] == pytest.approx([fngd, adamw, fngd - adamw], rel=1e-3)
+    assert ours in speed_html
 
 
 # ---------------------------------------------------------------- hand-built records
