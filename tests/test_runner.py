@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import collections
+import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.overhead import measure_cell_overhead
 from bench.records import FIELDS, RecordWriter, read_dir, read_jsonl
 from bench.runner import CellSpec, LoopState, run_cell, run_steps
 from bench.sweep import cell_status, make_cells, run_sweep
@@ -312,8 +314,6 @@ def _report_counts_each_cell_once(out, run_ids):
 
 
 def test_overhead_record(tmp_path):
-    from bench.overhead import measure_cell_overhead
-
     spec = CellSpec("tiny", "sgd")
     with RecordWriter(tmp_path / "o.jsonl") as writer:
         record = measure_cell_overhead(
@@ -325,3 +325,68 @@ def test_overhead_record(tmp_path):
     assert r["phases_per_step"] == 4  # data, forward, backward, update
     assert 0 <= r["estimate"] < 0.5 and r["plain_step_seconds"] > 0
     assert r["workload"] == "tiny" and r["optimizer"] == "sgd" and r["impl"] == "torch"
+
+
+class ReadCostClock:
+    """A ``time.perf_counter`` stand-in on which every read costs ``tick`` seconds and
+    nothing else passes unless ``advance`` says so: timing is exact and free of noise."""
+
+    def __init__(self, tick: float) -> None:
+        self.now = 0.0
+        self.tick = tick
+
+    def __call__(self) -> float:
+        now = self.now
+        self.now += self.tick
+        return now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ClockedWorkload(TinyWorkload):
+    """TinyWorkload whose forward pass takes ``work`` seconds of ``clock``."""
+
+    def __init__(self, clock: ReadCostClock, work: float, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock, self.work = clock, work
+
+    def forward(self, model, inputs):
+        self.clock.advance(self.work)
+        return model(inputs)
+
+
+def test_overhead_is_the_timed_loops_extra_cost_on_a_known_clock(tmp_path, monkeypatch):
+    """On a clock where a step's work takes ``WORK`` and each clock read ``TICK``, the runner's
+    loop costs exactly its timer's reads more than the plain loop: one at each step's start
+    and end and at each phase's begin and end. The overhead figure must be that extra cost
+    over the plain step (positive: a swapped or constant figure is not), agree with the
+    recorder's cost measured in isolation, and be what the record says."""
+    tick, work, steps = 2.0**-17, 2.0**-10, 3  # binary fractions: sums are exact
+    clock = ReadCostClock(tick)
+    monkeypatch.setattr(time, "perf_counter", clock)
+
+    def factory(name, device, seed, batch_size=None, data_root=None, size="small"):
+        return ClockedWorkload(clock, work, name, device, seed, batch_size)
+
+    spec = CellSpec("tiny", "sgd")
+    with RecordWriter(tmp_path / "o.jsonl") as writer:
+        record = measure_cell_overhead(
+            spec, writer, device="cpu", workload_factory=factory, steps=steps, pairs=4
+        )
+    (written,) = read_jsonl(tmp_path / "o.jsonl")
+
+    assert record["phases_per_step"] == 4  # data, forward, backward, update
+    reads_per_step = 2 + 2 * record["phases_per_step"]
+    plain = work + tick / steps  # a block's closing read is inside its time
+    extra = reads_per_step * tick
+    assert record["value"] > 0
+    assert record["value"] == pytest.approx(extra / plain, rel=1e-9)
+    assert record["plain_step_seconds"] == pytest.approx(plain, rel=1e-9)
+    assert record["timed_step_seconds"] == pytest.approx(plain + extra, rel=1e-9)
+    assert record["median_ratio"] == pytest.approx(extra / plain, rel=1e-9)
+    assert record["estimate"] == pytest.approx(record["value"], rel=1e-3)
+    assert record["pairs"] == 4 and record["steps"] == steps
+    assert written["kind"] == "overhead" and written["name"] == "runner_overhead"
+    for key in ("value", "median_ratio", "estimate", "plain_step_seconds", "timed_step_seconds"):
+        assert written[key] == record[key], key

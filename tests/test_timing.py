@@ -150,17 +150,25 @@ def test_start_end_misuse_raises():
 
 
 def test_per_phase_cost_is_small(timer):
-    """The recorder adds microseconds per phase (the < 1 % goal is checked by overhead)."""
-    n = 2000
-    timer.start_step(0, 0)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        with phase("forward"):
-            pass
-    per_phase = (time.perf_counter() - t0) / n
-    timer.end_step()
-    assert len(timer.flush()) == n + 1
-    assert per_phase < 200e-6
+    """A timed empty phase costs about 0.75 us on 2 shared cores: the fastest of 20 blocks,
+    the one nothing else on the machine interrupted, stays there even under heavy load
+    (single blocks then reach 30 us). The bound leaves 4x for a slower machine; a recorder
+    doing a few microseconds of extra work per phase goes over it. The < 1 % goal on whole
+    steps is checked by ``overhead``."""
+
+    def per_phase(n: int) -> float:
+        timer.start_step(0, 0)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            with phase("forward"):
+                pass
+        seconds = (time.perf_counter() - t0) / n
+        timer.end_step()
+        assert len(timer.flush()) == n + 1
+        return seconds
+
+    per_phase(200)  # warm-up
+    assert min(per_phase(500) for _ in range(20)) < 3e-6
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
