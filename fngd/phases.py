@@ -13,11 +13,21 @@ from typing import Protocol
 
 import torch
 
-COMMON = ("data", "forward", "backward", "update")
-FNGD = ("fngd/gram", "fngd/solve", "fngd/weighted_sum")
-KFAC = ("kfac/factors", "kfac/inverse", "kfac/precondition")
+# Every phase name of the suite, once; the tuples below group them by who enters them.
+DATA, FORWARD, BACKWARD, UPDATE = "data", "forward", "backward", "update"
+FNGD_GRAM, FNGD_SOLVE, FNGD_WEIGHTED_SUM = "fngd/gram", "fngd/solve", "fngd/weighted_sum"
+KFAC_FACTORS, KFAC_INVERSE, KFAC_PRECONDITION = (
+    "kfac/factors", "kfac/inverse", "kfac/precondition"
+)
 # kfac-pytorch does factors, inverses and preconditioning inside one call it does not label.
-KFAC_PYTORCH = ("kfac-pytorch/step",)
+KFAC_PYTORCH_STEP = "kfac-pytorch/step"
+
+COMMON = (DATA, FORWARD, BACKWARD, UPDATE)
+FNGD = (FNGD_GRAM, FNGD_SOLVE, FNGD_WEIGHTED_SUM)
+# Exact NGD (FNGD with share="none") inverts at every step: its phases are the inversion's.
+NGD = (FNGD_GRAM, FNGD_SOLVE)
+KFAC = (KFAC_FACTORS, KFAC_INVERSE, KFAC_PRECONDITION)
+KFAC_PYTORCH = (KFAC_PYTORCH_STEP,)
 ALL = COMMON + FNGD + KFAC + KFAC_PYTORCH
 
 

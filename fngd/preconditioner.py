@@ -32,15 +32,21 @@ from torch import nn
 from fngd import gram as gram_mod
 from fngd.blocks import Block, block_type
 from fngd.coefficients import IterationTable, SampleTable
-from fngd.phases import phase
+from fngd.phases import FNGD as FNGD_PHASES
+from fngd.phases import FNGD_GRAM, FNGD_SOLVE, FNGD_WEIGHTED_SUM, phase
+from fngd.phases import NGD as NGD_PHASES
 from fngd.solve import NonFiniteGradientError, SolveReport, damped_solve
+from fngd.step_state import StepState
 
 Share = Literal["none", "sample", "iteration"]
 SHARES = ("none", "sample", "iteration")
 REDUCTIONS = ("mean", "sum")
 GRAM_CHOICES = ("auto", "pairwise", "explicit")
+#: Whether the weighted-sum phase checks for non-finite gradients unless told otherwise (the
+#: optimiser factory's default too); why it is off: ``FNGD``'s ``check_finite``.
+CHECK_FINITE = False
 
-__all__ = ["FNGD", "NonFiniteGradientError"]
+__all__ = ["CHECK_FINITE", "FNGD", "NonFiniteGradientError"]
 
 
 def _matches(patterns: Iterable[str], name: str, module: nn.Module) -> bool:
@@ -68,8 +74,17 @@ class FNGD:
         gram: ``"auto"`` picks pairwise or explicit per layer by a cost estimate.
         skip_layers: regular expressions on module names (search) or class names (full
             match) of modules to leave out.
-        check_finite: in the weighted-sum phase, check every block's gradient is finite
-            (one host synchronisation per step; the inversion phase always checks).
+        check_finite: in the weighted-sum phase, check every block's gradient is finite and
+            raise ``NonFiniteGradientError`` naming the blocks that are not. Off by default
+            (``CHECK_FINITE``, also the factory's default): a later step is meant to cost an
+            SGD step, and the check is a host synchronisation per step that SGD does not pay
+            (on a GPU it stalls the queue); a NaN still shows in the loss. The inversion phase
+            always checks, as its solve needs finite Gram matrices.
+
+    ``mode`` says what the last step did: ``"inversion"`` (some block solved for its
+    coefficients) or ``"weighted_sum"`` (every block reused stored ones); None before the
+    first step. Under a ``torch.func`` transform the blocks run their module's plain op and
+    record nothing, so per-sample gradients and the like can be taken with FNGD attached.
     """
 
     def __init__(
@@ -83,7 +98,7 @@ class FNGD:
         loss_reduction: str = "mean",
         gram: str = "auto",
         skip_layers: Iterable[str] = (),
-        check_finite: bool = True,
+        check_finite: bool = CHECK_FINITE,
     ) -> None:
         if share not in SHARES:
             raise ValueError(f"unknown share {share!r}; valid: {', '.join(SHARES)}")
@@ -121,18 +136,27 @@ class FNGD:
         self.sample_table = SampleTable(len(self.blocks), refresh_epochs)
         self.iteration_table = IterationTable(len(self.blocks), refresh_epochs)
         self.steps = 0
-        self.phase: str | None = None
+        self._mode: str | None = None
         self.gram_paths: dict[str, str] = {}
         self.last_solve: SolveReport | None = None
         self.counts = {"inversion": 0, "weighted_sum": 0, "gram": 0, "solve": 0}
-        # Per block, N c as an (N, 1) column when known before the backward pass.
-        self._scales: tuple[torch.Tensor | None, ...] | None = None
-        self._prepared_ids: torch.Tensor | None = None
+        self._state: StepState | None = None  # this step's, between prepare() and step()
 
     # -- the step --------------------------------------------------------------------
     @property
     def mode(self) -> str | None:
-        return self.phase
+        """What the last step did: "inversion" or "weighted_sum" (None before any)."""
+        return self._mode
+
+    @property
+    def state(self) -> StepState | None:
+        """This step's transient state: None until ``prepare()`` or a backward pass makes it."""
+        return self._state
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The phases this preconditioner reports (exact NGD: the inversion's)."""
+        return NGD_PHASES if self.share == "none" else FNGD_PHASES
 
     def epoch(self, epoch: int | None = None) -> int:
         if epoch is not None:
@@ -163,11 +187,14 @@ class FNGD:
 
     def discard(self) -> None:
         """Drop what a backward pass left for ``step()`` (e.g. a backward not followed by one)."""
-        for b in self.blocks:
-            b.stash.clear()
-            b.summed_in_backward = 0
-        self._scales = None
-        self._prepared_ids = None
+        self._state = None
+
+    def step_state(self) -> StepState:
+        """This step's state; the first backward creates it when ``prepare()`` did not."""
+        state = self._state
+        if state is None:
+            state = self._state = StepState()
+        return state
 
     def prepare(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:
         """Announce the next batch; with known coefficients the weighted sum runs in backward.
@@ -180,7 +207,7 @@ class FNGD:
         if sample_ids is not None:
             sample_ids = _host_ids(sample_ids)
         n = None if sample_ids is None else len(sample_ids)
-        with phase("fngd/weighted_sum"):
+        with phase(FNGD_WEIGHTED_SUM):
             stored = self._stored(sample_ids, self.epoch(epoch), n)
             if stored is not None:
                 coeffs, known = stored
@@ -189,18 +216,12 @@ class FNGD:
                 if scales.dtype != dtype:
                     scales = scales.to(dtype)
                 scales = scales.unsqueeze(-1).unbind(0)
-                self._scales = (
-                    scales
+                self._state = StepState(
+                    sample_ids=sample_ids,
+                    scales=scales
                     if known.all()
-                    else tuple(s if k else None for s, k in zip(scales, known, strict=True))
+                    else tuple(s if k else None for s, k in zip(scales, known, strict=True)),
                 )
-                self._prepared_ids = sample_ids
-
-    def backward_scale(self, block: Block) -> torch.Tensor | None:
-        scales = self._scales
-        if scales is None:
-            return None
-        return scales[block.index]
 
     @torch.no_grad()
     def step(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:
@@ -211,70 +232,84 @@ class FNGD:
         where no stored coefficient fits.
         """
         ep = self.epoch(epoch)
-        summed = [b for b in self.blocks if b.summed_in_backward]
-        stashed = [b for b in self.blocks if b.stash]
-        try:
-            prepared = self._prepared_ids
-            if (
-                summed
-                and sample_ids is not None
-                and prepared is not None
-                and sample_ids is not prepared
-                and not torch.equal(_host_ids(sample_ids), prepared)
-            ):
-                raise RuntimeError(
-                    "step() got other sample_ids than prepare(): the weighted sum "
-                    "already used the prepared batch's coefficients"
-                )
-            inverted = self._step_from_stash(stashed, sample_ids, ep) if stashed else False
-            if summed or stashed:
-                self.phase = "inversion" if inverted else "weighted_sum"
-                self.counts[self.phase] += 1
-                if self.check_finite and not inverted:
-                    self._check_finite(summed + stashed)
-        finally:
-            self.discard()
+        state, self._state = self._state, None  # dropped whatever happens next
+        if state is not None:
+            self._finish(state, sample_ids, ep)
         self.steps += 1
 
+    def _finish(self, state: StepState, sample_ids: torch.Tensor | None, epoch: int) -> None:
+        """The gradients of the blocks the backward pass left to ``step()``; the mode."""
+        summed = state.summed
+        prepared = state.sample_ids
+        if (
+            summed
+            and sample_ids is not None
+            and prepared is not None
+            and sample_ids is not prepared
+            and not torch.equal(_host_ids(sample_ids), prepared)
+        ):
+            raise RuntimeError(
+                "step() got other sample_ids than prepare(): the weighted sum "
+                "already used the prepared batch's coefficients"
+            )
+        stashed = sorted(state.stash, key=_index) if state.stash else []
+        inverted = self._step_from_stash(stashed, state, sample_ids, epoch) if stashed else False
+        if summed or stashed:
+            self._mode = "inversion" if inverted else "weighted_sum"
+            self.counts[self._mode] += 1
+            if self.check_finite and not inverted:
+                self._check_finite(sorted({*summed, *stashed}, key=_index))
+
     def _step_from_stash(
-        self, stashed: list[Block], sample_ids: torch.Tensor | None, epoch: int
+        self,
+        stashed: list[Block],
+        state: StepState,
+        sample_ids: torch.Tensor | None,
+        epoch: int,
     ) -> bool:
         """Weighted sums for the stashed blocks; returns whether any of them inverted."""
+        pairs = {}
         for b in stashed:
-            if len(b.stash) > 1:
+            if len(state.stash[b]) > 1:
                 raise RuntimeError(
                     f"module {b.name!r} ran more than one forward/backward before step() "
                     "(weight sharing or gradient accumulation); add it to skip_layers, or "
                     "call discard() after a backward pass that is not followed by step()"
                 )
-        n = stashed[0].stash[0][0].shape[0]
+            pairs[b] = state.stash[b][0]
+        n = pairs[stashed[0]][0].shape[0]
         stored = self._stored(sample_ids, epoch, n)
         known = np.zeros(len(self.blocks), dtype=bool) if stored is None else stored[1]
         invert = [b for b in stashed if not known[b.index]]
         coeffs = None if stored is None else stored[0]
         if invert:
-            fresh = self._invert(invert, n)
+            fresh = self._invert(invert, pairs, n)
             self._store(fresh, sample_ids, epoch, [b.index for b in invert])
             coeffs = fresh if coeffs is None else torch.where(
                 torch.as_tensor(known, device=fresh.device).unsqueeze(1), coeffs.to(fresh), fresh
             )
         assert coeffs is not None
-        with phase("fngd/weighted_sum"):
+        with phase(FNGD_WEIGHTED_SUM):
             scales = (coeffs * n).unsqueeze(-1)
             for b in stashed:
-                x, grad_out = b.stash[0]
+                x, grad_out = pairs[b]
                 grads = b.weighted_grads(x, grad_out, scales[b.index].to(grad_out.dtype))
                 for p, g in zip(b.params, grads, strict=False):
                     _accumulate(p, g)
         return bool(invert)
 
-    def _invert(self, active: list[Block], n: int) -> torch.Tensor:
+    def _invert(
+        self,
+        active: list[Block],
+        pairs: dict[Block, tuple[torch.Tensor, torch.Tensor]],
+        n: int,
+    ) -> torch.Tensor:
         """Gram matrices and the damped solve for ``active``; (all blocks, N) coefficients."""
-        dtype = _solve_dtype(active[0].stash[0][1].dtype)
+        dtype = _solve_dtype(pairs[active[0]][1].dtype)
         grams = []
-        with phase("fngd/gram"):
+        with phase(FNGD_GRAM):
             for b in active:
-                x, grad_out = b.stash[0]
+                x, grad_out = pairs[b]
                 a, d = b.gram_operands(x, grad_out)
                 a, d = a.to(dtype), d.to(dtype)
                 if self.loss_reduction == "mean":
@@ -282,7 +317,7 @@ class FNGD:
                 path = self._gram_path(b, a, d)
                 grams.append(gram_mod.gram(a, d, path))
             self.counts["gram"] += 1
-        with phase("fngd/solve"):
+        with phase(FNGD_SOLVE):
             c, report = damped_solve(
                 torch.stack(grams), n * self.damping, names=[b.name for b in active]
             )
@@ -360,6 +395,7 @@ class FNGD:
         for b in self.blocks:
             b.remove()
         self.blocks = []
+        self._state = None
 
     def __iter__(self) -> Iterator[Block]:
         return iter(self.blocks)
@@ -369,6 +405,10 @@ class FNGD:
             f"FNGD(blocks={len(self.blocks)}, damping={self.damping}, share={self.share!r}, "
             f"refresh_epochs={self.refresh_epochs}, loss_reduction={self.loss_reduction!r})"
         )
+
+
+def _index(block: Block) -> int:
+    return block.index
 
 
 def _host_ids(sample_ids: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,7 @@ def test_grad_is_damped_natural_gradient(case: str, bias: bool, reduction: str, 
     (losses.mean() if reduction == "mean" else losses.sum()).backward()
     pre.step()
 
-    assert pre.phase == "inversion"
+    assert pre.mode == "inversion"
     assert [b.name for b in pre.blocks] == blocks
     for name in blocks:
         expected = natural_gradient(per_sample[name], DAMPING, reduction)

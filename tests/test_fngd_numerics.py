@@ -52,7 +52,7 @@ def test_nan_loss_names_the_block(share: str) -> None:
 
 def test_nan_in_weighted_sum_phase_names_the_block() -> None:
     m = model()
-    pre = FNGD(m, share="sample")
+    pre = FNGD(m, share="sample", check_finite=True)
     ids = torch.arange(5)
     x = torch.randn(5, 4)
     m(x).sum().backward()

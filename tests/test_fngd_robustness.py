@@ -48,10 +48,10 @@ def test_branch_not_taken_when_ids_were_first_seen_inverts_later(prepare: bool) 
     step()  # head a and the trunk store their coefficients
     model.head = "b"
     step()  # the trunk reuses its own; head b has none yet: it inverts
-    assert pre.phase == "inversion"
+    assert pre.mode == "inversion"
     assert model.b.weight.grad.abs().sum() > 0
     step()
-    assert pre.phase == "weighted_sum"
+    assert pre.mode == "weighted_sum"
 
 
 def test_layer_frozen_after_construction_is_left_alone() -> None:
@@ -88,10 +88,10 @@ def test_backward_without_step_is_dropped_by_the_next_prepare() -> None:
     for _ in range(3):  # e.g. gradient-norm probes that never step
         model(torch.randn(5, 4)).sum().backward()
     pre.prepare(sample_ids=ids)
-    assert not pre.blocks[0].stash
+    assert pre.state is None
     model(torch.randn(5, 4)).sum().backward()
     pre.step(sample_ids=ids)
-    assert pre.phase == "inversion"
+    assert pre.mode == "inversion"
 
 
 def test_step_with_other_ids_than_prepared_is_an_error() -> None:
@@ -129,7 +129,7 @@ def test_autocast_forward_gives_finite_float32_gradients() -> None:
             out = model(torch.randn(6, 4))
         out.float().pow(2).mean().backward()
         pre.step(sample_ids=ids)
-        assert pre.phase == want
+        assert pre.mode == want
         assert all(p.grad.dtype == torch.float32 for p in model.parameters())
         assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
@@ -160,7 +160,7 @@ def test_weighted_sum_in_backward_matches_reference(case: str) -> None:
     pre.prepare(sample_ids=perm)
     sq(model(x[perm]), y[perm]).mean().backward()
     pre.step(sample_ids=perm)
-    assert pre.phase == "weighted_sum"
+    assert pre.mode == "weighted_sum"
     for b in pre.blocks:
         assert rel_err(block_grad(model, b.name), g[b.name].T @ c[b.index, perm]) < 1e-8
 

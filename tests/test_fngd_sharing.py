@@ -53,7 +53,7 @@ def test_second_pass_reuses_first_pass_coefficients(prepare: bool) -> None:
         for j, i in enumerate(ids.tolist()):
             expected_c[i] = {k: float(v[j]) for k, v in c.items()}
         train_step(model, pre, x, y, ids, prepare)
-        assert pre.phase == "inversion"
+        assert pre.mode == "inversion"
         opt.step()
     for b in pre.blocks:  # the table holds the first pass's coefficients
         stored = pre.sample_table.values[b.index]
@@ -66,7 +66,7 @@ def test_second_pass_reuses_first_pass_coefficients(prepare: bool) -> None:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         train_step(model, pre, x, y, ids, prepare)
     names = {e.name for e in prof.events()}
-    assert pre.phase == "weighted_sum"
+    assert pre.mode == "weighted_sum"
     assert "fngd/weighted_sum" in names
     assert "fngd/gram" not in names and "fngd/solve" not in names
     assert pre.counts["gram"] == counts["gram"] and pre.counts["solve"] == counts["solve"]
@@ -81,7 +81,7 @@ def test_unknown_id_triggers_inversion_and_overwrites() -> None:
     train_step(model, pre, x, y, torch.tensor([0, 1, 2, 3]), prepare=True)
     before = pre.sample_table.values.clone()
     train_step(model, pre, x, y, torch.tensor([0, 1, 2, 4]), prepare=True)  # 4 is new
-    assert pre.phase == "inversion"
+    assert pre.mode == "inversion"
     assert not torch.equal(before[:, :3], pre.sample_table.values[:, :3])
 
 
@@ -91,12 +91,12 @@ def test_share_iteration_reuses_by_position_in_epoch() -> None:
     batches = [torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7])]
     for ids in batches:
         train_step(model, pre, x, y, ids, prepare=True)
-        assert pre.phase == "inversion"
+        assert pre.mode == "inversion"
     first_iter_c = pre.iteration_table.values[0].clone()
     ids = torch.tensor([7, 6, 5, 4])  # epoch 1, iteration 0: reuses iteration 0's c
     g = per_sample_block_grads(model, x[ids], y[ids], loss_per_sample, BLOCKS)
     train_step(model, pre, x, y, ids, prepare=True)
-    assert pre.phase == "weighted_sum"
+    assert pre.mode == "weighted_sum"
     for b in pre.blocks:
         assert rel_err(block_grad(model, b.name), g[b.name].T @ first_iter_c[b.index]) < 1e-8
 
@@ -106,7 +106,7 @@ def test_share_none_always_inverts() -> None:
     pre = FNGD(model, damping=DAMPING, share="none")
     for _ in range(3):
         train_step(model, pre, x, y, torch.tensor([0, 1, 2, 3]), prepare=True)
-        assert pre.phase == "inversion"
+        assert pre.mode == "inversion"
     assert pre.memory_usage()["coefficients"] == 0
 
 
@@ -117,7 +117,7 @@ def test_refresh_epochs_recomputes() -> None:
     phases = []
     for _ in range(5):
         train_step(model, pre, x, y, ids, prepare=True)
-        phases.append(pre.phase)
+        phases.append(pre.mode)
     assert phases == ["inversion", "weighted_sum", "inversion", "weighted_sum", "inversion"]
 
 
@@ -133,7 +133,7 @@ def test_state_dict_resumes_in_weighted_sum_phase() -> None:
     pre2.load_state_dict(state)
     for m, p in ((model, pre), (model2, pre2)):
         train_step(m, p, x, y, torch.tensor([3, 1, 0, 2]), prepare=True)
-        assert p.phase == "weighted_sum"
+        assert p.mode == "weighted_sum"
     for name in BLOCKS:
         assert torch.equal(block_grad(model, name), block_grad(model2, name))
     with pytest.raises(ValueError, match="share"):

@@ -19,12 +19,11 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from torch import nn
 
-from fngd.phases import phase
-
-STEP_PHASE = "kfac-pytorch/step"
-PHASES = (STEP_PHASE,)
+from fngd import phases
+from fngd.phases import KFAC_PYTORCH_STEP, phase
 
 MISSING_MESSAGE = (
     "kfac-pytorch (J. G. Pauloski's distributed K-FAC preconditioner for PyTorch, module "
@@ -58,9 +57,9 @@ def available() -> bool:
 
 
 class KFACPytorch:
-    """A ``KFACPreconditioner`` with ``fngd.KFAC``'s surface (step, mode, memory, state)."""
+    """A ``KFACPreconditioner`` behind the suite's ``Preconditioner`` surface, as ``fngd.KFAC``."""
 
-    phases = PHASES
+    phases = phases.KFAC_PYTORCH
 
     def __init__(self, inner: Any) -> None:
         #: The wrapped ``kfac.preconditioner.KFACPreconditioner``.
@@ -84,10 +83,16 @@ class KFACPytorch:
     def lr(self, value: float | Callable[[int], float]) -> None:
         self.inner._lr = value
 
-    def step(self) -> None:
-        """kfac-pytorch's ``step()``: factors, inverses when due, preconditioned ``.grad``."""
+    def prepare(self, sample_ids: torch.Tensor | None = None) -> None:
+        """Nothing to announce: kfac-pytorch does not use sample ids."""
+
+    def step(self, sample_ids: torch.Tensor | None = None) -> None:
+        """kfac-pytorch's ``step()``: factors, inverses when due, preconditioned ``.grad``.
+
+        ``sample_ids`` is accepted for the common surface and ignored.
+        """
         inverse = self.inner.steps % self.inner.inv_update_steps == 0
-        with phase(STEP_PHASE):
+        with phase(KFAC_PYTORCH_STEP):
             self.inner.step()
         self.mode = "inverse" if inverse else "no_inverse"
 

@@ -9,6 +9,10 @@ output gradient to the preconditioner, which either
   ``N c`` -- the same cost as SGD's, and no output gradient is kept; or
 - does not (inversion phase): the pair (input, grad_output) is kept until ``step()``
   builds the Gram matrix, solves for ``c`` and then runs that same weighted GEMM.
+
+Either way the block records what it did in the owner's ``StepState``, never in itself.
+Under a ``torch.func`` transform the module's plain op runs instead (``BlockFunction`` has no
+vmap rule, and a transform's tensors must not reach the owner's step).
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from fngd.phases import phase
+from fngd.phases import FNGD_WEIGHTED_SUM, phase
+from fngd.step_state import StepState
+from fngd.transforms import transforms_active
 
 
 class BlockOwner(Protocol):
     """What a block asks of its preconditioner during the backward pass."""
 
-    def backward_scale(self, block: Block) -> torch.Tensor | None:
-        """``N c`` for this block's samples, in grad_output's dtype, or None to defer."""
+    def step_state(self) -> StepState:
+        """This step's state: the known ``N c`` per block, and where the block reports."""
         ...
 
 
@@ -68,8 +74,6 @@ class Block:
         self.module = module
         self.owner = owner
         self.index = index
-        self.stash: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.summed_in_backward = 0
         module.forward = BlockForward(self)  # type: ignore[method-assign]
 
     # -- what subclasses provide ------------------------------------------------------
@@ -115,20 +119,21 @@ class Block:
     def on_grad_output(
         self, x: torch.Tensor, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        scale = self.owner.backward_scale(self)
+        state = self.owner.step_state()
+        scales = state.scales
+        scale = None if scales is None else scales[self.index]
         if scale is None or scale.shape[0] != grad_out.shape[0]:  # unknown, or another batch
-            self.stash.append((x, grad_out))
+            state.stash.setdefault(self, []).append((x, grad_out))
             return None, None
-        self.summed_in_backward += 1
+        state.summed.append(self)
         if scale.dtype != grad_out.dtype:
             scale = scale.to(grad_out.dtype)
-        with phase("fngd/weighted_sum"):
+        with phase(FNGD_WEIGHTED_SUM):
             return self.weighted_grads(x, grad_out, scale)
 
     def remove(self) -> None:
         if "forward" in self.module.__dict__:
             del self.module.forward
-        self.stash.clear()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -152,7 +157,8 @@ class BlockForward:
             weight, bias = block.module.weight, block.module.bias
         else:
             bias = params.get("bias")
-        if not weight.requires_grad:  # frozen after the block was made: plain forward
+        # Frozen after the block was made, or traced by torch.func: the plain op.
+        if not weight.requires_grad or transforms_active():
             return block.op(x, weight, bias)
         return BlockFunction.apply(x, weight, bias, block)
 

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fngd.kfac.block import KFACBlock
 from fngd.kfac.layers import ModuleHelper, find_layers
-from fngd.kfac.preconditioner import KFAC, PHASES
+from fngd.kfac.preconditioner import KFAC
 
-__all__ = ["KFAC", "KFACBlock", "ModuleHelper", "PHASES", "find_layers"]
+__all__ = ["KFAC", "KFACBlock", "ModuleHelper", "find_layers"]

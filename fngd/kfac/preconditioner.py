@@ -5,6 +5,10 @@ Used like kfac-pytorch's ``KFACPreconditioner``::
     pre = KFAC(model, lr=0.1, damping=0.003)
     loss.backward(); pre.step(); optimizer.step()
 
+It has FNGD's surface too (``prepare(sample_ids)``, ``step(sample_ids)``, ``mode``, ``phases``);
+KFAC needs no sample ids and ignores them. Under a ``torch.func`` transform the hooks record
+nothing, so per-sample gradients and the like can be taken with KFAC attached.
+
 Constructor names, defaults of the shared conventions and step counting are kfac-pytorch's
 (``kfac/preconditioner.py``, ``kfac/base_preconditioner.py``), so for the same
 hyperparameters both produce the same preconditioned gradients (checked in
@@ -49,14 +53,14 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from fngd import phases
 from fngd.kfac.block import KFACBlock
 from fngd.kfac.layers import find_layers
-from fngd.phases import phase
+from fngd.phases import KFAC_FACTORS, KFAC_INVERSE, KFAC_PRECONDITION, phase
+from fngd.transforms import transforms_active
 
 FloatOrSchedule = float | Callable[[int], float]
 IntOrSchedule = int | Callable[[int], int]
-
-PHASES = ("kfac/factors", "kfac/inverse", "kfac/precondition")
 
 
 class KFAC:
@@ -67,7 +71,7 @@ class KFAC:
     (assign ``pre.lr`` or pass a schedule).
     """
 
-    phases = PHASES
+    phases = phases.KFAC
 
     def __init__(
         self,
@@ -191,11 +195,13 @@ class KFAC:
     # -- hooks -------------------------------------------------------------------------
     def _collecting(self, module: nn.Module) -> bool:
         # As kfac-pytorch: only in training mode and on factor-update steps. Unlike it,
-        # forwards without autograd (no backward will follow) are ignored.
+        # forwards without autograd (no backward will follow) are ignored, and so are forwards
+        # under a torch.func transform (their tensors must not reach step()).
         return (
             module.training
             and torch.is_grad_enabled()
             and self._steps % self.factor_update_steps == 0
+            and not transforms_active()
         )
 
     def _forward_hook(
@@ -208,7 +214,7 @@ class KFAC:
         x = args[0] if args else kwargs["input"]
         block = self._by_module[module]
         if self.update_factors_in_hook:
-            with phase("kfac/factors"), torch.no_grad():
+            with phase(KFAC_FACTORS), torch.no_grad():
                 block.add_input(x.detach())
                 block.update_a_factor(self.factor_decay)
         else:
@@ -219,7 +225,7 @@ class KFAC:
 
     def _grad_hook(self, block: KFACBlock, grad: torch.Tensor) -> None:
         if self.update_factors_in_hook:
-            with phase("kfac/factors"), torch.no_grad():
+            with phase(KFAC_FACTORS), torch.no_grad():
                 block.add_grad_output(grad)
                 block.update_g_factor(self.factor_decay)
         else:
@@ -227,26 +233,30 @@ class KFAC:
             self._grads.setdefault(block, []).append(grad)
 
     # -- the step ----------------------------------------------------------------------
+    def prepare(self, sample_ids: torch.Tensor | None = None) -> None:
+        """Nothing to announce: KFAC's step does not depend on the batch's sample ids."""
+
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, sample_ids: torch.Tensor | None = None) -> None:
         """Update factors / eigendecompositions when due, then precondition every ``.grad``.
 
-        Call after ``loss.backward()`` and before ``optimizer.step()``.
+        Call after ``loss.backward()`` and before ``optimizer.step()``; ``sample_ids`` is
+        accepted for the common surface and ignored.
         """
         if not self.update_factors_in_hook and self._steps % self.factor_update_steps == 0:
-            with phase("kfac/factors"):
+            with phase(KFAC_FACTORS):
                 self._update_factors()
         self.reset_batch()
 
         inverse = self._steps % self.inv_update_steps == 0
         if inverse:
-            with phase("kfac/inverse"):
+            with phase(KFAC_INVERSE):
                 damping = self.damping
                 for block in self.blocks.values():
                     if block.has_factors:
                         block.compute_eigen(damping)
 
-        with phase("kfac/precondition"):
+        with phase(KFAC_PRECONDITION):
             self._precondition()
 
         self.mode = "inverse" if inverse else "no_inverse"

@@ -7,15 +7,30 @@ from typing import Any, Protocol
 import torch
 
 from fngd.memory import tensor_bytes
-from fngd.phases import phase
+from fngd.phases import UPDATE, phase
 
 
 class Preconditioner(Protocol):
-    """kfac-pytorch's pattern: ``loss.backward(); pre.step(); optimizer.step()``."""
+    """The one surface of FNGD, the built-in KFAC and the kfac-pytorch adapter.
 
-    mode: str | None
+    kfac-pytorch's pattern, plus an announcement of the batch before its backward pass:
+    ``pre.prepare(sample_ids=ids); loss.backward(); pre.step(sample_ids=ids);
+    optimizer.step()``. Preconditioners that need no sample ids accept and ignore them.
+    """
 
-    def step(self, *args: Any, **kwargs: Any) -> None: ...
+    @property
+    def mode(self) -> str | None:
+        """What the last step did (FNGD: inversion / weighted_sum; KFAC: inverse / no_inverse)."""
+        ...
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The ``fngd.phases`` names its steps report, besides the common ones."""
+        ...
+
+    def prepare(self, sample_ids: torch.Tensor | None = None) -> None: ...
+
+    def step(self, sample_ids: torch.Tensor | None = None) -> None: ...
 
     def memory_usage(self) -> dict[str, int]: ...
 
@@ -27,8 +42,8 @@ class Preconditioner(Protocol):
 class BenchOptimizer:
     """A ``torch.optim`` optimiser, optionally behind a preconditioner, with its records.
 
-    ``step`` runs the preconditioner (its own phases) and then the update inside the
-    ``update`` phase, so every optimiser reports the same phase vocabulary.
+    ``step`` runs the preconditioner (its own phases, ``phases``) and then the update inside
+    the ``update`` phase, so every optimiser reports the same phase vocabulary.
     """
 
     def __init__(
@@ -39,38 +54,32 @@ class BenchOptimizer:
         impl: str = "torch",
         hparams: dict[str, Any] | None = None,
         preconditioner: Preconditioner | None = None,
-        phases: tuple[str, ...] = (),
-        takes_sample_ids: bool = False,
     ) -> None:
         self.name = name
         self.impl = impl
         self.optimizer = optimizer
         self.preconditioner = preconditioner
         self.hparams = dict(hparams or {})
-        self.phases = phases
-        self._takes_sample_ids = takes_sample_ids
+        #: The preconditioner's own phases (none for a plain optimiser).
+        self.phases: tuple[str, ...] = () if preconditioner is None else preconditioner.phases
 
     @property
     def mode(self) -> str | None:
         """What the last step did (FNGD: inversion / weighted_sum; KFAC: inverse / no_inverse)."""
-        return getattr(self.preconditioner, "mode", None)
+        return None if self.preconditioner is None else self.preconditioner.mode
 
     def prepare(self, sample_ids: torch.Tensor | None = None) -> None:
         """Announce the next batch before its backward pass (FNGD then sums inside backward)."""
-        prepare = getattr(self.preconditioner, "prepare", None)
-        if prepare is not None:
-            prepare(sample_ids=sample_ids)
+        if self.preconditioner is not None:
+            self.preconditioner.prepare(sample_ids=sample_ids)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def step(self, sample_ids: torch.Tensor | None = None) -> None:
         if self.preconditioner is not None:
-            if self._takes_sample_ids:
-                self.preconditioner.step(sample_ids=sample_ids)
-            else:
-                self.preconditioner.step()
-        with phase("update"):
+            self.preconditioner.step(sample_ids=sample_ids)
+        with phase(UPDATE):
             self.optimizer.step()
 
     def memory_usage(self) -> dict[str, int]:

@@ -5,9 +5,10 @@
 - KFAC: kfac-pytorch's CIFAR-10 ResNet example (damping 0.003, factor_decay 0.95,
   kl_clip 0.001, factor_update_steps 1, inv_update_steps 10) on top of that SGD.
 - FNGD / NGD: the same SGD for the update; damping 1e-3 for the N x N solve. The
-  per-step finite check of the weighted-sum phase is off (``check_finite=False``): on a GPU
-  it would add a host synchronisation per step that SGD does not pay; the runner detects
-  divergence from the loss instead, and the inversion phase always checks.
+  per-step finite check of the weighted-sum phase is ``FNGD``'s own default
+  (``fngd.preconditioner.CHECK_FINITE``, off: on a GPU it would add a host synchronisation
+  per step that SGD does not pay; the runner detects divergence from the loss instead, and
+  the inversion phase always checks).
 
 A workload may override any of these (``Workload.hparams``); what was used is recorded.
 """
@@ -15,6 +16,8 @@ A workload may override any of these (``Workload.hparams``); what was used is re
 from __future__ import annotations
 
 from typing import Any
+
+from fngd.preconditioner import CHECK_FINITE
 
 SGD: dict[str, Any] = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False}
 
@@ -45,7 +48,7 @@ FNGD: dict[str, Any] = {
     "loss_reduction": "mean",
     "gram": "auto",
     "skip_layers": [],
-    "check_finite": False,
+    "check_finite": CHECK_FINITE,
 }
 
 NGD: dict[str, Any] = {k: v for k, v in FNGD.items() if k not in ("share", "refresh_epochs")}

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fngd import phases
-from fngd.optimizers.base import BenchOptimizer
+from fngd.optimizers.base import BenchOptimizer, Preconditioner
 from fngd.optimizers.defaults import DEFAULTS
 
 OPTIMIZER_KEYS = {
@@ -63,15 +62,7 @@ def _build_fngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
     from fngd.preconditioner import FNGD
 
     pre = FNGD(model, **_fngd_kwargs(hp))
-    return BenchOptimizer(
-        "fngd",
-        _sgd(model, hp),
-        impl="builtin",
-        hparams=hp,
-        preconditioner=pre,
-        phases=phases.FNGD,
-        takes_sample_ids=True,
-    )
+    return BenchOptimizer("fngd", _sgd(model, hp), impl="builtin", hparams=hp, preconditioner=pre)
 
 
 def _build_ngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
@@ -79,13 +70,7 @@ def _build_ngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
 
     pre = FNGD(model, share="none", **_fngd_kwargs(hp))
     return BenchOptimizer(
-        "ngd",
-        _sgd(model, hp),
-        impl="builtin",
-        hparams={**hp, "share": "none"},
-        preconditioner=pre,
-        phases=("fngd/gram", "fngd/solve"),
-        takes_sample_ids=True,
+        "ngd", _sgd(model, hp), impl="builtin", hparams={**hp, "share": "none"}, preconditioner=pre
     )
 
 
@@ -106,18 +91,14 @@ def _build_kfac(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
     if impl == "builtin":
         from fngd.kfac import KFAC
 
-        pre: Any = KFAC(model, **kfac_hp)
-        kfac_phases = phases.KFAC
+        pre: Preconditioner = KFAC(model, **kfac_hp)
     elif impl == "kfac-pytorch":
         from fngd.adapters import kfac_pytorch
 
         pre = kfac_pytorch.make_preconditioner(model, **kfac_hp)
-        kfac_phases = tuple(getattr(pre, "phases", ()))
     else:
         raise ValueError(f"unknown KFAC impl {impl!r}; valid: {', '.join(KFAC_IMPLS)}")
-    return BenchOptimizer(
-        "kfac", _sgd(model, hp), impl=impl, hparams=hp, preconditioner=pre, phases=kfac_phases
-    )
+    return BenchOptimizer("kfac", _sgd(model, hp), impl=impl, hparams=hp, preconditioner=pre)
 
 
 BUILDERS: dict[str, Callable[[nn.Module, dict[str, Any]], BenchOptimizer]] = {

@@ -1,0 +1,31 @@
+"""``StepState``: what one FNGD step carries from ``prepare()`` through backward to ``step()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from fngd.blocks.base import Block
+
+Pair = tuple[torch.Tensor, torch.Tensor]  # (input, grad_output) of one block call
+
+
+@dataclass(slots=True, eq=False)
+class StepState:
+    """One step's transient state, and nothing else.
+
+    ``prepare()`` creates it when the batch's coefficients are known (else the first
+    backward does); ``step()`` and ``discard()`` drop it, so nothing outlives a step.
+    """
+
+    #: The ids ``prepare()`` announced (host int64), checked against ``step()``'s.
+    sample_ids: torch.Tensor | None = None
+    #: Per block, ``N c`` as an (N, 1) column when known before backward, else None.
+    scales: tuple[torch.Tensor | None, ...] | None = None
+    #: Blocks whose weighted sum already ran inside backward (in backward order).
+    summed: list[Block] = field(default_factory=list)
+    #: Per block, the (input, grad_output) pairs kept for ``step()`` to turn into gradients.
+    stash: dict[Block, list[Pair]] = field(default_factory=dict)
