@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -10,7 +11,12 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from fngd import FNGD
-from tests.fngd_reference import block_grad, per_sample_block_grads, rel_err
+from tests.fngd_reference import (
+    block_grad,
+    natural_gradient,
+    per_sample_block_grads,
+    rel_err,
+)
 
 DAMPING = 0.05
 BLOCKS = ["0", "2"]
@@ -79,10 +85,52 @@ def test_unknown_id_triggers_inversion_and_overwrites() -> None:
     model, x, y = make()
     pre = FNGD(model, damping=DAMPING, share="sample")
     train_step(model, pre, x, y, torch.tensor([0, 1, 2, 3]), prepare=True)
+    with torch.no_grad():  # other weights: the new batch's coefficients differ from the old
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ids = torch.tensor([0, 1, 2, 4])  # 4 is new
+    c = reference_c(model, x[ids], y[ids])
     before = pre.sample_table.values.clone()
-    train_step(model, pre, x, y, torch.tensor([0, 1, 2, 4]), prepare=True)  # 4 is new
+    train_step(model, pre, x, y, ids, prepare=True)
     assert pre.mode == "inversion"
-    assert not torch.equal(before[:, :3], pre.sample_table.values[:, :3])
+    for b in pre.blocks:
+        assert rel_err(pre.sample_table.values[b.index, ids], c[b.name]) < 1e-10
+        assert rel_err(before[b.index, :3], c[b.name][:3]) > 1e-3
+        assert torch.equal(pre.sample_table.values[b.index, 3], before[b.index, 3])
+
+
+@pytest.mark.parametrize("prepare", [True, False], ids=["sum-in-backward", "sum-in-step"])
+def test_batch_with_a_never_seen_id_inverts(prepare: bool) -> None:
+    """Known ids do not make a batch known: an id inside the table's range that was never
+    stored has no coefficient, so the batch is inverted afresh (and then stored)."""
+    model, x, y = make()
+    pre = FNGD(model, damping=DAMPING, share="sample")
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for ids in (torch.tensor([0, 1, 2, 3]), torch.tensor([4])):
+        train_step(model, pre, x, y, ids, prepare)
+        opt.step()
+    assert pre.sample_table.values.shape[1] > 6  # id 6 lies inside the allocated table
+
+    ids = torch.tensor([0, 1, 2, 6])
+    g = per_sample_block_grads(model, x[ids], y[ids], loss_per_sample, BLOCKS)
+    c = reference_c(model, x[ids], y[ids])
+    gram_calls = pre.counts["gram"]
+    train_step(model, pre, x, y, ids, prepare)
+    assert pre.mode == "inversion"
+    assert pre.counts["gram"] == gram_calls + 1
+    assert pre.last_solve is not None and len(pre.last_solve.methods) == len(BLOCKS)
+    for name in BLOCKS:
+        assert rel_err(block_grad(model, name), natural_gradient(g[name], DAMPING)) < 1e-8, name
+    opt.step()
+
+    # The fresh coefficients were stored for every id of the batch, id 6 included.
+    ids2 = torch.tensor([6, 2])
+    g2 = per_sample_block_grads(model, x[ids2], y[ids2], loss_per_sample, BLOCKS)
+    train_step(model, pre, x, y, ids2, prepare)
+    assert pre.mode == "weighted_sum"
+    for name in BLOCKS:
+        want = g2[name].T @ c[name][[3, 2]]
+        assert rel_err(block_grad(model, name), want) < 1e-8, name
 
 
 def test_share_iteration_reuses_by_position_in_epoch() -> None:
@@ -101,23 +149,74 @@ def test_share_iteration_reuses_by_position_in_epoch() -> None:
         assert rel_err(block_grad(model, b.name), g[b.name].T @ first_iter_c[b.index]) < 1e-8
 
 
+@pytest.mark.parametrize("prepare", [True, False], ids=["sum-in-backward", "sum-in-step"])
+@pytest.mark.parametrize("stored_size", [3, 1])
+def test_share_iteration_inverts_when_the_batch_size_changed(
+    prepare: bool, stored_size: int
+) -> None:
+    """Iteration 1 was a partial batch when its coefficients were stored; a batch of
+    another size at that iteration cannot reuse them: it inverts and stores its own."""
+    model, x, y = make()
+    pre = FNGD(model, damping=DAMPING, share="iteration", steps_per_epoch=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    first, partial = torch.tensor([0, 1, 2, 3]), torch.arange(4, 4 + stored_size)
+    for ids in (first, partial):  # epoch 0
+        train_step(model, pre, x, y, ids, prepare)
+        assert pre.mode == "inversion"
+        opt.step()
+    train_step(model, pre, x, y, first, prepare)  # epoch 1, iteration 0: same size
+    assert pre.mode == "weighted_sum"
+    opt.step()
+
+    ids = torch.tensor([4, 5, 6, 7])  # epoch 1, iteration 1: four samples, not stored_size
+    g = per_sample_block_grads(model, x[ids], y[ids], loss_per_sample, BLOCKS)
+    c = reference_c(model, x[ids], y[ids])
+    train_step(model, pre, x, y, ids, prepare)
+    assert pre.mode == "inversion"
+    for name in BLOCKS:
+        assert rel_err(block_grad(model, name), natural_gradient(g[name], DAMPING)) < 1e-10, name
+    opt.step()
+
+    train_step(model, pre, x, y, first, prepare)  # epoch 2, iteration 0
+    opt.step()
+    ids = torch.tensor([7, 6, 5, 4])  # epoch 2, iteration 1: reuses what epoch 1 stored
+    g = per_sample_block_grads(model, x[ids], y[ids], loss_per_sample, BLOCKS)
+    train_step(model, pre, x, y, ids, prepare)
+    assert pre.mode == "weighted_sum"
+    for name in BLOCKS:
+        assert rel_err(block_grad(model, name), g[name].T @ c[name]) < 1e-10, name
+
+
 def test_share_none_always_inverts() -> None:
     model, x, y = make()
     pre = FNGD(model, damping=DAMPING, share="none")
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    ids = torch.tensor([0, 1, 2, 3])
     for _ in range(3):
-        train_step(model, pre, x, y, torch.tensor([0, 1, 2, 3]), prepare=True)
+        g = per_sample_block_grads(model, x[ids], y[ids], loss_per_sample, BLOCKS)
+        train_step(model, pre, x, y, ids, prepare=True)
         assert pre.mode == "inversion"
+        for name in BLOCKS:  # fresh at the current weights, every time
+            assert rel_err(block_grad(model, name), natural_gradient(g[name], DAMPING)) < 1e-10
+        opt.step()
     assert pre.memory_usage()["coefficients"] == 0
 
 
 def test_refresh_epochs_recomputes() -> None:
     model, x, y = make()
     pre = FNGD(model, damping=DAMPING, share="sample", steps_per_epoch=1, refresh_epochs=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
     ids = torch.tensor([0, 1, 2, 3])
     phases = []
     for _ in range(5):
+        g = per_sample_block_grads(model, x[ids], y[ids], loss_per_sample, BLOCKS)
+        if len(phases) % 2 == 0:  # epochs 0, 2, 4 refresh at the current weights
+            c = reference_c(model, x[ids], y[ids])
         train_step(model, pre, x, y, ids, prepare=True)
         phases.append(pre.mode)
+        for name in BLOCKS:
+            assert rel_err(block_grad(model, name), g[name].T @ c[name]) < 1e-10, name
+        opt.step()
     assert phases == ["inversion", "weighted_sum", "inversion", "weighted_sum", "inversion"]
 
 
@@ -131,10 +230,57 @@ def test_state_dict_resumes_in_weighted_sum_phase() -> None:
     model2 = copy.deepcopy(model)
     pre2 = FNGD(model2, damping=DAMPING, share="sample")
     pre2.load_state_dict(state)
+    ids = torch.tensor([3, 1, 0, 2])
+    c = reference_c(model, x[:4], y[:4])
+    g = per_sample_block_grads(model, x[ids], y[ids], loss_per_sample, BLOCKS)
     for m, p in ((model, pre), (model2, pre2)):
-        train_step(m, p, x, y, torch.tensor([3, 1, 0, 2]), prepare=True)
+        train_step(m, p, x, y, ids, prepare=True)
         assert p.mode == "weighted_sum"
+    assert pre2.counts["gram"] == 0
     for name in BLOCKS:
         assert torch.equal(block_grad(model, name), block_grad(model2, name))
+        assert rel_err(block_grad(model2, name), g[name].T @ c[name][ids]) < 1e-10, name
     with pytest.raises(ValueError, match="share"):
         FNGD(copy.deepcopy(model), share="none").load_state_dict(state)
+
+
+@pytest.mark.parametrize("share", ["sample", "iteration"])
+def test_checkpoint_resumes_in_a_fresh_preconditioner(share: str) -> None:
+    """A saved and reloaded state makes a new FNGD on a copy of the model continue exactly
+    where the old one was: mid-epoch, reusing the first epoch's coefficients without a
+    Gram or a solve, and refreshing at the same step."""
+    model, x, y = make()
+    kwargs = {"damping": DAMPING, "share": share, "steps_per_epoch": 2, "refresh_epochs": 2}
+    pre = FNGD(model, **kwargs)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    batches = [torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7])]
+    c = {}
+    for it, ids in enumerate(batches):  # epoch 0 inverts and stores
+        c[it] = reference_c(model, x[ids], y[ids])
+        train_step(model, pre, x, y, ids, prepare=True)
+        opt.step()
+    train_step(model, pre, x, y, batches[0], prepare=True)  # epoch 1, iteration 0
+    opt.step()
+
+    buf = io.BytesIO()
+    torch.save(pre.state_dict(), buf)
+    buf.seek(0)
+    model2 = copy.deepcopy(model)
+    pre2 = FNGD(model2, **kwargs)
+    pre2.load_state_dict(torch.load(buf, weights_only=True))
+
+    ids = torch.tensor([7, 5, 6, 4])  # epoch 1, iteration 1: iteration 1's (and these ids') c
+    g = per_sample_block_grads(model, x[ids], y[ids], loss_per_sample, BLOCKS)
+    want_c = c[1] if share == "iteration" else {k: v[ids - 4] for k, v in c[1].items()}
+    for m, p in ((model, pre), (model2, pre2)):
+        train_step(m, p, x, y, ids, prepare=True)
+        assert p.mode == "weighted_sum"
+        for name in BLOCKS:
+            assert rel_err(block_grad(m, name), g[name].T @ want_c[name]) < 1e-10, name
+    assert pre2.counts["gram"] == 0 and pre2.counts["solve"] == 0
+    for name in BLOCKS:
+        assert torch.equal(block_grad(model, name), block_grad(model2, name))
+
+    for m, p in ((model, pre), (model2, pre2)):  # epoch 2: the refresh inverts again
+        train_step(m, p, x, y, batches[0], prepare=True)
+        assert p.mode == "inversion"
