@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bench import workloads
+from bench.env import cpu_threads
 from bench.overhead import measure_cell_overhead
 from bench.profile import profile_run
 from bench.records import RecordWriter, read_dir, read_jsonl
@@ -28,17 +25,6 @@ from bench.sweep import make_cells, run_sweep
 FIXTURE = Path(__file__).with_name("fixtures") / "record_schema.json"
 WORKLOAD = "mlp-digits"
 OPTIMIZERS = ("sgd", "adamw", "kfac", "ngd", "fngd")
-
-
-@contextmanager
-def cpu_threads(n: int) -> Iterator[None]:
-    """One intra-op thread: a tiny model gains nothing from more, and it keeps the test fast."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _reachable(name: str, **kwargs: Any) -> workloads.Workload:
@@ -88,7 +74,7 @@ def _diff(expected: dict[str, Any], actual: dict[str, Any]) -> str:
 
 def test_tiny_run_writes_the_fixture_schema(tmp_path: Path) -> None:
     expected = json.loads(FIXTURE.read_text())
-    with cpu_threads(1):
+    with cpu_threads(1, "cpu"):  # a tiny model: one thread is fastest
         actual = tiny_run_schema(tmp_path)
     diff = _diff(expected, actual)
     assert not diff, (
@@ -102,7 +88,7 @@ if __name__ == "__main__":
         sys.exit("usage: python -m tests.test_record_schema --update")
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp, cpu_threads(1):
+    with tempfile.TemporaryDirectory() as tmp, cpu_threads(1, "cpu"):
         schema = tiny_run_schema(Path(tmp))
     FIXTURE.write_text(json.dumps(schema, indent=1) + "\n")
     print(f"written: {FIXTURE}")
