@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.env import cpu_threads
 from bench.presets import PRESETS, VARIANTS
 from bench.step_ratio import DEFAULT_VARIANTS as DEFAULT_RATIO_VARIANTS
 from bench.step_variants import STEP_VARIANTS
@@ -300,7 +301,6 @@ def _build_report(results: Sequence[Path], out: Path) -> Path | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.env import cpu_threads
     from bench.sweep import run_sweep
 
     preset = PRESETS[args.preset]

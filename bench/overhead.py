@@ -105,7 +105,8 @@ def measure_overhead(
     counts: list[int] = []
 
     def block(timer: StepTimer | NullTimer, n: int) -> float:
-        """Seconds per step of ``n`` steps; the recorder is ``timer`` while they run."""
+        """Seconds per step of ``n`` steps; a ``StepTimer`` is the phase recorder while they
+        run, a ``NullTimer`` leaves none (timing off)."""
         synchronize(dev)
         t0 = time.perf_counter()
         previous = phases.set_recorder(timer if isinstance(timer, StepTimer) else None)
