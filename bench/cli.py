@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.env import cpu_threads
 from bench.presets import PRESETS, VARIANTS
 from bench.step_ratio import DEFAULT_VARIANTS as DEFAULT_RATIO_VARIANTS
 from bench.step_variants import STEP_VARIANTS
@@ -260,23 +261,6 @@ def _device_arg(parser: argparse.ArgumentParser) -> None:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _set_cpu_threads(args: argparse.Namespace) -> None:
-    threads = getattr(args, "threads", 0)
-    if threads < 0:
-        raise UsageError("--threads must be 0 or more")
-    on_cpu = args.device == "cpu" or (args.device == "auto" and not _cuda_available())
-    if threads and on_cpu:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 class UsageError(Exception):
     """Bad names on the command line: printed without a traceback, exit code 2."""
 
@@ -317,54 +301,41 @@ def _build_report(results: Sequence[Path], out: Path) -> Path | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.sweep import make_cells, run_sweep
+    from bench.sweep import run_sweep
 
     preset = PRESETS[args.preset]
-    workloads = list(dict.fromkeys(args.workloads or preset.workloads))
-    optimizers = list(dict.fromkeys(args.optimizers or preset.optimizers))
-    _check("optimizer", optimizers, list(VARIANTS))
-    _check("workload", workloads, _workload_names())
+    _check("optimizer", preset.optimizers_for(args.optimizers), list(VARIANTS))
+    _check("workload", preset.workloads_for(args.workloads), _workload_names())
     for value, flag in ((args.epochs, "--epochs"), (args.max_steps_per_epoch, "--max-steps")):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1")
-    seeds = args.seeds if args.seeds is not None else list(preset.seeds)
+    if args.threads < 0:
+        raise UsageError("--threads must be 0 or more")
     out = args.out or Path("results") / preset.name
-    size = args.size or preset.size
-    max_steps = (
-        args.max_steps_per_epoch
-        if args.max_steps_per_epoch is not None
-        else preset.max_steps_per_epoch
+    cells = preset.cells(
+        args.workloads,
+        args.optimizers,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        size=args.size,
+        warmup_steps=args.warmup_steps,
     )
-    cells = []
-    for spec in make_cells(
-        workloads,
-        optimizers,
-        seeds,
-        max_steps_per_epoch=max_steps,
-        size=size,
-        warmup_steps=args.warmup_steps if args.warmup_steps is not None else preset.warmup_steps,
-        preset=preset.name,
-    ):
-        spec.batch_size = preset.batch_size.get(spec.workload)
-        spec.epochs = args.epochs if args.epochs is not None else preset.epochs_for(spec.workload)
-        cells.append(spec)
-    overhead = [] if args.no_overhead else [(w, o) for w, o in preset.overhead if w in workloads]
-    if not overhead and not args.no_overhead and workloads:
-        overhead = [(workloads[0], optimizers[0])]
+    overhead = [] if args.no_overhead else preset.overhead_for(args.workloads, args.optimizers)
 
     progress = not args.no_progress
-    _set_cpu_threads(args)
     start = time.perf_counter()
     try:
-        result = run_sweep(
-            cells,
-            out,
-            device=args.device,
-            data_root=args.data_root,
-            resume=args.resume,
-            progress=progress,
-            overhead=overhead,
-        )
+        with cpu_threads(args.threads, args.device):
+            result = run_sweep(
+                cells,
+                out,
+                device=args.device,
+                data_root=args.data_root,
+                resume=args.resume,
+                progress=progress,
+                overhead=overhead,
+            )
     except KeyboardInterrupt:
         _err(f"interrupted; records so far are in {out}. Rerun with --resume to continue.")
         return EXIT_INTERRUPTED
@@ -413,17 +384,27 @@ def cmd_profile(args: argparse.Namespace) -> int:
     except ImportError as exc:
         _err(f"profiling is not available (bench.profile): {exc}")
         return 1
-    result = profile.main(args)
+    options = {k: v for k, v in vars(args).items() if k != "command"}
+    result = profile.main(**options)
     return int(result) if isinstance(result, int) else 0
 
 
 def cmd_ratio(args: argparse.Namespace) -> int:
-    registered = [w for w in args.workload if not w.startswith("mlp-random-")]
-    _check("workload", registered, _workload_names())
+    from bench.workloads.registry import family
+
+    _check("workload", [w for w in args.workload if family(w) is None], _workload_names())
     _check("variant", args.variants, list(STEP_VARIANTS))
     from bench import step_ratio
 
-    return step_ratio.main(args)
+    return step_ratio.main(
+        workloads=args.workload,
+        variants=args.variants,
+        device=args.device,
+        size=args.size,
+        rounds=args.rounds,
+        threads=args.threads,
+        out=args.out,
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -2,11 +2,11 @@
 
 Two numbers, written as one ``overhead`` record (``name="runner_overhead"``):
 
-- ``value``, measured: blocks of ``steps`` training steps run alternately through a plain
-  loop (fetch the batch, ``train_step``, accumulate the loss; no recorder installed) and
-  through the runner's own loop (``bench.runner.run_steps`` with a ``StepTimer``: the
-  ``data`` phase, step marks, every phase of the step timed; the timer's once-per-epoch
-  ``flush`` is outside the block, as it is outside the runner's epoch time), in ABBA order.
+- ``value``, measured: blocks of ``steps`` training steps run alternately through the
+  runner's loop (``bench.runner.run_steps``) with timing switched off (a ``NullTimer``, no
+  recorder installed) and with it on (a ``StepTimer``: the ``data`` phase, step marks, every
+  phase of the step timed; the timer's once-per-epoch ``flush`` is outside the block, as it
+  is outside the runner's epoch time), in ABBA order.
   ``value = (timed - plain) / plain`` of the fastest block of each kind (the block least
   disturbed by whatever else runs on the machine, as ``timeit`` does); ``median_ratio`` is
   the median over adjacent pairs. On a busy machine both are noisy at the 1 % level and can
@@ -29,20 +29,10 @@ from typing import Any
 
 import torch
 
+from bench.env import resolve_device, synchronize
 from bench.records import RecordWriter
-from bench.runner import (
-    CellSpec,
-    LoopState,
-    WorkloadFactory,
-    build_cell,
-    environment,
-    resolve_device,
-    run_steps,
-    synchronize,
-    to_device,
-)
-from bench.step import train_step
-from bench.timing import StepTimer
+from bench.runner import Cell, CellSpec, WorkloadFactory, build_cell, record_base, run_steps
+from bench.timing import NullTimer, StepTimer
 from fngd import phases
 
 __all__ = ["measure_cell_overhead", "measure_overhead"]
@@ -56,19 +46,6 @@ def _cycle(loader: Any) -> Iterator[Any]:
             yield batch
         if empty:
             raise RuntimeError("the train loader gave no batch")
-
-
-def _plain_block(
-    workload: Any, opt: Any, batches: Iterator[Any], n: int, device: torch.device, loss_sum: Any
-) -> None:
-    for _ in range(n):
-        inputs, targets, sample_ids = next(batches)
-        if device.type == "cuda":
-            inputs = to_device(inputs, device)
-            targets = to_device(targets, device)
-        loss = train_step(workload, opt, inputs, targets, sample_ids)
-        _ = opt.mode
-        loss_sum += loss.float()
 
 
 def _recorder_costs(device: torch.device, n: int = 2000) -> tuple[float, float]:
@@ -110,44 +87,35 @@ def _recorder_costs(device: torch.device, n: int = 2000) -> tuple[float, float]:
 
 
 def measure_overhead(
-    workload: Any,
-    opt: Any,
-    device: str | torch.device = "cpu",
+    cell: Cell,
     *,
     steps: int = 10,
     pairs: int = 100,
     warmup: int = 5,
     budget_s: float = 20.0,
 ) -> dict[str, Any]:
-    """Measure the timing overhead of the runner's loop on ``workload``/``opt``; returns the
-    fields of the ``overhead`` record (see the module docstring). Stops after ``pairs``
-    pairs of blocks, or after ``budget_s`` seconds once at least 2 pairs are done."""
-    dev = resolve_device(device)
-    batches = _cycle(workload.train_loader)
-    timer = StepTimer(dev)
-    state = LoopState(warmup_steps=0)
+    """Measure the timing overhead of the runner's loop on ``cell``; returns the fields of
+    the ``overhead`` record (see the module docstring). Stops after ``pairs`` pairs of
+    blocks, or after ``budget_s`` seconds once at least 2 pairs are done."""
+    dev = cell.device
+    batches = _cycle(cell.workload.train_loader)
+    state = cell.loop_state()
     loss_sum = torch.zeros((), device=dev)
-    workload.model.train()
-
-    def plain() -> float:
-        synchronize(dev)
-        t0 = time.perf_counter()
-        _plain_block(workload, opt, batches, steps, dev, loss_sum)
-        synchronize(dev)
-        return (time.perf_counter() - t0) / steps
-
+    cell.workload.model.train()
     counts: list[int] = []
 
-    def timed() -> float:
+    def block(timer: StepTimer | NullTimer, n: int) -> float:
+        """Seconds per step of ``n`` steps; a ``StepTimer`` is the phase recorder while they
+        run, a ``NullTimer`` leaves none (timing off)."""
         synchronize(dev)
         t0 = time.perf_counter()
-        previous = phases.set_recorder(timer)
+        previous = phases.set_recorder(timer if isinstance(timer, StepTimer) else None)
         try:
             run_steps(
-                workload,
-                opt,
+                cell.workload,
+                cell.opt,
                 batches,
-                steps,
+                n,
                 timer=timer,
                 epoch=0,
                 state=state,
@@ -157,14 +125,22 @@ def measure_overhead(
         finally:
             phases.set_recorder(previous)
         synchronize(dev)
-        seconds = (time.perf_counter() - t0) / steps
-        records = timer.flush()  # once per epoch in the runner, outside the epoch's time
+        return (time.perf_counter() - t0) / n
+
+    plain_timer, step_timer = NullTimer(), StepTimer(dev)
+
+    def plain() -> float:
+        return block(plain_timer, steps)
+
+    def timed() -> float:
+        seconds = block(step_timer, steps)
+        records = step_timer.flush()  # once per epoch in the runner, outside the epoch's time
         counts.append(sum(r["kind"] == "phase" for r in records))
         return seconds
 
     previous = phases.set_recorder(None)
     try:
-        _plain_block(workload, opt, batches, warmup, dev, loss_sum)
+        block(plain_timer, warmup)
         timed()
         counts.clear()
         plain_times: list[float] = []
@@ -218,23 +194,11 @@ def measure_cell_overhead(
 ) -> dict[str, Any]:
     """Build ``spec``'s workload and optimiser, measure, write and return the record."""
     dev = resolve_device(device)
-    writer.update_base(
-        run_id=f"overhead__{spec.workload}__{spec.optimizer}__{dev.type}",
-        workload=spec.workload,
-        optimizer=spec.optimizer,
-        family=spec.family,
-        seed=spec.seed,
-        size=spec.size,
-        **environment(dev),
-    )
-    workload, opt = build_cell(spec, dev, data_root=data_root, workload_factory=workload_factory)
-    writer.update_base(
-        impl=opt.impl,
-        hparams=opt.hparams,
-        data_source=getattr(workload, "data_source", None),
-        batch_size=getattr(workload, "batch_size", None),
-    )
-    fields = measure_overhead(workload, opt, dev, steps=steps, pairs=pairs, budget_s=budget_s)
+    run_id = f"overhead__{spec.workload}__{spec.optimizer}__{dev.type}"
+    writer.update_base(**record_base(spec, dev, run_id=run_id))
+    cell = build_cell(spec, dev, data_root=data_root, workload_factory=workload_factory)
+    writer.update_base(**record_base(spec, dev, cell, run_id=run_id))
+    fields = measure_overhead(cell, steps=steps, pairs=pairs, budget_s=budget_s)
     record = {"kind": "overhead", "name": "runner_overhead", **fields}
     writer.write(record, flush=True)
     return record

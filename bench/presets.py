@@ -32,8 +32,12 @@ sgd, adamw, kfac, kfac-inv1, fngd, fngd-iter and ngd; two epochs of at most
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.runner import CellSpec
 
 __all__ = ["PRESETS", "VARIANTS", "Preset", "Variant", "labels", "resolve_label"]
 
@@ -101,6 +105,57 @@ class Preset:
         if isinstance(self.epochs, dict):
             return self.epochs.get(workload)
         return self.epochs
+
+    def workloads_for(self, workloads: Sequence[str] | None = None) -> list[str]:
+        """``workloads`` (default: the preset's), each once, in order."""
+        return list(dict.fromkeys(workloads or self.workloads))
+
+    def optimizers_for(self, optimizers: Sequence[str] | None = None) -> list[str]:
+        """``optimizers`` (default: the preset's), each once, in order."""
+        return list(dict.fromkeys(optimizers or self.optimizers))
+
+    def cells(
+        self,
+        workloads: Sequence[str] | None = None,
+        optimizers: Sequence[str] | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
+        epochs: int | None = None,
+        max_steps_per_epoch: int | None = None,
+        size: str | None = None,
+        warmup_steps: int | None = None,
+    ) -> list[CellSpec]:
+        """The preset's cells; every argument left ``None`` is the preset's own."""
+        from bench.sweep import make_cells  # the runner imports the labels from here
+
+        cells = make_cells(
+            self.workloads_for(workloads),
+            self.optimizers_for(optimizers),
+            list(seeds) if seeds is not None else list(self.seeds),
+            max_steps_per_epoch=(
+                max_steps_per_epoch
+                if max_steps_per_epoch is not None
+                else self.max_steps_per_epoch
+            ),
+            size=size or self.size,
+            warmup_steps=warmup_steps if warmup_steps is not None else self.warmup_steps,
+            preset=self.name,
+        )
+        for spec in cells:
+            spec.batch_size = self.batch_size.get(spec.workload)
+            spec.epochs = epochs if epochs is not None else self.epochs_for(spec.workload)
+        return cells
+
+    def overhead_for(
+        self, workloads: Sequence[str] | None = None, optimizers: Sequence[str] | None = None
+    ) -> list[tuple[str, str]]:
+        """The (workload, label) pairs whose overhead is measured: the preset's among
+        ``workloads``, else the first workload with the first label."""
+        chosen = self.workloads_for(workloads)
+        pairs = [(w, o) for w, o in self.overhead if w in chosen]
+        if not pairs and chosen:
+            pairs = [(chosen[0], self.optimizers_for(optimizers)[0])]
+        return pairs
 
 
 QUICK_EPOCHS = {"mlp-digits": 10, "cnn-mnist1d": 30}

@@ -1,10 +1,10 @@
 """``fngd-bench profile``: a torch.profiler trace of each phase of one optimiser, for TensorBoard.
 
-``profile_run`` builds the workload and the optimiser as the runner does
-(``bench.runner.build_cell``: label, hyperparameters, ``steps_per_epoch``), trains under
-``torch.profiler.profile`` with one ``prof.step()`` per training step (so ``ProfilerStep#N``
-is training step ``N``), and records a window of steps chosen so that every mode of the
-optimiser is in it:
+``profile_run`` builds the cell as the runner does (``bench.runner.build_cell``: label,
+hyperparameters, ``steps_per_epoch``, replay of the first epoch), trains it through the
+runner's loop (``bench.runner.run_steps``, untimed) under ``torch.profiler.profile`` with one
+``prof.step()`` per training step (so ``ProfilerStep#N`` is training step ``N``), and records
+a window of steps chosen so that every mode of the optimiser is in it:
 
 - FNGD (``fngd``, ``fngd-iter``): epoch 0 runs in full (its steps invert: Gram and solve)
   and the window covers its last steps and the first steps of epoch 1 (weighted sums);
@@ -12,11 +12,10 @@ optimiser is in it:
   update) and steps that are not (``inverse`` / ``no_inverse``);
 - SGD, AdamW, NGD (one mode): the window starts after a few warm-up steps.
 
-Every epoch of a profile replays the sample order of the first epoch (when the loader has
-``set_epoch``), so that FNGD with ``share="sample"`` finds a stored coefficient for every
-sample of every batch of epoch 1 even when epochs are cut short by
-``max_steps_per_epoch`` or lose their last partial batch; a step's cost does not depend on
-which samples it draws. The mode of each step is read from ``opt.mode`` after the step.
+Epochs cut short by ``max_steps_per_epoch`` replay the sample order of the first epoch (the
+runner's rule), so that FNGD with ``share="sample"`` finds a stored coefficient for every
+sample of every batch of epoch 1; a step's cost does not depend on which samples it draws.
+The mode and warm-up flag of each step come from the runner's loop.
 
 The trace goes to ``OUT/<workload>/<optimizer>/<host>_<pid>.<timestamp>.pt.trace.json``
 (TensorBoard: ``tensorboard --logdir OUT``), replacing earlier traces there. It is then read
@@ -30,7 +29,6 @@ give the per-phase totals the report shows.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -42,9 +40,10 @@ from typing import Any
 import torch
 
 from bench import trace_summary
+from bench.env import resolve_device
 from bench.records import RecordWriter
-from bench.step import train_step
-from fngd.phases import phase
+from bench.runner import WARMUP_STEPS, CellSpec, WorkloadFactory, build_cell, record_base, run_steps
+from bench.timing import NullTimer
 
 __all__ = [
     "DEFAULT_MAX_STEPS_PER_EPOCH",
@@ -62,8 +61,8 @@ __all__ = [
 DEFAULT_STEPS = 10
 #: Epochs of a profile are cut to this many steps (FNGD's first epoch runs in full).
 DEFAULT_MAX_STEPS_PER_EPOCH = 50
-#: Steps before the window of one-mode optimisers (as the runner's warm-up steps).
-MIN_START = 3
+#: Steps before the window of one-mode optimisers: the runner's warm-up steps.
+MIN_START = WARMUP_STEPS
 #: Profiler warm-up steps (traced, then discarded) before the window.
 PROFILER_WARMUP = 1
 RECORDS_NAME = "profile.jsonl"
@@ -165,6 +164,7 @@ class ProfileResult:
     window: Window
     modes: dict[int, Any]  # training step -> opt.mode after it (every step run)
     summary: trace_summary.TraceSummary
+    warmups: dict[int, bool] = field(default_factory=dict)  # training step -> warm-up flag
     records: list[dict[str, Any]] = field(default_factory=list)
     workload: str = ""
     optimizer: str = ""
@@ -212,7 +212,7 @@ def profile_run(
     max_steps_per_epoch: int | None = DEFAULT_MAX_STEPS_PER_EPOCH,
     overrides: Mapping[str, Any] | None = None,
     use_gzip: bool = False,
-    workload_factory: Callable[..., Any] | None = None,
+    workload_factory: WorkloadFactory | None = None,
 ) -> ProfileResult:
     """Profile ``steps`` training steps of ``workload`` with optimiser label ``optimizer``.
 
@@ -222,8 +222,6 @@ def profile_run(
     ``workload_factory`` replaces ``bench.workloads.get``. Training that diverges
     (``FloatingPointError``) ends the run early; ``result.stopped`` says so.
     """
-    from bench.runner import CellSpec, build_cell, environment, resolve_device, to_device
-
     if max_steps_per_epoch is not None and max_steps_per_epoch < 1:
         raise ValueError(f"max_steps_per_epoch must be at least 1, got {max_steps_per_epoch}")
     dev = resolve_device(device)
@@ -238,11 +236,9 @@ def profile_run(
         batch_size=batch_size,
         size=size,
     )
-    wl, opt = build_cell(spec, dev, data_root=data_root, workload_factory=workload_factory)
+    cell = build_cell(spec, dev, data_root=data_root, workload_factory=workload_factory)
+    wl, opt, per_epoch = cell.workload, cell.opt, cell.steps_per_epoch
     loader = wl.train_loader
-    per_epoch = len(loader)
-    if max_steps_per_epoch is not None:
-        per_epoch = min(per_epoch, int(max_steps_per_epoch))
     if per_epoch < 1:
         raise RuntimeError(f"{workload}: the train loader gives no batch")
     window = plan_window(opt, per_epoch, steps)
@@ -252,9 +248,12 @@ def profile_run(
     _clear_previous(run_dir)
 
     modes: dict[int, Any] = {}
+    warmups: dict[int, bool] = {}
     epochs: dict[int, int] = {}
     stopped = ""
-    replay = callable(getattr(loader, "set_epoch", None))
+    state = cell.loop_state()
+    loss_sum = torch.zeros((), device=dev)
+    epoch = 0
     handler = torch.profiler.tensorboard_trace_handler(str(run_dir), use_gzip=use_gzip)
     opt.optimizer.zero_grad(set_to_none=True)
     wl.model.train()
@@ -266,35 +265,34 @@ def profile_run(
         profile_memory=True,
         with_stack=False,
     ) as prof:
-        step = 0
-        epoch = 0
-        while step < window.total and not stopped:
-            if replay:
+
+        def on_step(step: int, mode: Any, warmup: bool) -> None:
+            modes[step], warmups[step], epochs[step] = mode, warmup, epoch
+            prof.step()
+
+        while state.step < window.total and not stopped:
+            if cell.replay:
                 loader.set_epoch(0)
             batches = iter(loader)
-            in_epoch = 0
-            while in_epoch < per_epoch and step < window.total:
-                try:
-                    with phase("data"):
-                        batch = next(batches, None)
-                        if batch is not None:
-                            inputs, targets, sample_ids = batch
-                            if dev.type == "cuda":
-                                inputs = to_device(inputs, dev)
-                                targets = to_device(targets, dev)
-                    if batch is None:
-                        break
-                    train_step(wl, opt, inputs, targets, sample_ids)
-                except FloatingPointError as exc:  # an optimiser's finiteness check
-                    stopped = f"step {step}: {type(exc).__name__}: {exc}"
-                    break
-                modes[step] = opt.mode
-                epochs[step] = epoch
-                step += 1
-                in_epoch += 1
-                prof.step()
-            del batches
-            if in_epoch == 0 and not stopped:
+            first = state.step
+            try:
+                run_steps(
+                    wl,
+                    opt,
+                    batches,
+                    min(per_epoch, window.total - state.step),
+                    timer=NullTimer(),
+                    epoch=epoch,
+                    state=state,
+                    device=dev,
+                    loss_sum=loss_sum,
+                    on_step=on_step,
+                )
+            except FloatingPointError as exc:  # an optimiser's finiteness check
+                stopped = f"step {state.step}: {type(exc).__name__}: {exc}"
+            finally:
+                del batches
+            if state.step == first and not stopped:
                 raise RuntimeError(f"{workload}: the train loader gave no batch")
             epoch += 1
 
@@ -307,25 +305,18 @@ def profile_run(
     seen = {modes.get(n) for n in summary.step_numbers}
     missing = tuple(m for m in expected_modes(opt) if m not in seen)
 
-    env = environment(dev)
-    base = {
-        "run_id": f"{spec.run_id}__profile",
-        "workload": workload,
-        "optimizer": optimizer,
-        "family": spec.family,
-        "impl": opt.impl,
-        "hparams": opt.hparams,
-        "seed": seed,
-        "data_source": getattr(wl, "data_source", None),
-        "batch_size": getattr(wl, "batch_size", None),
-        "size": size,
-        "steps_per_epoch": per_epoch,
-        "max_steps_per_epoch": max_steps_per_epoch,
-        "replay_first_epoch": replay,
-        **env,
-    }
+    base = record_base(
+        spec,
+        dev,
+        cell,
+        run_id=f"{spec.run_id}__profile",
+        steps_per_epoch=per_epoch,
+        replay_first_epoch=cell.replay,
+    )
     step_traces = {st.step: Path(t.path or "").name for t in summaries for st in t.steps}
-    records = summary_records(summary, modes, epochs, step_traces=step_traces)
+    records = summary_records(
+        summary, modes, epochs, warmups=warmups, step_traces=step_traces
+    )
     path = run_dir / RECORDS_NAME
     with RecordWriter(path, base) as writer:
         writer.write_many(records, flush=True)
@@ -335,6 +326,7 @@ def profile_run(
         records_path=path,
         window=window,
         modes=modes,
+        warmups=warmups,
         summary=summary,
         records=[{**base, **r} for r in records],
         workload=workload,
@@ -365,19 +357,16 @@ def summary_records(
     modes: Mapping[int, Any],
     epochs: Mapping[int, int] | None = None,
     *,
-    warmup_steps: int = MIN_START,
+    warmups: Mapping[int, bool] | None = None,
     step_traces: Mapping[int, str] | None = None,
 ) -> list[dict[str, Any]]:
     """``profile`` records of a summary: per step, one set for the whole step (``phase``
     null) and one per (phase, parent); ``gpu_time`` only when the trace has kernels.
-
-    ``warmup`` follows the runner: one of the first ``warmup_steps`` steps, or the first
-    step of a mode not seen in an earlier step of the run (traced or not).
+    ``modes``, ``epochs`` and ``warmups`` map a training step to what the runner's loop
+    said of it (a step missing from ``warmups`` is not warm-up).
     """
     epochs = epochs or {}
-    first_of_mode: dict[Any, int] = {}
-    for n in sorted(modes):
-        first_of_mode.setdefault(modes[n], n)
+    warmups = warmups or {}
     step_traces = step_traces or {}
     now = time.time()
     out: list[dict[str, Any]] = []
@@ -388,7 +377,7 @@ def summary_records(
             "epoch": epochs.get(s.step),
             "step": s.step,
             "mode": mode,
-            "warmup": s.step < warmup_steps or first_of_mode.get(mode) == s.step,
+            "warmup": warmups.get(s.step, False),
             "trace": step_traces.get(s.step),
             "time": now,
         }
@@ -461,21 +450,32 @@ def format_table(result: ProfileResult) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace) -> int:
-    """``fngd-bench profile``: ``args.workload``, ``optimizer``, ``out``, ``device``,
-    ``steps`` (and, if present, ``seed``, ``size``, ``data_root``, ``batch_size``,
-    ``max_steps_per_epoch``). Returns 0 if the whole window was traced with every mode."""
+def main(
+    *,
+    workload: str,
+    optimizer: str,
+    out: str | os.PathLike[str] = "runs",
+    device: str = "auto",
+    steps: int = DEFAULT_STEPS,
+    seed: int = 0,
+    size: str = "small",
+    batch_size: int | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    max_steps_per_epoch: int | None = DEFAULT_MAX_STEPS_PER_EPOCH,
+) -> int:
+    """``fngd-bench profile``: profile, print the table; 0 if the whole window was traced
+    with every mode."""
     result = profile_run(
-        args.workload,
-        args.optimizer,
-        out_dir=getattr(args, "out", None) or "runs",
-        device=getattr(args, "device", None) or "auto",
-        steps=int(getattr(args, "steps", None) or DEFAULT_STEPS),
-        seed=int(getattr(args, "seed", None) or 0),
-        size=getattr(args, "size", None) or "small",
-        batch_size=getattr(args, "batch_size", None),
-        data_root=getattr(args, "data_root", None),
-        max_steps_per_epoch=getattr(args, "max_steps_per_epoch", DEFAULT_MAX_STEPS_PER_EPOCH),
+        workload,
+        optimizer,
+        out_dir=out,
+        device=device,
+        steps=steps,
+        seed=seed,
+        size=size,
+        batch_size=batch_size,
+        data_root=data_root,
+        max_steps_per_epoch=max_steps_per_epoch,
     )
     print(format_table(result))
     return 0 if result.complete else 1

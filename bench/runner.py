@@ -1,7 +1,13 @@
-"""The training loop of one cell, with phase timers and records.
+"""One cell, built and driven one way: ``build_cell``, ``run_steps``, ``record_base``.
 
-A *cell* is one (workload, optimiser label, seed) run. ``run_cell`` seeds everything, builds
-the workload and the optimiser, trains, and writes to a ``RecordWriter``:
+A *cell* is one (workload, optimiser label, seed) run. ``build_cell`` is the one place that
+turns a ``CellSpec`` into a ``Cell``: it seeds, builds the workload and the optimiser,
+merges the hyperparameters and decides the steps per epoch and whether epochs replay the
+first one. ``run_steps`` is the one training loop: the runner, the profiler, the overhead
+measurement and the benchmarks' phase medians all drive a cell through it. ``record_base``
+gives the fields every record of a cell carries.
+
+``run_cell`` trains a cell and writes to a ``RecordWriter``:
 
 - a ``cell`` record ``started`` once the workload and optimiser are built;
 - per step, a ``step`` record and one ``phase`` record per phase (``data`` around fetching
@@ -17,10 +23,11 @@ the workload and the optimiser, trains, and writes to a ``RecordWriter``:
 It returns ``("finished", "")`` or ``("diverged", message)``; the caller (``bench.sweep``)
 writes the closing ``cell`` record and turns exceptions into ``oom``/``error``.
 
-Warm-up rule: a step is ``warmup: true`` if it is one of the first ``warmup_steps`` steps of
-the cell, or if it is the first step with a ``mode`` the cell has not seen before. The
-second part covers FNGD's first weighted-sum step (a new code path at the start of epoch 2:
-new kernels, allocator growth) and KFAC's first step without an inverse, wherever they fall.
+Warm-up rule (``LoopState.warmup``): a step is ``warmup: true`` if it is one of the first
+``warmup_steps`` steps of the cell, or if it is the first step with a ``mode`` the cell has
+not seen before. The second part covers FNGD's first weighted-sum step (a new code path at
+the start of epoch 2: new kernels, allocator growth) and KFAC's first step without an
+inverse, wherever they fall.
 
 Timing: the train loss is accumulated on the device and read once per epoch, and phase times
 are read once per epoch (``bench.timing.StepTimer``), so training is never synchronised
@@ -30,39 +37,47 @@ from an optimiser's finiteness check) ends the cell as ``diverged``.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import platform
-import random
-import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.env import (
+    environment,
+    peak_rss,
+    reset_peak,
+    resolve_device,
+    seed_everything,
+    synchronize,
+)
 from bench.presets import resolve_label
 from bench.records import RecordWriter
 from bench.step import train_step
-from bench.timing import StepTimer
+from bench.timing import NullTimer, StepTimer
+from bench.workloads.workload import Loader, WorkloadLike
 from fngd import phases
+from fngd.optimizers import DEFAULTS, BenchOptimizer, build
+from fngd.phases import _profiler_enabled
 
 __all__ = [
+    "WARMUP_STEPS",
+    "Cell",
     "CellSpec",
+    "LoopState",
     "build_cell",
-    "environment",
-    "resolve_device",
+    "record_base",
     "run_cell",
     "run_steps",
-    "seed_everything",
 ]
 
-WorkloadFactory = Callable[..., Any]
+WorkloadFactory = Callable[..., WorkloadLike]
+#: Steps at the start of a cell marked ``warmup`` (and run before a profile's window).
+WARMUP_STEPS = 3
 
 
 @dataclass
@@ -77,7 +92,7 @@ class CellSpec:
     max_steps_per_epoch: int | None = None
     batch_size: int | None = None  # None: the workload's own
     size: str = "small"
-    warmup_steps: int = 3
+    warmup_steps: int = WARMUP_STEPS
     preset: str | None = None
 
     @property
@@ -89,124 +104,20 @@ class CellSpec:
         return resolve_label(self.optimizer).family
 
 
-# -- environment -------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    """A built cell: the workload, the optimiser and what ``build_cell`` decided."""
 
+    spec: CellSpec
+    device: torch.device
+    workload: WorkloadLike
+    opt: BenchOptimizer
+    epochs: int
+    steps_per_epoch: int
+    replay: bool  # every epoch replays the first epoch's batches (``replays_first_epoch``)
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` is CUDA when available, else CPU; ``cuda`` gets the current device's index."""
-    dev = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if str(device) == "auto" else device
-    )
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda asked for, but CUDA is not available")
-        if dev.index is None:  # tensors report cuda:N; compare like with like
-            dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return cpu_name()
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """The fields that identify the machine and the code (in every record)."""
-    return {
-        "device": device.type,
-        "device_name": device_name(device),
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
-        "git_commit": git_commit(),
-        "threads": torch.get_num_threads(),
-    }
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)  # all devices
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# -- memory ------------------------------------------------------------------------------------
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) of the process, so each
-    # cell of a sweep gets its own peak rather than the largest so far.
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss() -> int:
-    """Peak resident set size of this process in bytes (since the last reset on Linux)."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
-
-
-def memory_records(device: torch.device, opt: Any) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    if device.type == "cuda":
-        out.append({"name": "peak_allocated", "value": torch.cuda.max_memory_allocated(device)})
-    else:
-        out.append({"name": "peak_rss", "value": peak_rss()})
-    usage = {str(k): int(v) for k, v in opt.memory_usage().items()}
-    out.append({"name": "optimizer_state", "value": sum(usage.values())})
-    out.extend({"name": f"optimizer_state/{k}", "value": v} for k, v in sorted(usage.items()))
-    return [{"kind": "memory", **r} for r in out]
+    def loop_state(self) -> LoopState:
+        return LoopState(warmup_steps=self.spec.warmup_steps)
 
 
 # -- building ----------------------------------------------------------------------------------
@@ -218,10 +129,10 @@ def default_workload_factory() -> WorkloadFactory:
     return workloads.get
 
 
-def cell_hparams(spec: CellSpec, workload: Any) -> dict[str, Any]:
+def cell_hparams(spec: CellSpec, workload: WorkloadLike) -> dict[str, Any]:
     """Defaults < workload.hparams[family] < workload.hparams[label] < label < cell overrides."""
     variant = resolve_label(spec.optimizer)
-    tuned = dict(getattr(workload, "hparams", None) or {})
+    tuned = workload.hparams or {}
     hp = dict(tuned.get(variant.family, {}))
     if variant.label != variant.family:
         hp.update(tuned.get(variant.label, {}))
@@ -230,14 +141,14 @@ def cell_hparams(spec: CellSpec, workload: Any) -> dict[str, Any]:
     return hp
 
 
-def steps_per_epoch(spec: CellSpec, loader: Any) -> int:
+def steps_per_epoch(spec: CellSpec, loader: Loader) -> int:
     n = len(loader)
     if spec.max_steps_per_epoch is not None:
         n = min(n, int(spec.max_steps_per_epoch))
     return n
 
 
-def replays_first_epoch(spec: CellSpec, loader: Any) -> bool:
+def replays_first_epoch(spec: CellSpec, loader: Loader) -> bool:
     """Whether every (cut) epoch replays the first epoch's batches.
 
     With ``max_steps_per_epoch`` below the loader's length, a reshuffled epoch would hold
@@ -246,11 +157,7 @@ def replays_first_epoch(spec: CellSpec, loader: Any) -> bool:
     (``loader.set_epoch(0)``, for every optimiser alike): later epochs then time the
     weighted-sum path on the same batches. Recorded as ``replay_first_epoch``.
     """
-    return (
-        spec.max_steps_per_epoch is not None
-        and spec.max_steps_per_epoch < len(loader)
-        and callable(getattr(loader, "set_epoch", None))
-    )
+    return spec.max_steps_per_epoch is not None and spec.max_steps_per_epoch < len(loader)
 
 
 def build_cell(
@@ -259,10 +166,8 @@ def build_cell(
     *,
     data_root: str | os.PathLike[str] | None = None,
     workload_factory: WorkloadFactory | None = None,
-) -> tuple[Any, Any]:
-    """Seed, build the workload and the optimiser; returns ``(workload, opt)``."""
-    from fngd.optimizers import DEFAULTS, build
-
+) -> Cell:
+    """Seed, build the workload and the optimiser, and decide how the cell is driven."""
     factory = workload_factory or default_workload_factory()
     seed_everything(spec.seed)
     workload = factory(
@@ -273,12 +178,66 @@ def build_cell(
         data_root=data_root,
         size=spec.size,
     )
+    loader = workload.train_loader
+    per_epoch = steps_per_epoch(spec, loader)
     family = spec.family
     hp = cell_hparams(spec, workload)
     if "steps_per_epoch" in DEFAULTS.get(family, {}) and hp.get("steps_per_epoch") is None:
-        hp["steps_per_epoch"] = steps_per_epoch(spec, workload.train_loader)
-    opt = build(family, workload.model, **hp)
-    return workload, opt
+        hp["steps_per_epoch"] = per_epoch
+    return Cell(
+        spec=spec,
+        device=device,
+        workload=workload,
+        opt=build(family, workload.model, **hp),
+        epochs=int(spec.epochs if spec.epochs is not None else workload.epochs),
+        steps_per_epoch=per_epoch,
+        replay=replays_first_epoch(spec, loader),
+    )
+
+
+def record_base(
+    spec: CellSpec,
+    device: torch.device,
+    cell: Cell | None = None,
+    *,
+    run_id: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The fields every record of a run of ``spec`` carries: the cell, the machine and,
+    once ``cell`` is built, the optimiser and the data; ``fields`` add what this kind of run
+    knows (a training run its epochs and attempt, a profile its steps per epoch)."""
+    base: dict[str, Any] = {
+        "run_id": run_id or spec.run_id,
+        "workload": spec.workload,
+        "optimizer": spec.optimizer,
+        "family": spec.family,
+        "seed": spec.seed,
+        "size": spec.size,
+        "max_steps_per_epoch": spec.max_steps_per_epoch,
+        "hparams": dict(spec.overrides),
+        **environment(device),
+    }
+    if cell is not None:
+        base.update(
+            impl=cell.opt.impl,
+            hparams=cell.opt.hparams,
+            data_source=cell.workload.data_source,
+            batch_size=cell.workload.batch_size,
+        )
+    base.update(fields)
+    return base
+
+
+def memory_records(device: torch.device, opt: BenchOptimizer) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if device.type == "cuda":
+        out.append({"name": "peak_allocated", "value": torch.cuda.max_memory_allocated(device)})
+    else:
+        out.append({"name": "peak_rss", "value": peak_rss()})
+    usage = {str(k): int(v) for k, v in opt.memory_usage().items()}
+    out.append({"name": "optimizer_state", "value": sum(usage.values())})
+    out.extend({"name": f"optimizer_state/{k}", "value": v} for k, v in sorted(usage.items()))
+    return [{"kind": "memory", **r} for r in out]
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -299,42 +258,48 @@ def to_device(x: Any, device: torch.device) -> Any:
 _record_function = torch.profiler.record_function
 
 
-def _profiler_enabled() -> bool:
-    check = getattr(torch._C._autograd, "_profiler_enabled", None)
-    return True if check is None else bool(check())
-
-
 @dataclass
 class LoopState:
     """What carries over between epochs of a cell."""
 
     step: int = 0  # global step index
-    warmup_steps: int = 3
+    warmup_steps: int = WARMUP_STEPS
     seen_modes: set[Any] = field(default_factory=set)
+
+    def warmup(self, mode: Any) -> bool:
+        """The warm-up rule (module docstring) for the current step, which ran ``mode``."""
+        warm = self.step < self.warmup_steps or mode not in self.seen_modes
+        self.seen_modes.add(mode)
+        return warm
+
+
+#: Called after each step with (step index, mode, warmup).
+OnStep = Callable[[int, Any, bool], None]
 
 
 def run_steps(
-    workload: Any,
-    opt: Any,
+    workload: WorkloadLike,
+    opt: BenchOptimizer,
     batches: Iterator[Any],
     n: int,
     *,
-    timer: StepTimer,
+    timer: StepTimer | NullTimer,
     epoch: int,
     state: LoopState,
     device: torch.device,
     loss_sum: torch.Tensor,
-    on_step: Callable[[], None] | None = None,
+    on_step: OnStep | None = None,
 ) -> int:
-    """Up to ``n`` timed steps from ``batches``; adds each loss into ``loss_sum`` (on the
-    device). Returns the number of steps done (fewer when ``batches`` runs out)."""
+    """Up to ``n`` steps from ``batches``, timed by ``timer`` (a ``NullTimer``: untimed);
+    adds each loss into ``loss_sum`` (on the device). Returns the number of steps done
+    (fewer when ``batches`` runs out)."""
     on_cuda = device.type == "cuda"
     # The ``data`` phase calls the timer directly, and carries the profiler label only while
     # a profiler runs: ``record_function`` costs microseconds even when nothing listens.
     profiling = _profiler_enabled()
     done = 0
     while done < n:
-        timer.start_step(state.step, epoch, state.step < state.warmup_steps)
+        timer.start_step(state.step, epoch)
         try:
             label = _record_function("data") if profiling else None
             if label is not None:
@@ -359,19 +324,15 @@ def run_steps(
             timer.discard_step()
             raise
         mode = opt.mode
-        warmup = state.step < state.warmup_steps or mode not in state.seen_modes
-        state.seen_modes.add(mode)
+        warmup = state.warmup(mode)
         timer.end_step(mode=mode, warmup=warmup)
         loss_sum += loss.float()
+        step = state.step
         state.step += 1
         done += 1
         if on_step is not None:
-            on_step()
+            on_step(step, mode, warmup)
     return done
-
-
-def _metric_reached(value: float, target: float, higher_is_better: bool) -> bool:
-    return value >= target if higher_is_better else value <= target
 
 
 def run_cell(
@@ -392,64 +353,37 @@ def run_cell(
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is not None:
         torch.cuda.set_device(dev)
-    writer.update_base(
-        run_id=spec.run_id,
-        workload=spec.workload,
-        optimizer=spec.optimizer,
-        family=spec.family,
-        seed=spec.seed,
-        size=spec.size,
-        max_steps_per_epoch=spec.max_steps_per_epoch,
-        preset=spec.preset,
-        attempt=attempt,
-        hparams=dict(spec.overrides),
-        **environment(dev),
-    )
+    writer.update_base(**record_base(spec, dev, preset=spec.preset, attempt=attempt))
     try:
-        _reset_peak(dev)
-        workload, opt = build_cell(
-            spec, dev, data_root=data_root, workload_factory=workload_factory
-        )
-        loader = workload.train_loader
-        epochs = int(spec.epochs if spec.epochs is not None else workload.epochs)
-        per_epoch = steps_per_epoch(spec, loader)
+        reset_peak(dev)
+        cell = build_cell(spec, dev, data_root=data_root, workload_factory=workload_factory)
         writer.update_base(
-            impl=opt.impl,
-            hparams=opt.hparams,
-            data_source=getattr(workload, "data_source", None),
-            batch_size=getattr(workload, "batch_size", None),
-            epochs=epochs,
-            steps_per_epoch=per_epoch,
-            replay_first_epoch=replays_first_epoch(spec, loader),
+            **record_base(
+                spec,
+                dev,
+                cell,
+                epochs=cell.epochs,
+                steps_per_epoch=cell.steps_per_epoch,
+                replay_first_epoch=cell.replay,
+            )
         )
-        note = getattr(workload, "data_note", None)
+        note = cell.workload.data_note
         writer.write({"kind": "cell", "name": "started", "value": note or ""}, flush=True)
-        return _train(spec, writer, workload, opt, dev, epochs, per_epoch, progress)
+        return _train(cell, writer, progress)
     finally:
         writer.flush()
 
 
-def _train(
-    spec: CellSpec,
-    writer: RecordWriter,
-    workload: Any,
-    opt: Any,
-    dev: torch.device,
-    epochs: int,
-    per_epoch: int,
-    progress: bool,
-) -> tuple[str, str]:
+def _train(cell: Cell, writer: RecordWriter, progress: bool) -> tuple[str, str]:
     from tqdm import tqdm
 
+    spec, dev, workload, opt = cell.spec, cell.device, cell.workload, cell.opt
+    epochs, per_epoch = cell.epochs, cell.steps_per_epoch
     model = workload.model
     loader = workload.train_loader
-    replay = replays_first_epoch(spec, loader)
     timer = StepTimer(dev)
-    state = LoopState(warmup_steps=spec.warmup_steps)
+    state = cell.loop_state()
     train_seconds = 0.0
-    target = getattr(workload, "target", None)
-    metric = getattr(workload, "metric_name", None)
-    higher = bool(getattr(workload, "higher_is_better", True))
     reached = False
     status, message = "finished", ""
     last_epoch = 0
@@ -473,7 +407,7 @@ def _train(
             loss_sum = torch.zeros((), device=dev)
             synchronize(dev)
             t0 = time.perf_counter()
-            if replay:
+            if cell.replay:
                 loader.set_epoch(0)
             batches = iter(loader)
             try:
@@ -487,7 +421,7 @@ def _train(
                     state=state,
                     device=dev,
                     loss_sum=loss_sum,
-                    on_step=bar.update if progress else None,
+                    on_step=(lambda *_: bar.update()) if progress else None,
                 )
             except FloatingPointError as exc:  # an optimiser's own finiteness check
                 writer.write_many(timer.flush())
@@ -540,16 +474,17 @@ def _train(
                         "eval_seconds": eval_seconds,
                     }
                 )
-            if target is not None and not reached and metric in result:
+            metric = workload.metric_name
+            if not reached and metric in result:
                 value = float(result[metric])
-                if _metric_reached(value, float(target), higher):
+                if workload.reached(value):
                     reached = True
                     writer.write(
                         {
                             "kind": "target",
                             "epoch": epoch,
                             "name": "time_to_target",
-                            "value": float(target),
+                            "value": float(workload.target),
                             "seconds": train_seconds,
                             "metric": metric,
                             "metric_value": value,

@@ -11,15 +11,17 @@ their ratios to SGD's are written as JSON (with device, versions and settings) a
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.runner import device_name
-from bench.step_variants import STEP_VARIANTS, cpu_threads, prepare
+from bench.env import cpu_threads, device_name, resolve_device
+from bench.step_variants import STEP_VARIANTS, prepare
 
 DEFAULT_VARIANTS = ("sgd", "fngd-weighted-sum", "fngd-inversion", "adamw", "kfac-no-inverse",
                     "kfac-inverse", "ngd")
@@ -29,7 +31,7 @@ def measure(
     workload: str,
     variants: tuple[str, ...] = DEFAULT_VARIANTS,
     *,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     size: str = "small",
     rounds: int = 200,
     warmup: int = 10,
@@ -43,8 +45,9 @@ def measure(
     unknown = [v for v in variants if v not in STEP_VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; valid: {', '.join(STEP_VARIANTS)}")
-    with cpu_threads(threads, device):
-        held = [prepare(workload, STEP_VARIANTS[v], device, size) for v in variants]
+    dev = resolve_device(device)
+    with cpu_threads(threads, dev):
+        held = [prepare(workload, STEP_VARIANTS[v], dev, size) for v in variants]
         times: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(warmup + rounds):
             k = r % len(held)
@@ -67,8 +70,8 @@ def measure(
         "size": size,
         "batch_size": w.batch_size,
         "data_source": w.data_source,
-        "device": torch.device(device).type,
-        "device_name": device_name(torch.device(device)),
+        "device": dev.type,
+        "device_name": device_name(dev),
         "threads": threads_used,
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,
@@ -106,24 +109,28 @@ def format_result(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(args: Any) -> int:
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+def main(
+    *,
+    workloads: Sequence[str] = ("mlp-digits",),
+    variants: Sequence[str] = DEFAULT_VARIANTS,
+    device: str = "auto",
+    size: str = "small",
+    rounds: int = 200,
+    threads: int | None = 1,
+    out: str | os.PathLike[str] | None = None,
+) -> int:
+    """``fngd-bench ratio``: measure each workload, print the table, write JSON to ``out``."""
+    dev = resolve_device(device)
     results = []
-    for workload in args.workload:
+    for workload in workloads:
         result = measure(
-            workload,
-            tuple(args.variants),
-            device=device,
-            size=args.size,
-            rounds=args.rounds,
-            threads=args.threads,
+            workload, tuple(variants), device=dev, size=size, rounds=rounds, threads=threads
         )
         print(format_result(result))
         results.append(result)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"written: {args.out}")
+    if out is not None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"written: {path}")
     return 0

@@ -46,8 +46,9 @@ from typing import Any
 
 import torch
 
+from bench.env import resolve_device
 from bench.records import RecordWriter, iter_jsonl
-from bench.runner import CellSpec, WorkloadFactory, resolve_device, run_cell
+from bench.runner import CellSpec, WorkloadFactory, run_cell
 
 __all__ = [
     "COMPLETE",

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import torch
 
-from bench.step_variants import STEP_VARIANTS, cpu_threads, prepare
+from bench.env import cpu_threads
+from bench.step_variants import STEP_VARIANTS, prepare
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 THREADS = int(os.environ.get("FNGD_BENCH_THREADS", "1"))

@@ -2,13 +2,14 @@
 
     pytest bench --benchmark-only --benchmark-json=out.json
 
-Each benchmark times ``bench.step.train_step`` on one fixed batch, with the GPU
+Each benchmark builds its cell as the runner does (``bench.runner.build_cell``) and times
+``bench.step.train_step`` on one fixed batch, with the GPU
 synchronised inside the timed call. FNGD is timed in both of its phases (inversion: its
 coefficient table is cleared before every round; weighted sum: primed once, then every call
 reuses the stored coefficients); KFAC with and without its inverse update (inverse every
 step, or never after the first). Each benchmark checks the optimiser really ran the phase
-it is named after, and stores per-phase medians (from the suite's own timers, in separate
-untimed steps) in ``extra_info``. Benchmarks are grouped by workload.
+it is named after, and stores per-phase medians (steps through the runner's loop and
+timers, apart from the benchmarked ones) in ``extra_info``. Benchmarks are grouped by workload.
 
 Workloads: the small CPU ones by default, and the paper-sized GPU ones when CUDA is there;
 ``FNGD_BENCH_WORKLOADS=a,b`` and ``FNGD_BENCH_SIZE=small|paper`` override. On the CPU, torch
@@ -18,6 +19,7 @@ more, and on a shared machine spinning worker threads make step times erratic.
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 from collections import defaultdict
@@ -26,8 +28,9 @@ from typing import Any
 import pytest
 import torch
 
-from bench.step import train_step
-from bench.step_variants import STEP_VARIANTS, HeldStep, StepVariant, cpu_threads, prepare
+from bench.env import cpu_threads
+from bench.runner import run_steps
+from bench.step_variants import STEP_VARIANTS, HeldStep, StepVariant, prepare
 from bench.timing import StepTimer
 from fngd import phases
 
@@ -50,14 +53,24 @@ def _cpu_threads() -> Any:
 
 
 def _phase_medians(held: HeldStep) -> dict[str, float]:
-    timer = StepTimer(DEVICE)
+    """Per-phase medians of ``PHASE_STEPS`` steps on the held batch, through the runner's loop."""
+    cell = held.cell
+    timer = StepTimer(cell.device)
     previous = phases.set_recorder(timer)
     try:
-        for i in range(PHASE_STEPS):
-            held.before_step()
-            timer.start_step(i, 0)
-            train_step(held.workload, held.opt, *held.batch)
-            timer.end_step(held.opt.mode)
+        held.before_step()
+        run_steps(
+            held.workload,
+            held.opt,
+            itertools.repeat(held.batch),
+            PHASE_STEPS,
+            timer=timer,
+            epoch=0,
+            state=cell.loop_state(),
+            device=cell.device,
+            loss_sum=torch.zeros((), device=cell.device),
+            on_step=lambda *_: held.before_step(),
+        )
     finally:
         phases.set_recorder(previous)
     by_phase: dict[str, list[float]] = defaultdict(list)

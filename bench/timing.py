@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["StepTimer"]
+__all__ = ["NullTimer", "StepTimer"]
 
 # A phase token is a list (cheaper to make than an object): name, start, stop, its step's log.
 _NAME, _START, _STOP, _LOG = range(4)
@@ -200,3 +200,29 @@ class StepTimer:
         for st in done:
             st.log.clear()  # tokens point back at their log: break the cycle now
         return out
+
+
+class NullTimer:
+    """A ``StepTimer`` that times nothing: the training loop with timing switched off.
+
+    The overhead measurement runs the same loop with this and with a ``StepTimer``, and the
+    profiler (whose trace is the measurement) runs it with this.
+    """
+
+    def begin(self, name: str) -> None:
+        return None
+
+    def end(self, token: None) -> None:
+        pass
+
+    def start_step(self, step: int, epoch: int, warmup: bool = False) -> None:
+        pass
+
+    def end_step(self, mode: str | None = None, warmup: bool | None = None) -> None:
+        pass
+
+    def discard_step(self) -> None:
+        pass
+
+    def flush(self) -> list[dict[str, Any]]:
+        return []

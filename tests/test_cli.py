@@ -154,16 +154,21 @@ def test_report_subcommand(fake_report, tmp_path, capsys):
 def test_profile_calls_bench_profile_main(tiny, monkeypatch):
     seen = []
     module = types.ModuleType("bench.profile")
-    module.main = lambda args: seen.append(args) or 0
+    module.main = lambda **options: seen.append(options) or 0
     monkeypatch.setitem(sys.modules, "bench.profile", module)
     import bench
 
     monkeypatch.setattr(bench, "profile", module, raising=False)
     code = cli.main(["profile", "--workload", "tiny", "--optimizer", "fngd", "--steps", "3"])
     assert code == 0
-    (args,) = seen
-    assert (args.workload, args.optimizer, args.steps, args.device) == ("tiny", "fngd", 3, "auto")
-    assert str(args.out) == "runs"
+    (options,) = seen
+    assert (options["workload"], options["optimizer"], options["steps"], options["device"]) == (
+        "tiny",
+        "fngd",
+        3,
+        "auto",
+    )
+    assert str(options["out"]) == "runs"
 
 
 def test_list(tiny, capsys):

@@ -3,7 +3,6 @@ without the inverse), TensorBoard's profiler plugin can load them, and the summa
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -174,10 +173,9 @@ def test_summary_records_have_positive_cpu_time_for_every_phase(runs, opt):
 
 
 def test_main_takes_the_cli_arguments(tmp_path, capsys):
-    args = argparse.Namespace(
-        workload=WORKLOAD, optimizer="sgd", out=tmp_path, device="cpu", steps=2, seed=1
-    )
-    assert profile.main(args) == 0
+    args = {"workload": WORKLOAD, "optimizer": "sgd", "out": tmp_path, "device": "cpu",
+            "steps": 2, "seed": 1}
+    assert profile.main(**args) == 0
     run_dir = tmp_path / WORKLOAD / "sgd"
     assert len(trace_summary.trace_files(run_dir)) == 1
     records = read_jsonl(run_dir / "profile.jsonl")
@@ -185,7 +183,7 @@ def test_main_takes_the_cli_arguments(tmp_path, capsys):
     assert {r["seed"] for r in records} == {1}
     assert "update" in capsys.readouterr().out
     # A second profile replaces the first.
-    assert profile.main(args) == 0
+    assert profile.main(**args) == 0
     assert len(trace_summary.trace_files(run_dir)) == 1
     assert len(read_jsonl(run_dir / "profile.jsonl")) == len(records)
 

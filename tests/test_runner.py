@@ -15,6 +15,7 @@ from bench.records import FIELDS, RecordWriter, read_dir, read_jsonl
 from bench.runner import CellSpec, LoopState, run_cell, run_steps
 from bench.sweep import cell_status, make_cells, run_sweep
 from bench.timing import StepTimer
+from bench.workloads import Workload
 from fngd import phases
 from fngd.optimizers import build
 
@@ -71,6 +72,8 @@ class TinyWorkload:
 
     def loss_fn(self, outputs, targets):
         return F.cross_entropy(outputs, targets) * self.scale
+
+    reached = Workload.reached
 
     def eval_fn(self, model):
         out = model(self.x)

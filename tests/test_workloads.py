@@ -89,6 +89,17 @@ def test_unknown_name_lists_valid_names() -> None:
         assert name in str(info.value)
 
 
+def test_random_mlp_is_a_registered_timing_only_family() -> None:
+    w = workloads.get("mlp-random-32", seed=0)
+    assert workloads.is_registered("mlp-random-32") and "mlp-random-32" not in workloads.names()
+    assert w.name == "mlp-random-32" and w.data_source == "synthetic (timing only)"
+    assert [m.out_features for m in w.model if isinstance(m, torch.nn.Linear)] == [32, 32, 10]
+    (inputs, targets, ids), = list(w.train_loader)  # the one batch is the whole set
+    assert inputs.shape == (128, 784) and torch.equal(ids, torch.arange(128))
+    with pytest.raises(ValueError, match="width"):
+        workloads.get("mlp-random-wide")
+
+
 def test_unknown_size() -> None:
     with pytest.raises(ValueError, match="size"):
         workloads.get("mlp-digits", size="huge")

@@ -7,16 +7,19 @@ for inputs, targets, ids in w.train_loader:
 """
 
 from bench.workloads.loader import TensorLoader
-from bench.workloads.registry import describe, descriptions, get, names
-from bench.workloads.workload import OPTIMIZERS, SIZES, Workload
+from bench.workloads.registry import describe, descriptions, get, is_registered, names
+from bench.workloads.workload import OPTIMIZERS, SIZES, Loader, Workload, WorkloadLike
 
 __all__ = [
     "OPTIMIZERS",
     "SIZES",
+    "Loader",
     "TensorLoader",
     "Workload",
+    "WorkloadLike",
     "describe",
     "descriptions",
     "get",
+    "is_registered",
     "names",
 ]

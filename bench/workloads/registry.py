@@ -3,6 +3,9 @@
 Workload modules are imported lazily, so that listing names (e.g. for ``--help``) does not
 import scikit-learn, mnist1d or sacrebleu. Each module defines ``NAME``, ``DESCRIPTION``
 and ``build(device, seed, batch_size, data_root, size) -> Workload``.
+
+A *family* is a name pattern: ``mlp-random-<width>`` (timing only, not a training workload,
+so not in ``names()``); its module's ``build`` also takes the full ``name``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     ),
 }
 
+# name prefix -> (module, one-line description) of the timing-only families.
+_FAMILIES: dict[str, tuple[str, str]] = {
+    "mlp-random-": (
+        "bench.workloads.mlp_random",
+        "MLP 784-W-W-10 on one batch of random tensors (synthetic, timing only)",
+    ),
+}
+
 
 def names() -> list[str]:
     """The registered workload names."""
@@ -53,6 +64,16 @@ def describe() -> str:
     return "\n".join(f"{name:<{width}}  {line}" for name, line in descriptions().items())
 
 
+def family(name: str) -> str | None:
+    """The family prefix ``name`` belongs to (``mlp-random-`` for ``mlp-random-128``)."""
+    return next((prefix for prefix in _FAMILIES if name.startswith(prefix)), None)
+
+
+def is_registered(name: str) -> bool:
+    """A registered workload name or a member of a registered family."""
+    return name in _REGISTRY or family(name) is not None
+
+
 def get(
     name: str,
     device: str | torch.device = "cpu",
@@ -68,18 +89,22 @@ def get(
     (default ``$FNGD_BENCH_DATA`` or ``./data``); ``size`` is ``"small"`` (quick, CPU) or
     ``"paper"`` (the GPU-sized configuration).
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown workload {name!r}; valid names: {', '.join(names())}")
+    prefix = family(name)
+    if name not in _REGISTRY and prefix is None:
+        valid = [*names(), *(f"{p}<width>" for p in _FAMILIES)]
+        raise ValueError(f"unknown workload {name!r}; valid names: {', '.join(valid)}")
     check_size(size)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    module = importlib.import_module(_REGISTRY[name][0])
-    workload = module.build(
+    module_name, line = _REGISTRY[name] if prefix is None else _FAMILIES[prefix]
+    extra = {} if prefix is None else {"name": name}
+    workload = importlib.import_module(module_name).build(
         device=torch.device(device),
         seed=int(seed),
         batch_size=batch_size,
         data_root=data_root,
         size=size,
+        **extra,
     )
-    workload.description = workload.description or _REGISTRY[name][1]
+    workload.description = workload.description or line
     return workload

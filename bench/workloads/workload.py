@@ -1,4 +1,5 @@
-"""The :class:`Workload` record every workload module builds.
+"""What a workload is: the :class:`WorkloadLike` protocol the runner trains, and the
+:class:`Workload` record every registered workload module builds.
 
 A workload bundles everything the runner needs to train and evaluate one model on one data
 set: the model (already on the target device), the loss, the training loader, an evaluation
@@ -8,9 +9,9 @@ hyperparameters, and an honest account of where the data came from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -22,6 +23,46 @@ from bench.workloads.loader import TensorLoader
 SIZES = ("small", "paper")
 #: The optimizer names every workload's ``hparams`` has an entry for.
 OPTIMIZERS = ("sgd", "adamw", "kfac", "ngd", "fngd")
+
+
+Batch = tuple[Any, torch.Tensor, torch.Tensor]  # (inputs, targets, CPU sample ids)
+
+
+class Loader(Protocol):
+    """Batches of one epoch per ``iter()``; ``set_epoch(e)`` makes the next one epoch ``e``'s."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+class WorkloadLike(Protocol):
+    """What the runner, the profiler and the step timers use of a workload.
+
+    :class:`Workload` is the registered implementation; tests train their own small ones.
+    """
+
+    name: str
+    model: nn.Module
+    train_loader: Loader
+    batch_size: int
+    epochs: int
+    hparams: dict[str, dict[str, Any]]
+    data_source: str
+    data_note: str
+    metric_name: str
+    higher_is_better: bool
+    target: float
+
+    def forward(self, model: nn.Module, inputs: Any) -> torch.Tensor: ...
+
+    def loss_fn(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+
+    def eval_fn(self, model: nn.Module) -> dict[str, float]: ...
+
+    def reached(self, value: float) -> bool: ...
 
 
 def default_forward(model: nn.Module, inputs: Any) -> torch.Tensor:
@@ -65,7 +106,7 @@ class Workload:
     num_eval: int = 0
 
     def reached(self, value: float) -> bool:
-        """Whether a metric value counts as having reached ``target``."""
+        """Whether a metric value counts as having reached ``target`` (the one rule)."""
         return value >= self.target if self.higher_is_better else value <= self.target
 
     def num_parameters(self) -> int:
