@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -78,11 +80,20 @@ def test_build_and_step(name: str, make) -> None:
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     usage = opt.memory_usage()
     assert all(usage[k] > 0 for k in STATE_KEYS[name])
-    state = opt.state_dict()
-    opt.load_state_dict(state)
+    # A checkpoint restored into a fresh model and optimiser continues exactly as the
+    # original does: the same next step, bit for bit (FNGD: its weighted-sum phase).
+    twin = copy.deepcopy(model)
+    twin_opt = build(name, twin, lr=0.01)
+    state = copy.deepcopy(opt.state_dict())
+    twin_opt.load_state_dict(state)
+    train_step(Task(model), opt, x, y, ids)
+    train_step(Task(twin), twin_opt, x, y, ids)
+    assert twin_opt.mode == opt.mode
     if name == "fngd":  # the second pass over the same ids is the weighted-sum phase
-        train_step(Task(model), opt, x, y, ids)
-        assert opt.mode == "weighted_sum"
+        assert twin_opt.mode == "weighted_sum"
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert twin_opt.memory_usage() == opt.memory_usage()
 
 
 def test_ngd_is_fngd_without_sharing() -> None:
