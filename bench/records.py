@@ -1,10 +1,11 @@
-"""JSON Lines records: the schema's field list, a crash-safe writer and a forgiving reader.
+"""JSON Lines records: the schema (kinds and field groups), a crash-safe writer, the one reader.
 
 One JSON object per line, one measurement per object (see docs/ARCHITECTURE.md, "Records").
 The writer appends, and ``flush()`` pushes the lines to disk (``os.fsync``); the runner
 flushes at the end of every epoch and after every ``cell`` record. A process killed while
-writing leaves at most one cut line at the end of a file: the reader reports it (a
-``CorruptRecordWarning``, or your ``on_error``) and skips it instead of failing.
+writing leaves at most one cut line at the end of a file: the reader reports it as
+``file:line: why`` (a ``CorruptRecordWarning``, or your ``on_error``) and skips it instead of
+failing. ``reports/`` reads records with the same reader.
 
 Values are made JSON-safe on the way out: tuples become lists, tensors and NumPy scalars
 become numbers or lists, ``torch.device``/``dtype`` and other objects become strings, and
@@ -25,17 +26,29 @@ from typing import Any
 
 __all__ = [
     "BASE_FIELDS",
+    "CELL_FIELDS",
+    "CELL_STATUSES",
+    "FAILED_STATUSES",
     "FIELDS",
     "KINDS",
+    "KIND_FIELDS",
+    "OPTIONAL_FIELDS",
+    "STEP_FIELDS",
+    "TRAINING_KINDS",
     "CorruptRecordWarning",
     "RecordWriter",
     "iter_jsonl",
+    "iter_numbered",
     "json_safe",
+    "jsonl_files",
     "read_dir",
     "read_jsonl",
 ]
 
-# Fields every record carries (``None`` where they do not apply), in the order written.
+# The schema, declared once: the writers (bench.runner, bench.overhead, bench.profile) write
+# it and the report (reports/) reads it by these names.
+
+#: Fields every record carries (``None`` where they do not apply), in the order written.
 BASE_FIELDS = (
     "run_id",
     "workload",
@@ -59,11 +72,14 @@ BASE_FIELDS = (
     "git_commit",
     "time",
 )
-# Fields some kinds add: phase/step records (parent, warmup, mode), everyone (the rest).
-EXTRA_FIELDS = (
-    "parent",
-    "warmup",
-    "mode",
+#: Fields of timed intervals (``step``, ``phase`` and ``profile`` records): the enclosing
+#: phase, whether the step is a warm-up step, and the optimiser's mode in that step.
+STEP_FIELDS = ("parent", "warmup", "mode")
+#: Fields the runner sets for a whole cell: ``family`` is the optimiser factory behind the
+#: ``optimizer`` label (``kfac-inv1`` -> ``kfac``), ``attempt`` the cell's attempt number,
+#: ``size`` the workload size, ``steps_per_epoch``/``max_steps_per_epoch`` how long epochs
+#: were (cut to), ``replay_first_epoch`` whether later epochs replay the first one's batches.
+CELL_FIELDS = (
     "family",
     "attempt",
     "size",
@@ -73,8 +89,39 @@ EXTRA_FIELDS = (
     "replay_first_epoch",
     "preset",
 )
-FIELDS = BASE_FIELDS + EXTRA_FIELDS
+#: Every field a ``RecordWriter`` writes on every record (``None`` where unset), in order.
+FIELDS = BASE_FIELDS + STEP_FIELDS + CELL_FIELDS
+
+#: What one record measures (docs/ARCHITECTURE.md, "Records").
 KINDS = ("phase", "step", "epoch", "eval", "memory", "target", "overhead", "cell", "profile")
+#: The kinds a training cell writes (the overhead measurement and the profiler write the rest).
+TRAINING_KINDS = ("phase", "step", "epoch", "eval", "memory", "target", "cell")
+#: Fields only records of one kind carry (absent, not null, on the others).
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "epoch": ("steps", "train_seconds"),  # steps run in the epoch; cumulative training time
+    "eval": ("eval_seconds",),
+    "target": ("metric", "metric_value"),  # the metric and its value when the target was met
+    "overhead": (
+        "median_ratio",
+        "estimate",
+        "plain_step_seconds",
+        "timed_step_seconds",
+        "phases_per_step",
+        "phase_cost_seconds",
+        "step_cost_seconds",
+        "steps",
+        "pairs",
+    ),
+    "profile": ("trace",),  # the trace file the step was read from
+    "cell": ("traceback",),  # ``error`` cells only
+}
+#: Fields of the machine description that records written since it grew carry.
+OPTIONAL_FIELDS = ("threads",)
+
+#: ``name`` of a ``cell`` record: its status. ``started`` first, then one of the others.
+CELL_STATUSES = ("started", "finished", "diverged", "oom", "error")
+#: The statuses of a cell that ended without finishing.
+FAILED_STATUSES = ("diverged", "oom", "error")
 
 
 class CorruptRecordWarning(UserWarning):
@@ -186,18 +233,18 @@ ErrorHandler = Callable[[Path, int, str, str], None]
 def _warn(path: Path, lineno: int, line: str, why: str) -> None:
     shown = line if len(line) <= 80 else line[:77] + "..."
     warnings.warn(
-        f"{path}:{lineno}: skipped a corrupt record ({why}): {shown!r}",
+        f"{path}:{lineno}: {why}, record skipped: {shown!r}",
         CorruptRecordWarning,
         stacklevel=3,
     )
 
 
-def iter_jsonl(
+def iter_numbered(
     path: str | os.PathLike[str], on_error: ErrorHandler | None = None
-) -> Iterator[dict[str, Any]]:
-    """The JSON objects of ``path``, one per non-blank line; corrupt lines are reported
-    to ``on_error(path, lineno, line, why)`` (default: a ``CorruptRecordWarning``) and
-    skipped."""
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for each JSON object of ``path``, one per non-blank line;
+    corrupt lines are reported to ``on_error(path, lineno, line, why)`` (default: a
+    ``CorruptRecordWarning``) and skipped. Undecodable bytes are replaced, never fatal."""
     path = Path(path)
     report = on_error or _warn
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -208,12 +255,20 @@ def iter_jsonl(
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
-                report(path, lineno, text, f"invalid JSON: {exc.msg}")
+                report(path, lineno, text, f"not valid JSON ({exc.msg})")
                 continue
             if not isinstance(record, dict):
-                report(path, lineno, text, "not a JSON object")
+                report(path, lineno, text, f"not a JSON object ({type(record).__name__})")
                 continue
-            yield record
+            yield lineno, record
+
+
+def iter_jsonl(
+    path: str | os.PathLike[str], on_error: ErrorHandler | None = None
+) -> Iterator[dict[str, Any]]:
+    """The records of ``path`` (see ``iter_numbered``)."""
+    for _lineno, record in iter_numbered(path, on_error):
+        yield record
 
 
 def read_jsonl(
@@ -223,21 +278,24 @@ def read_jsonl(
     return list(iter_jsonl(path, on_error))
 
 
+def jsonl_files(directory: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """The records files (``*.jsonl``) in ``directory``, sorted by path.
+
+    Superseded attempts of a cell are kept under other suffixes (``*.partial``,
+    ``*.replaced``; see ``bench.sweep``), so they are never listed here.
+    """
+    pattern = "**/*.jsonl" if recursive else "*.jsonl"
+    return sorted(p for p in Path(directory).glob(pattern) if p.is_file())
+
+
 def read_dir(
     directory: str | os.PathLike[str],
     on_error: ErrorHandler | None = None,
     *,
     recursive: bool = False,
 ) -> list[dict[str, Any]]:
-    """All records of the ``*.jsonl`` files in ``directory`` (sorted by file name).
-
-    Superseded attempts of a cell are kept under other suffixes (``*.partial``,
-    ``*.replaced``; see ``bench.sweep``), so they are never read here.
-    """
-    directory = Path(directory)
-    pattern = "**/*.jsonl" if recursive else "*.jsonl"
+    """All records of the files ``jsonl_files`` lists."""
     out: list[dict[str, Any]] = []
-    for path in sorted(directory.glob(pattern)):
-        if path.is_file():
-            out.extend(iter_jsonl(path, on_error))
+    for path in jsonl_files(directory, recursive=recursive):
+        out.extend(iter_jsonl(path, on_error))
     return out

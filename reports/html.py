@@ -7,6 +7,7 @@ without a server or network. Each table is also written beside it as
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable
@@ -16,10 +17,60 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from reports import sections, tables
+from reports.common import prepare, workload_label
+from reports.context import Context
 from reports.load import load_records
+from reports.section import Section, TableBlock
+from reports.topics import (
+    batch_size,
+    cells,
+    convergence,
+    environment,
+    epoch_time,
+    memory,
+    phases,
+    problems,
+    profile,
+    speedup,
+    step_time,
+)
+from reports.vocabulary import display_name, family_rank
+
+log = logging.getLogger(__name__)
 
 TEMPLATE = "report.html"
+#: The report's topics in page order; each has ``ID``, ``TITLE`` and ``section(ctx)``.
+TOPICS = (
+    environment,
+    speedup,
+    convergence,
+    step_time,
+    epoch_time,
+    phases,
+    memory,
+    batch_size,
+    profile,
+    cells,
+    problems,
+)
+
+
+def build_sections(ctx: Context) -> list[Section]:
+    """Every topic's section; one that raises is shown as an error, the others still render."""
+    out = []
+    for topic in TOPICS:
+        try:
+            out.append(topic.section(ctx))
+        except Exception as exc:  # one broken section must not take the report down
+            log.exception("report section %s failed", topic.ID)
+            out.append(
+                Section(
+                    topic.ID,
+                    topic.TITLE,
+                    error=f"This section could not be built: {type(exc).__name__}: {exc}",
+                )
+            )
+    return out
 
 
 def _number(x: float) -> str:
@@ -89,7 +140,7 @@ def format_cell(value: object, fmt: str) -> tuple[str, list[str]]:
 
 def _group_label(row: pd.Series, cols: list[str]) -> tuple[str, bool]:
     parts = [
-        tables.workload_label(row) if "size" in cols else str(row["workload"]),
+        workload_label(row) if "size" in cols else str(row["workload"]),
         str(row["device_name"]),
     ]
     if "batch_size" in cols and int(row["batch_size"]):
@@ -101,7 +152,7 @@ def _group_label(row: pd.Series, cols: list[str]) -> tuple[str, bool]:
     return " · ".join(parts), synthetic
 
 
-def table_view(block: sections.TableBlock, csv_name: str) -> dict:
+def table_view(block: TableBlock, csv_name: str) -> dict:
     """Header and rows of one table, ready for the template.
 
     Tables that show the setting columns get one group row per setting instead of those
@@ -159,26 +210,26 @@ def _environment() -> jinja2.Environment:
 
 def _summary(df: pd.DataFrame, inputs: list[str], n_problems: int) -> dict:
     synth = sorted(set(df.loc[df["data_source"] == "synthetic", "workload"])) if len(df) else []
-    opts = sorted(set(df["optimizer"]), key=tables.optimizer_rank) if len(df) else []
+    opts = sorted(set(df["optimizer"]), key=family_rank) if len(df) else []
     return {
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "inputs": inputs,
         "records": len(df),
         "runs": int(df["run_id"].nunique()) if len(df) else 0,
         "workloads": sorted(set(df["workload"])) if len(df) else [],
-        "optimizers": [tables.display_name(o) for o in opts],
+        "optimizers": [display_name(o) for o in opts],
         "devices": sorted(set(df["device_name"])) if len(df) else [],
         "synthetic": synth,
         "problems": n_problems,
     }
 
 
-def render(secs: list[sections.Section], summary: dict, csv_names: dict[int, str]) -> str:
+def render(secs: list[Section], summary: dict, csv_names: dict[int, str]) -> str:
     views = []
     for sec in secs:
         blocks = []
         for b in sec.blocks:
-            if isinstance(b, sections.TableBlock):
+            if isinstance(b, TableBlock):
                 blocks.append({"kind": "table", **table_view(b, csv_names.get(id(b), ""))})
             else:
                 blocks.append(
@@ -221,15 +272,15 @@ def build_report(results_dirs: Iterable[Path | str] | Path | str, out_html: Path
     inputs = [str(d) for d in results_dirs]
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
-    records, problems = load_records(inputs)
-    ctx = sections.Context(tables.prepare(records), problems, inputs)
-    secs = sections.build(ctx)
+    records, unusable = load_records(inputs)
+    ctx = Context(prepare(records), unusable, inputs)
+    secs = build_sections(ctx)
     csv_names: dict[int, str] = {}
     for sec in secs:
         for block in sec.tables:
             name = f"{out.stem}_{block.name}.csv"
             block.frame.to_csv(out.parent / name, index=False)
             csv_names[id(block)] = name
-    summary = _summary(ctx.records, inputs, len(problems) + len(ctx.errors))
+    summary = _summary(ctx.records, inputs, len(unusable) + len(ctx.errors))
     _write_text(out, render(secs, summary, csv_names))
     return out

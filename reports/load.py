@@ -13,31 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.records import BASE_FIELDS
-
-#: The fields every record has (docs/ARCHITECTURE.md, "Records"), as the runner writes them.
-COMMON_FIELDS = BASE_FIELDS
-EXTRA_FIELDS = ("parent", "warmup", "mode")
-#: Fields the runner adds (bench/records.py): ``family`` is the optimizer factory behind the
-#: ``optimizer`` label (``kfac-inv1`` -> ``kfac``), ``size`` the workload size, ``attempt``
-#: the cell's attempt number, ``steps_per_epoch``/``max_steps_per_epoch`` how long epochs
-#: were (cut to), ``steps`` the steps an epoch record covers, ``metric`` a target's metric.
-RUNNER_FIELDS = (
-    "family",
-    "size",
-    "attempt",
-    "steps_per_epoch",
-    "max_steps_per_epoch",
-    "replay_first_epoch",
-    "steps",
-    "metric",
+from bench.records import (
+    BASE_FIELDS,
+    CELL_FIELDS,
+    KINDS,
+    STEP_FIELDS,
+    iter_numbered,
+    jsonl_files,
 )
+from reports.vocabulary import FAMILIES
+
+#: Per-kind fields the tables read (``bench.records.KIND_FIELDS``): the steps an epoch record
+#: covers, and the metric of a target record.
+KIND_COLUMNS = ("steps", "metric")
 #: Columns of the frame :func:`load_records` returns (``source`` is ``file:line``).
-COLUMNS = COMMON_FIELDS + EXTRA_FIELDS + RUNNER_FIELDS + ("hparams_json", "source")
-
-KINDS = frozenset(
-    {"phase", "step", "epoch", "eval", "memory", "target", "overhead", "cell", "profile"}
-)
+COLUMNS = BASE_FIELDS + STEP_FIELDS + CELL_FIELDS + KIND_COLUMNS + ("hparams_json", "source")
+_KINDS = frozenset(KINDS)
 #: Fields without which a record cannot be placed in any table.
 REQUIRED = ("kind", "workload", "optimizer")
 
@@ -70,7 +61,7 @@ _TEXT = _TEXT_KEYS + (
     "metric",
 )
 _TEXT_SET = frozenset(_TEXT)
-_FIELDS = COMMON_FIELDS + EXTRA_FIELDS + RUNNER_FIELDS
+_FIELDS = COLUMNS[:-2]
 _NUMERIC_SET = frozenset(_NUMERIC)
 #: value types that need no further check (strings are checked where numbers are due)
 _PLAIN = (int, float, str)
@@ -88,7 +79,7 @@ def _files(dirs: list[Path], problems: list[str]) -> list[Path]:
         if d.is_file():
             files.append(d)
         elif d.is_dir():
-            files.extend(sorted(p for p in d.rglob("*.jsonl") if p.is_file()))
+            files.extend(jsonl_files(d, recursive=True))
         else:
             problems.append(f"{d}: no such file or directory")
     seen: set[Path] = set()
@@ -110,10 +101,8 @@ def _number(value: object) -> float | None:
         return None
 
 
-def _check(record: object) -> str | None:
-    """Why ``record`` cannot be used, or None."""
-    if not isinstance(record, dict):
-        return f"not a JSON object ({type(record).__name__})"
+def _check(record: dict) -> str | None:
+    """Why ``record`` (a JSON object) cannot be used, or None."""
     missing = [k for k in REQUIRED if record.get(k) in (None, "")]
     if missing:
         return "missing " + ", ".join(missing)
@@ -123,7 +112,7 @@ def _check(record: object) -> str | None:
             return f"{key} is not a string ({type(v).__name__})"
         if key in _NUMERIC_SET and _number(v) is None:
             return f"{key} is not a number ({v!r})"
-    if record["kind"] not in KINDS:
+    if record["kind"] not in _KINDS:
         return f"unknown kind {record['kind']!r}"
     for key in _NUMERIC:
         v = record.get(key)
@@ -151,24 +140,22 @@ def _hparams_json(hp: object) -> str:
 
 
 def _read_file(path: Path, problems: list[str]) -> list[dict]:
-    rows: list[dict] = []
+    """The usable rows of one file; each skipped line is a ``file:line: why`` problem."""
+    found: list[str] = []
+
+    def skipped(_path: Path, lineno: int, _line: str, why: str) -> None:
+        found.append(f"{path}:{lineno}: {why}, line skipped")
+
     try:
-        raw = path.read_bytes()
+        records = list(iter_numbered(path, on_error=skipped))
     except OSError as exc:
         problems.append(f"{path}: cannot be read ({exc.strerror or exc})")
-        return rows
-    text = raw.decode("utf-8", errors="replace")
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{path}:{lineno}: not valid JSON ({exc.msg}), line skipped")
-            continue
+        return []
+    rows: list[dict] = []
+    for lineno, record in records:
         why = _check(record)
         if why is not None:
-            problems.append(f"{path}:{lineno}: {why}, line skipped")
+            found.append(f"{path}:{lineno}: {why}, line skipped")
             continue
         row = {k: record.get(k) for k in _FIELDS}
         for key in _TEXT:
@@ -179,6 +166,7 @@ def _read_file(path: Path, problems: list[str]) -> list[dict]:
         row["hparams_json"] = _hparams_json(record.get("hparams"))
         row["source"] = f"{path}:{lineno}"
         rows.append(row)
+    problems.extend(found)
     return rows
 
 
@@ -189,9 +177,6 @@ def _flag(v: object) -> bool:
     if isinstance(v, (bool, int)):
         return bool(v)
     return False
-
-
-FAMILIES = ("sgd", "adamw", "kfac", "ngd", "fngd")
 
 
 def _family(label: str | None) -> str:

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reports import tables
+from reports.common import SETTING, col, cols, workload_label
+from reports.topics import speedup  # its section shows this table; ratio() at call time
+from reports.topics.epoch_time import PROJECT_EPOCHS
+from reports.vocabulary import FNGD, display_name
 
 PAPER = (
     "Ou, Zhu, Huang, Liu: Inverse-Free Fast Natural Gradient Descent Method for Deep "
@@ -74,7 +77,7 @@ def _fmt_x(v: float) -> str:
 
 def _conditions(df: pd.DataFrame, setting: dict, families: tuple[str, ...]) -> str:
     mask = df["family"].isin(families)
-    for c in tables.SETTING:
+    for c in SETTING:
         mask &= df[c] == setting[c]
     rows = df.loc[mask]
     if rows.empty:
@@ -97,7 +100,7 @@ def _conditions(df: pd.DataFrame, setting: dict, families: tuple[str, ...]) -> s
 
 
 def _setting(row: pd.Series) -> dict:
-    return {c: row[c] for c in tables.SETTING}
+    return {c: row[c] for c in SETTING}
 
 
 def _speed_claim(claim: Claim, workload: str, speed: pd.DataFrame) -> list[tuple[str, str, dict]]:
@@ -109,7 +112,7 @@ def _speed_claim(claim: Claim, workload: str, speed: pd.DataFrame) -> list[tuple
     )
     out = []
     for _, r in s.iterrows():
-        parts = [f"PROJECTED {tables.PROJECT_EPOCHS} epochs: {_fmt_x(r['projected_100'])}"]
+        parts = [f"PROJECTED {PROJECT_EPOCHS} epochs: {_fmt_x(r['projected_100'])}"]
         if not math.isnan(r["measured_run"]):
             parts.append(
                 f"measured {int(r['measured_epochs'])} epochs: {_fmt_x(r['measured_run'])}"
@@ -126,10 +129,10 @@ def _metric_claim(claim: Claim, workload: str, final: pd.DataFrame) -> list[tupl
     f = final.loc[final["workload"] == workload] if not final.empty else final
     if f.empty:
         return []
-    name = tables.display_name(claim.baseline)
-    fn = f.loc[f["family"] == tables.FNGD]
+    name = display_name(claim.baseline)
+    fn = f.loc[f["family"] == FNGD]
     base = f.loc[f["family"] == claim.baseline]
-    pairs = fn.merge(base, on=tables.SETTING, suffixes=("_f", "_b"))
+    pairs = fn.merge(base, on=SETTING, suffixes=("_f", "_b"))
     out = []
     for _, r in pairs.iterrows():
         metric = r["metric_f"] if isinstance(r["metric_f"], str) else "metric"
@@ -141,22 +144,22 @@ def _metric_claim(claim: Claim, workload: str, final: pd.DataFrame) -> list[tupl
                 f"{metric}: FNGD {a:.4g} vs {name} {b:.4g} "
                 f"(difference {a - b:+.4g}, medians over runs)"
             )
-        time_ratio = tables._ratio(r["wall_median_s_f"], r["wall_median_s_b"])
+        time_ratio = speedup.ratio(r["wall_median_s_f"], r["wall_median_s_b"])
         if not math.isnan(time_ratio):
             text += f"; training time FNGD ÷ {name}: {time_ratio:.2f}"
         out.append((f"{r['opt_f']} vs {r['opt_b']}", text, _setting(r)))
     return out
 
 
-CLAIM_COLUMNS = [
-    "claim",
-    "paper",
-    "paper_conditions",
-    "workload",
-    "compared",
-    "ours",
-    "our_conditions",
-]
+CLAIM_COLUMNS = cols(
+    col("claim", "claim"),
+    col("paper", "paper"),
+    col("paper_conditions", "paper's conditions"),
+    col("workload", "our workload"),
+    col("compared", "compared"),
+    col("ours", "ours"),
+    col("our_conditions", "our conditions"),
+)
 
 
 def compare(df: pd.DataFrame, speed: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
@@ -195,7 +198,7 @@ def compare(df: pd.DataFrame, speed: pd.DataFrame, final: pd.DataFrame) -> pd.Da
                     | {
                         "workload": w,
                         "compared": "",
-                        "ours": f"no FNGD and {tables.display_name(claim.baseline)} results "
+                        "ours": f"no FNGD and {display_name(claim.baseline)} results "
                         "to compare on this workload",
                         "our_conditions": "",
                     }
@@ -204,10 +207,10 @@ def compare(df: pd.DataFrame, speed: pd.DataFrame, final: pd.DataFrame) -> pd.Da
                 rows.append(
                     base
                     | {
-                        "workload": tables.workload_label(setting),
+                        "workload": workload_label(setting),
                         "compared": compared,
                         "ours": ours,
-                        "our_conditions": _conditions(df, setting, (tables.FNGD, claim.baseline)),
+                        "our_conditions": _conditions(df, setting, (FNGD, claim.baseline)),
                     }
                 )
-    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS.csv)

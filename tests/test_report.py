@@ -17,7 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reports import build_report, load_records, tables
+from reports import build_report, load_records
+from reports.common import prepare
+from reports.topics.epoch_time import epoch_times
+from reports.topics.phases import phase_times
+from reports.topics.speedup import speedup, time_to_target
+from reports.topics.step_time import step_times
 
 SECTION_TITLES = (
     "Environment",
@@ -644,8 +649,8 @@ def test_numbers_on_hand_built_records(tmp_path: Path) -> None:
     write_records(tmp_path / "in", tiny_records())
     df, problems = load_records([tmp_path / "in"])
     assert problems == []
-    df = tables.prepare(df)
-    steps = tables.step_times(df).set_index(["optimizer", "mode"])
+    df = prepare(df)
+    steps = step_times(df).set_index(["optimizer", "mode"])
     assert steps.loc[("sgd", "all"), "median_s"] == pytest.approx(2.0)
     assert steps.loc[("sgd", "all"), "n"] == 3
     assert steps.loc[("sgd", "all"), "iqr_s"] == pytest.approx(1.0)
@@ -655,7 +660,7 @@ def test_numbers_on_hand_built_records(tmp_path: Path) -> None:
     assert steps.loc[("fngd", "inversion"), "ratio_to_sgd"] == pytest.approx(2.5)
     assert steps.loc[("fngd", "weighted_sum"), "n"] == 3
 
-    phases = tables.phase_times(df).set_index(["optimizer", "mode", "phase"])
+    phases = phase_times(df).set_index(["optimizer", "mode", "phase"])
     back = phases.loc[("fngd", "weighted_sum", "backward")]
     assert back["median_s"] == pytest.approx(0.8)
     assert back["excl_median_s"] == pytest.approx(0.5)
@@ -665,7 +670,7 @@ def test_numbers_on_hand_built_records(tmp_path: Path) -> None:
     assert ws["parent"] == "backward"
     assert ("fngd", "inversion", "backward") not in phases.index  # warm-up only
 
-    epochs = tables.epoch_times(df).set_index("optimizer")
+    epochs = epoch_times(df).set_index("optimizer")
     assert epochs.loc["fngd", "first_median_s"] == pytest.approx(10.0)
     assert epochs.loc["fngd", "later_median_s"] == pytest.approx(5.0)
     assert epochs.loc["fngd", "projected_100_s"] == pytest.approx(505.0)
@@ -674,9 +679,9 @@ def test_numbers_on_hand_built_records(tmp_path: Path) -> None:
     assert epochs.loc["sgd", "projected_100_s"] == pytest.approx(300.0)
     assert epochs.loc["fngd", "measured_median_s"] == pytest.approx(20.0)
 
-    speed = tables.speedup(
-        tables.step_times(df), tables.epoch_times(df), tables.time_to_target(df)
-    ).set_index("baseline_optimizer")
+    speed = speedup(step_times(df), epoch_times(df), time_to_target(df)).set_index(
+        "baseline_optimizer"
+    )
     assert speed.loc["sgd", "per_step"] == pytest.approx(2.0)
     assert speed.loc["sgd", "projected_100"] == pytest.approx(300.0 / 505.0)
     assert speed.loc["sgd", "first_epoch"] == pytest.approx(0.3)
@@ -714,8 +719,8 @@ def test_latest_attempt_and_family_from_label(tmp_path: Path) -> None:
     ]
     write_records(tmp_path / "in", old + new + variant)
     df, _ = load_records([tmp_path / "in"])
-    df = tables.prepare(df)
-    steps = tables.step_times(df).set_index(["optimizer", "mode"])
+    df = prepare(df)
+    steps = step_times(df).set_index(["optimizer", "mode"])
     assert steps.loc[("sgd", "all"), "median_s"] == pytest.approx(2.0)  # attempt 2 only
     assert steps.loc[("kfac-inv1", "all"), "family"] == "kfac"
 

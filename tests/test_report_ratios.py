@@ -17,7 +17,12 @@ import pandas as pd
 import pytest
 
 from bench.records import FIELDS
-from reports import build_report, load_records, paper, tables
+from reports import build_report, load_records, paper
+from reports.common import prepare
+from reports.topics.convergence import final_values
+from reports.topics.epoch_time import PROJECT_EPOCHS, epoch_times
+from reports.topics.speedup import speedup, time_to_target
+from reports.topics.step_time import step_times
 
 _T0 = 1_732_500_000.0
 
@@ -78,11 +83,11 @@ def _frame(tmp_path: Path, records: list[dict]) -> pd.DataFrame:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     df, problems = load_records([tmp_path])
     assert problems == []
-    return tables.prepare(df)
+    return prepare(df)
 
 
 def _speedup(df: pd.DataFrame) -> pd.DataFrame:
-    return tables.speedup(tables.step_times(df), tables.epoch_times(df), tables.time_to_target(df))
+    return speedup(step_times(df), epoch_times(df), time_to_target(df))
 
 
 def _section(html: str, section_id: str) -> str:
@@ -110,7 +115,7 @@ def _target_race() -> list[dict]:
 def test_time_to_target_speedup_is_baseline_over_fngd(tmp_path: Path) -> None:
     """FNGD's median time to 0.9 is 2 s, SGD's 6 s: the speed-up is 6 / 2 = 3, not 1/3."""
     df = _frame(tmp_path, _target_race())
-    reached = tables.time_to_target(df).set_index("optimizer")
+    reached = time_to_target(df).set_index("optimizer")
     assert reached.loc["fngd", "median_s"] == pytest.approx(2.0)
     assert reached.loc["fngd", "reached"] == 3
     assert reached.loc["sgd", "median_s"] == pytest.approx(6.0)
@@ -193,12 +198,12 @@ def test_paper_speed_claim_quotes_baseline_over_fngd(tmp_path: Path) -> None:
         recs += _epochs(opt, run, epoch_s, workload=w)
         recs.append(_target(opt, run, 0.5, target_s, workload=w))
     df = _frame(tmp_path, recs)
-    claims = paper.compare(df, _speedup(df), tables.final_values(df))
+    claims = paper.compare(df, _speedup(df), final_values(df))
     row = _claim_row(claims, "kfac")
     assert row["workload"].startswith(w)
     got = _ours(row["ours"])
     assert got == {
-        f"PROJECTED {tables.PROJECT_EPOCHS} epochs": pytest.approx(600 / 208, abs=0.005),
+        f"PROJECTED {PROJECT_EPOCHS} epochs": pytest.approx(600 / 208, abs=0.005),
         "measured 3 epochs": pytest.approx(18 / 14, abs=0.005),
         "per step": pytest.approx(3.0, abs=0.005),
         "time to target 0.5": pytest.approx(2.5, abs=0.005),
@@ -221,7 +226,7 @@ def test_paper_metric_claim_quotes_fngd_over_adamw_time(tmp_path: Path) -> None:
                 _record("eval", opt, run, w, epoch=e, name="bleu", value=value, seconds=wall)
             )
     df = _frame(tmp_path, recs)
-    claims = paper.compare(df, _speedup(df), tables.final_values(df))
+    claims = paper.compare(df, _speedup(df), final_values(df))
     ours = _claim_row(claims, "adamw")["ours"]
     m = re.search(r"training time FNGD ÷ AdamW: ([0-9.]+)", ours)
     assert m, ours

@@ -1,0 +1,256 @@
+"""What every topic of the report shares: the setting and optimizer keys, how a table's
+columns are declared, and the pandas helpers the tables are built from.
+
+Vocabulary: a *setting* is one (workload, size, data source, device, device name, batch
+size); numbers are only ever compared within a setting. An optimizer is identified by its
+``family`` (the factory: sgd, adamw, kfac, ngd, fngd), its ``optimizer`` label (``kfac``,
+``kfac-inv1``, ``fngd-iter``, ...) and ``impl``; ``opt`` is its display label (the label, plus
+the implementation when the records hold several implementations of one label). A *run*
+(column ``run``) is one cell in one setting: ``run_id`` plus the setting, so that results
+from several machines or batch sizes never merge. Times are seconds. Records flagged
+``warmup`` never enter a step or phase statistic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from reports.vocabulary import family_rank, phase_rank
+
+# ----------------------------------------------------------------------------- columns
+
+#: One column as the page shows it: (field, header, format). Formats: text, int, ms (seconds
+#: shown in ms), s, x (speedup), ratio, mib, pct (fraction), g (general number); a trailing
+#: "?" leaves missing values blank instead of "n/a".
+Column = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A table's columns, declared once: ``names`` in the order of the frame and its CSV,
+    ``shown`` the columns of the HTML table (a subset, with headers and formats)."""
+
+    names: tuple[str, ...]
+    shown: tuple[Column, ...] = ()
+
+    def __add__(self, other: Columns) -> Columns:
+        return Columns(self.names + other.names, self.shown + other.shown)
+
+    @property
+    def csv(self) -> list[str]:
+        """``names`` as a list (what pandas indexing takes)."""
+        return list(self.names)
+
+
+def col(name: str, header: str | None = None, fmt: str = "text") -> Columns:
+    """One column; without a header it is in the CSV only."""
+    return Columns((name,), () if header is None else ((name, header, fmt),))
+
+
+def cols(*parts: Columns | str) -> Columns:
+    """Columns in order; a bare name is a CSV-only column."""
+    out = Columns(())
+    for part in parts:
+        out += col(part) if isinstance(part, str) else part
+    return out
+
+
+def group(names: Iterable[str], shown: Iterable[Column]) -> Columns:
+    """Columns the CSV writes in one order and the page shows in another."""
+    return Columns(tuple(names), tuple(shown))
+
+
+_SETTING = (
+    col("workload", "workload"),
+    col("size", "size"),
+    col("data_source", "data"),
+    col("device"),
+    col("device_name", "device"),
+    col("batch_size", "batch", "int"),
+)
+#: The setting's columns (the page shows them as group rows, see reports/html.py).
+SETTING_COLUMNS = cols(*_SETTING)
+#: The setting without the batch size, for tables across batch sizes.
+SETTING_COLUMNS_ALL_BATCHES = cols(*_SETTING[:-1])
+#: The optimizer's columns: the page shows the display label, then the implementation.
+OPT_COLUMNS = group(
+    ("family", "optimizer", "impl", "opt"), (("opt", "optimizer", "text"), ("impl", "impl", "text"))
+)
+SETTING = SETTING_COLUMNS.csv
+OPT = OPT_COLUMNS.csv
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def sort_rows(frame: pd.DataFrame, extra: Iterable[str] = ()) -> pd.DataFrame:
+    """Rows in display order: setting, family, label, implementation, then ``extra``."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    keys = [k for k in SETTING if k in frame.columns]
+    tmp = frame.copy()
+    sort_by = list(keys)
+    if "family" in tmp.columns:
+        tmp["_rank"] = tmp["family"].map(lambda o: family_rank(o)[0])
+        sort_by += ["_rank", "family"]
+    if "optimizer" in tmp.columns:
+        sort_by.append("optimizer")
+    if "impl" in tmp.columns:
+        sort_by.append("impl")
+    for c in extra:
+        if c == "phase":
+            tmp["_phase"] = tmp["phase"].map(lambda p: phase_rank(p)[0])
+            sort_by.append("_phase")
+        sort_by.append(c)
+    tmp = tmp.sort_values(sort_by, kind="stable", na_position="last")
+    return tmp.drop(columns=[c for c in ("_rank", "_phase") if c in tmp.columns]).reset_index(
+        drop=True
+    )
+
+
+def quantile(p: float) -> Callable[[pd.Series], float]:
+    def q(s: pd.Series) -> float:
+        return float(s.quantile(p)) if len(s) else math.nan
+
+    q.__name__ = f"q{int(p * 100)}"
+    return q
+
+
+def join(values: Iterable[object]) -> str:
+    out = sorted({str(v) for v in values if v is not None and not isnan(v) and str(v) != ""})
+    return ", ".join(out)
+
+
+def join_numbers(values: Iterable[object]) -> str:
+    return ", ".join(str(int(v)) for v in sorted({float(x) for x in values}))
+
+
+def isnan(v: object) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def empty(columns: Columns | Iterable[str]) -> pd.DataFrame:
+    names = columns.names if isinstance(columns, Columns) else columns
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in names})
+
+
+def numeric_value(frame: pd.DataFrame) -> pd.Series:
+    return pd.to_numeric(frame["value"], errors="coerce")
+
+
+def date(t: float) -> str:
+    if t is None or isnan(t):
+        return ""
+    return pd.Timestamp(t, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+
+
+def workload_label(row: pd.Series | dict) -> str:
+    """The workload, with its size when the records give one: ``resnet18-cifar100 (paper)``."""
+    size = str(row.get("size", "") or "")
+    return f"{row['workload']} ({size})" if size else str(row["workload"])
+
+
+def setting_label(row: pd.Series | dict) -> str:
+    """``workload · device name · batch N`` (plus a SYNTHETIC DATA flag) for figure titles."""
+    parts = [workload_label(row), str(row["device_name"])]
+    if int(row["batch_size"]):
+        parts.append(f"batch {int(row['batch_size'])}")
+    label = " · ".join(parts)
+    if row["data_source"] == "synthetic":
+        label += " · SYNTHETIC DATA"
+    elif row["data_source"] != "real":
+        label += f" · data: {row['data_source']}"
+    return label
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``opt`` (display label) and normalise ``mode``; returns a copy."""
+    df = df.copy()
+    if df.empty:
+        df["opt"] = pd.Series(dtype=object)
+        df["run"] = pd.Series(dtype=object)
+        return df
+    impls = df.groupby("optimizer")["impl"].nunique()
+    multi = df["optimizer"].map(impls).fillna(1).gt(1).to_numpy()
+    labels = (df["optimizer"] + " (" + df["impl"] + ")").astype(object)
+    df["opt"] = df["optimizer"].astype(object).where(~multi, labels)
+    mode = df["mode"].astype(object)
+    df["mode"] = mode.where(mode.notna() & (mode != ""), None)
+    df["run"] = (
+        df["run_id"]
+        + " @ "
+        + df["device_name"]
+        + " / "
+        + df["size"]
+        + " / "
+        + df["batch_size"].astype(str)
+    ).astype(object)
+    if df["attempt"].notna().any():
+        # a cell run again: keep its latest attempt only
+        attempt = df["attempt"].fillna(1)
+        latest = attempt.groupby(df["run"]).transform("max")
+        df = df.loc[attempt == latest].copy()
+    return df
+
+
+def settings(df: pd.DataFrame) -> pd.DataFrame:
+    """The distinct settings, in display order."""
+    if df.empty:
+        return empty(SETTING)
+    return sort_rows(df[SETTING].drop_duplicates())
+
+
+def select(frame: pd.DataFrame, setting: pd.Series | dict) -> pd.DataFrame:
+    """The rows of ``frame`` in ``setting``."""
+    if frame.empty:
+        return frame
+    mask = pd.Series(True, index=frame.index)
+    for c in SETTING:
+        mask &= frame[c] == setting[c]
+    return frame.loc[mask]
+
+
+def stats(frame: pd.DataFrame, keys: list[str], col: str = "seconds", prefix: str = ""):
+    """count, median and quartiles of ``col`` per ``keys`` (vectorised, no Python per group)."""
+    g = frame.groupby(keys, dropna=False, sort=False)[col]
+    out = g.agg(["count", "median"]).rename(
+        columns={"count": f"{prefix}n", "median": f"{prefix}median_s"}
+    )
+    out[f"{prefix}q1_s"] = g.quantile(0.25)
+    out[f"{prefix}q3_s"] = g.quantile(0.75)
+    out = out.reset_index()
+    out[f"{prefix}iqr_s"] = out[f"{prefix}q3_s"] - out[f"{prefix}q1_s"]
+    return out
+
+
+def timed(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The non-warm-up records of ``kind`` that carry a time."""
+    return df.loc[(df["kind"] == kind) & ~df["warmup"] & df["seconds"].notna()]
+
+
+def epoch_records(df: pd.DataFrame) -> pd.DataFrame:
+    """One ``epoch`` record per (run, epoch), the last written."""
+    e = df.loc[(df["kind"] == "epoch") & df["epoch"].notna()] if not df.empty else df
+    if e.empty:
+        return e
+    return e.drop_duplicates(subset=SETTING + OPT + ["run", "epoch"], keep="last")
+
+
+def metric_names(df: pd.DataFrame) -> dict[str, str]:
+    """workload -> its evaluation metric: the ``metric`` of its target records, else the
+    eval record name that is not ``eval_loss``."""
+    if df.empty:
+        return {}
+    out: dict[str, str] = {}
+    ev = df.loc[(df["kind"] == "eval") & df["name"].notna()]
+    for w, g in ev.groupby("workload", sort=False):
+        names = [n for n in g["name"].unique() if n != "eval_loss"]
+        if names:
+            out[w] = sorted(names)[0]
+    t = df.loc[(df["kind"] == "target") & df["metric"].notna()]
+    for w, g in t.groupby("workload", sort=False):
+        out[w] = str(g["metric"].iloc[0])
+    return out

@@ -1,0 +1,70 @@
+"""What every section of the report reads: the records, the problems met reading them, and
+the tables several topics share, each computed once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from reports.common import settings
+from reports.topics import convergence, epoch_time, phases, speedup, step_time
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """The records (``common.prepare``d), and the shared tables; a table that fails is
+    reported in "Input problems" and is empty, and the report still renders."""
+
+    records: pd.DataFrame
+    problems: list[str]
+    inputs: list[str]
+    steps: pd.DataFrame = field(init=False)
+    phases: pd.DataFrame = field(init=False)
+    epochs: pd.DataFrame = field(init=False)
+    targets: pd.DataFrame = field(init=False)
+    final: pd.DataFrame = field(init=False)
+    speed: pd.DataFrame = field(init=False)
+
+    errors: list[str] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        df = self.records
+        self.steps = self._safe(step_time.step_times, df)
+        self.phases = self._safe(phases.phase_times, df)
+        self.epochs = self._safe(epoch_time.epoch_times, df)
+        self.targets = self._safe(speedup.time_to_target, df)
+        self.final = self._safe(convergence.final_values, df)
+        self.speed = self._safe(speedup.speedup, self.steps, self.epochs, self.targets)
+
+    def _safe(self, fn: Callable[..., pd.DataFrame], *args: pd.DataFrame) -> pd.DataFrame:
+        try:
+            return fn(*args)
+        except Exception as exc:  # reported in "Input problems", the report still renders
+            log.exception("table %s failed", fn.__name__)
+            self.errors.append(f"table {fn.__name__} could not be computed: {exc!r}")
+            return pd.DataFrame()
+
+    @property
+    def empty(self) -> bool:
+        return self.records.empty
+
+    def settings(self, frame: pd.DataFrame | None = None) -> list[pd.Series]:
+        src = self.records if frame is None else frame
+        return [row for _, row in settings(src).iterrows()]
+
+    def no_records(self) -> str:
+        where = ", ".join(self.inputs) or "(no directories given)"
+        return f"No records: no usable *.jsonl records were found under {where}."
+
+    def kind_missing(self, kind: str, what: str) -> list[str]:
+        """What to say when there are no records of ``kind`` (so ``what``)."""
+        if self.empty:
+            return [self.no_records()]
+        if kind not in set(self.records["kind"]):
+            return [f"No {kind!r} records, so {what}."]
+        return []

@@ -1,0 +1,287 @@
+"""Speed-up: FNGD against each baseline in the same setting (baseline time ÷ FNGD time per
+step, per epoch, for the measured run, for a projected schedule, and to a metric target),
+time to target, what is missing for the comparison, and the paper's claims beside ours.
+
+The speed-up and time-to-target ratios are all computed here (``ratio``), so that this
+module can be mutation-tested on its own (pyproject.toml, [tool.mutmut]).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from bench.records import TRAINING_KINDS
+from reports import paper
+from reports.common import (
+    OPT,
+    OPT_COLUMNS,
+    SETTING,
+    SETTING_COLUMNS,
+    col,
+    cols,
+    empty,
+    epoch_records,
+    group,
+    isnan,
+    metric_names,
+    numeric_value,
+    setting_label,
+    settings,
+    sort_rows,
+)
+from reports.section import Section
+from reports.topics.epoch_time import PROJECT_EPOCHS, cut_epochs
+from reports.vocabulary import FNGD, display_name, family_rank
+
+if TYPE_CHECKING:
+    from reports.context import Context
+
+ID = "speedup"
+TITLE = "Speedup"
+
+#: The families FNGD is compared against, in column order.
+BASELINES = ("kfac", "ngd", "sgd", "adamw")
+#: Baselines whose absence the section reports (NGD is optional).
+REQUIRED_BASELINES = ("kfac", "sgd", "adamw")
+
+TIME_TO_TARGET = cols(
+    SETTING_COLUMNS,
+    OPT_COLUMNS,
+    col("metric", "metric"),
+    col("target", "target", "g"),
+    group(("runs", "reached"), (("reached", "runs reached", "int"), ("runs", "runs", "int"))),
+    col("median_s", "median time (s)", "s"),
+    col("median_epoch", "median epoch", "g"),
+)
+SPEEDUP = cols(
+    SETTING_COLUMNS,
+    col("fngd", "FNGD"),
+    col("baseline", "against"),
+    "baseline_optimizer",
+    col("per_step", "per step", "x"),
+    col("first_epoch", "first epoch", "x"),
+    col("later_epochs", "later epochs", "x"),
+    col("measured_epochs", "epochs run", "int"),
+    col("measured_run", "measured run", "x"),
+    col("projected_100", f"PROJECTED {PROJECT_EPOCHS} epochs", "x"),
+    "fngd_projected_100_s",
+    "baseline_projected_100_s",
+    col("target", "target", "g"),
+    col("time_to_target", "time to target", "x"),
+)
+
+
+def time_to_target(df: pd.DataFrame) -> pd.DataFrame:
+    """Training wall time to reach each metric target, median over the runs that reached it."""
+    t = df.loc[(df["kind"] == "target") & df["seconds"].notna()] if not df.empty else df
+    if t.empty:
+        return empty(TIME_TO_TARGET)
+    t = t.assign(target=numeric_value(t))
+    key = SETTING + OPT
+    trained = df.loc[df["kind"].isin(TRAINING_KINDS)]
+    runs = trained.groupby(key, sort=False)["run"].nunique().rename("runs").reset_index()
+    out = (
+        t.groupby(key + ["target"], dropna=False, sort=False)
+        .agg(
+            reached=("run", "nunique"),
+            median_s=("seconds", "median"),
+            median_epoch=("epoch", "median"),
+        )
+        .reset_index()
+        .merge(runs, on=key, how="left")
+    )
+    metrics = metric_names(df)
+    out["metric"] = out["workload"].map(lambda w: metrics.get(w, "metric"))
+    return sort_rows(out, extra=["target"])[TIME_TO_TARGET.csv]
+
+
+def _lookup(frame: pd.DataFrame, columns: list[str]) -> dict[tuple, pd.Series]:
+    if frame.empty:
+        return {}
+    return {tuple(r[c] for c in columns): r for _, r in frame.iterrows()}
+
+
+def ratio(num: object, den: object) -> float:
+    """``num / den``; NaN when either is missing or not a number, or ``den`` is not positive."""
+    try:
+        num_f, den_f = float(num), float(den)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    if math.isnan(num_f) or math.isnan(den_f) or den_f <= 0:
+        return math.nan
+    return num_f / den_f
+
+
+def speedup(steps: pd.DataFrame, epochs: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
+    """FNGD against each baseline in the same setting; every number is baseline / FNGD time.
+
+    Columns: ``per_step`` (median step, all modes), ``first_epoch``, ``later_epochs``
+    (median epoch after the first), ``measured_run`` (median total of the measured epochs,
+    only when both ran the same number of epochs), ``projected_100`` (first + 99 × later
+    median epoch; a projection), ``time_to_target`` (at the highest target both reached).
+    Above 1 means FNGD is faster.
+    """
+    all_steps = steps.loc[steps["mode"] == "all"] if not steps.empty else steps
+    key = SETTING + OPT
+    step_of = _lookup(all_steps, key)
+    epoch_of = _lookup(epochs, key)
+    members = (
+        pd.concat([f[key] for f in (all_steps, epochs, targets) if not f.empty], ignore_index=True)
+        if any(not f.empty for f in (all_steps, epochs, targets))
+        else empty(key)
+    )
+    members = sort_rows(members.drop_duplicates())
+    rows = []
+    for setting, g in members.groupby(SETTING, sort=False):
+        fngds = g.loc[g["family"] == FNGD]
+        bases = g.loc[g["family"].isin(BASELINES)].copy()
+        bases["_r"] = bases["family"].map(BASELINES.index)
+        bases = bases.sort_values(["_r", "optimizer", "impl"])
+        for _, f in fngds.iterrows():
+            fk = tuple(f[c] for c in key)
+            for _, b in bases.iterrows():
+                bk = tuple(b[c] for c in key)
+                fs, bs = step_of.get(fk), step_of.get(bk)
+                fe, be = epoch_of.get(fk), epoch_of.get(bk)
+                row = dict(zip(SETTING, setting, strict=True))
+                row.update(fngd=f["opt"], baseline=b["opt"], baseline_optimizer=b["family"])
+                row["per_step"] = ratio(
+                    None if bs is None else bs["median_s"], None if fs is None else fs["median_s"]
+                )
+                for name, src in (
+                    ("first_epoch", "first_median_s"),
+                    ("later_epochs", "later_median_s"),
+                    ("projected_100", "projected_100_s"),
+                ):
+                    row[name] = ratio(
+                        None if be is None else be[src], None if fe is None else fe[src]
+                    )
+                row["fngd_projected_100_s"] = math.nan if fe is None else fe["projected_100_s"]
+                row["baseline_projected_100_s"] = math.nan if be is None else be["projected_100_s"]
+                same = (
+                    fe is not None
+                    and be is not None
+                    and fe["epochs"] == be["epochs"]
+                    and not isnan(fe["epochs"])
+                )
+                row["measured_epochs"] = fe["epochs"] if same else math.nan
+                row["measured_run"] = (
+                    ratio(be["measured_median_s"], fe["measured_median_s"]) if same else math.nan
+                )
+                row["target"], row["time_to_target"] = _target_ratio(targets, fk, bk)
+                rows.append(row)
+    if not rows:
+        return empty(SPEEDUP)
+    return pd.DataFrame(rows, columns=SPEEDUP.csv)
+
+
+def _target_ratio(targets: pd.DataFrame, fk: tuple, bk: tuple) -> tuple[float, float]:
+    if targets.empty:
+        return math.nan, math.nan
+    key = SETTING + OPT
+    idx = targets.set_index(key)
+    try:
+        ft = idx.loc[[fk]]
+        bt = idx.loc[[bk]]
+    except KeyError:
+        return math.nan, math.nan
+    common = sorted(set(ft["target"].dropna()) & set(bt["target"].dropna()))
+    if not common:
+        return math.nan, math.nan
+    best = common[-1]
+    f_s = ft.loc[ft["target"] == best, "median_s"].iloc[0]
+    b_s = bt.loc[bt["target"] == best, "median_s"].iloc[0]
+    return best, ratio(b_s, f_s)
+
+
+def speedup_gaps(df: pd.DataFrame) -> list[str]:
+    """What is missing for the speedup table, one sentence per gap."""
+    if df.empty:
+        return ["No records: nothing to compare."]
+    present = set(df["family"])
+    if FNGD not in present:
+        return [
+            "No FNGD records: the speedup table compares FNGD with KFAC, SGD and AdamW "
+            f"(optimizers present: {', '.join(sorted(present, key=family_rank))})."
+        ]
+    gaps = []
+    if not present & set(BASELINES):
+        gaps.append(
+            "Only FNGD records: no KFAC, SGD or AdamW records to compare against, "
+            "so there are no speedups."
+        )
+        return gaps
+    for _, s in settings(df).iterrows():
+        mask = pd.Series(True, index=df.index)
+        for c in SETTING:
+            mask &= df[c] == s[c]
+        opts = set(df.loc[mask, "family"])
+        label = setting_label(s)
+        if FNGD not in opts:
+            gaps.append(f"{label}: no FNGD records, no speedup for this setting.")
+            continue
+        missing = [display_name(b) for b in REQUIRED_BASELINES if b not in opts]
+        if missing:
+            gaps.append(f"{label}: no {', '.join(missing)} records, so no speedup against them.")
+        kinds = set(df.loc[mask, "kind"])
+        if "epoch" not in kinds:
+            gaps.append(f"{label}: no epoch records, so no per-epoch or projected speedup.")
+        if "step" not in kinds:
+            gaps.append(f"{label}: no step records, so no per-step speedup.")
+    if "target" not in set(df["kind"]):
+        gaps.append("No target records: time to target is not available.")
+    e = epoch_records(df)
+    f = e.loc[e["family"] == FNGD] if not e.empty else e
+    if not f.empty and not (f["epoch"] > 0).any():
+        gaps.append(
+            "FNGD ran a single epoch only: its later-epoch time, and so the projected "
+            f"{PROJECT_EPOCHS}-epoch schedule, cannot be computed."
+        )
+    return gaps
+
+
+def section(ctx: Context) -> Section:
+    sec = Section(
+        ID,
+        TITLE,
+        "FNGD against each baseline in the same setting (workload, data, device, batch size). "
+        "Every number is baseline time ÷ FNGD time: above 1× FNGD is faster. Per step: median "
+        "of all non-warm-up steps. First epoch: epoch 0, where FNGD inverts. Later epochs: "
+        "median epoch after the first, where FNGD reuses its coefficients (weighted sum). "
+        f"Measured run: the epochs actually run (only when both ran as many). PROJECTED "
+        f"{PROJECT_EPOCHS} epochs: first epoch + {PROJECT_EPOCHS - 1} × median "
+        "later epoch, an extrapolation, not a measurement. Time to target: training wall time "
+        "until the eval metric first reached the target, at the highest target both reached.",
+    )
+    sec.missing += speedup_gaps(ctx.records)
+    sec.notes += cut_epochs(ctx.records)
+    sp = ctx.speed
+    sec.table(
+        "speedup",
+        "FNGD speedup (baseline time ÷ FNGD time)",
+        sp,
+        SPEEDUP.shown,
+        note="n/a: the records needed for that column are missing (see above); the measured "
+        "run needs both optimizers to have run the same number of epochs.",
+        drop_constant=("fngd",),
+    )
+    sec.table(
+        "paper_claims",
+        "The paper's claims beside our measurements",
+        paper.compare(ctx.records, sp, ctx.final),
+        paper.CLAIM_COLUMNS.shown,
+        note=f"Source: {paper.PAPER}. Our numbers come from the records above and hold only "
+        "under our conditions; a SYNTHETIC data source makes metric comparisons meaningless.",
+    )
+    if not ctx.targets.empty:
+        sec.table(
+            "time_to_target",
+            "Time to target",
+            ctx.targets,
+            TIME_TO_TARGET.shown,
+            note="Median over the runs that reached the target.",
+        )
+    return sec

@@ -1,0 +1,71 @@
+"""The report's vocabulary and schema stay in step with the code that writes the records.
+
+The report names, orders and colours optimiser families and phases (reports/vocabulary.py)
+and reads the record schema by the names bench/records.py declares. These tests fail when a
+family or phase is added, renamed or removed on one side only.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import records
+from bench.presets import VARIANTS
+from fngd import phases
+from fngd.optimizers import DEFAULTS
+from reports import load, vocabulary
+
+
+def test_every_family_has_an_order_a_display_name_and_a_colour():
+    assert set(vocabulary.FAMILIES) == set(DEFAULTS)
+    assert len(set(vocabulary.FAMILIES)) == len(vocabulary.FAMILIES)
+    assert set(vocabulary.DISPLAY) == set(vocabulary.FAMILIES)
+    assert set(vocabulary.FAMILY_COLORS) == set(vocabulary.FAMILIES)
+    colours = list(vocabulary.FAMILY_COLORS.values())
+    assert len(set(colours)) == len(colours) and all(0 <= c < 10 for c in colours)
+    assert vocabulary.FNGD in vocabulary.FAMILIES
+
+
+@pytest.mark.parametrize("label", list(VARIANTS))
+def test_every_label_belongs_to_a_known_family(label):
+    variant = VARIANTS[label]
+    assert variant.family in vocabulary.FAMILIES
+    # records without a ``family`` field: the report derives it from the label
+    assert load._family(label) == variant.family
+
+
+def test_every_phase_has_an_order_and_a_colour():
+    assert set(vocabulary.PHASE_ORDER) == set(phases.ALL)
+    assert len(set(vocabulary.PHASE_ORDER)) == len(vocabulary.PHASE_ORDER)
+    for group in (phases.COMMON, phases.FNGD, phases.KFAC, phases.KFAC_PYTORCH):
+        in_report = [p for p in vocabulary.PHASE_ORDER if p in group]
+        assert in_report == list(group), group
+    assert set(vocabulary.PHASE_COLORS) == set(vocabulary.PHASE_ORDER) | {vocabulary.OTHER}
+    colours = list(vocabulary.PHASE_COLORS.values())
+    assert len(set(colours)) == len(colours)
+    assert vocabulary.OTHER not in phases.ALL
+
+
+def test_phase_rank_follows_the_order():
+    ranked = sorted(
+        [*reversed(vocabulary.PHASE_ORDER), vocabulary.OTHER, "zz/unknown"],
+        key=vocabulary.phase_rank,
+    )
+    assert ranked == [*vocabulary.PHASE_ORDER, "zz/unknown", vocabulary.OTHER]
+
+
+def test_schema_groups_are_consistent():
+    assert len(set(records.FIELDS)) == len(records.FIELDS)
+    assert set(records.KIND_FIELDS) <= set(records.KINDS)
+    assert set(records.TRAINING_KINDS) <= set(records.KINDS)
+    assert set(records.FAILED_STATUSES) <= set(records.CELL_STATUSES)
+    extras = {f for fields in records.KIND_FIELDS.values() for f in fields}
+    assert not extras & set(records.FIELDS)
+    assert not set(records.OPTIONAL_FIELDS) & (extras | set(records.FIELDS))
+
+
+def test_the_report_reads_only_declared_fields():
+    extras = {f for fields in records.KIND_FIELDS.values() for f in fields}
+    assert set(load.KIND_COLUMNS) <= extras
+    read = set(load.COLUMNS) - {"hparams_json", "source"}
+    assert read <= set(records.FIELDS) | extras
