@@ -254,3 +254,14 @@ def metric_names(df: pd.DataFrame) -> dict[str, str]:
     for w, g in t.groupby("workload", sort=False):
         out[w] = str(g["metric"].iloc[0])
     return out
+
+
+def ratio(num: object, den: object) -> float:
+    """``num / den``; NaN when either is missing or not a number, or ``den`` is not positive."""
+    try:
+        num_f, den_f = float(num), float(den)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    if math.isnan(num_f) or math.isnan(den_f) or den_f <= 0:
+        return math.nan
+    return num_f / den_f

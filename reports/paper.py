@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reports.common import SETTING, col, cols, workload_label
-from reports.topics import speedup  # its section shows this table; ratio() at call time
+from reports.common import SETTING, col, cols, ratio, workload_label
 from reports.topics.epoch_time import PROJECT_EPOCHS
 from reports.vocabulary import FNGD, display_name
 
@@ -144,7 +143,7 @@ def _metric_claim(claim: Claim, workload: str, final: pd.DataFrame) -> list[tupl
                 f"{metric}: FNGD {a:.4g} vs {name} {b:.4g} "
                 f"(difference {a - b:+.4g}, medians over runs)"
             )
-        time_ratio = speedup.ratio(r["wall_median_s_f"], r["wall_median_s_b"])
+        time_ratio = ratio(r["wall_median_s_f"], r["wall_median_s_b"])
         if not math.isnan(time_ratio):
             text += f"; training time FNGD ÷ {name}: {time_ratio:.2f}"
         out.append((f"{r['opt_f']} vs {r['opt_b']}", text, _setting(r)))

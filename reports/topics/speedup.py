@@ -28,6 +28,7 @@ from reports.common import (
     isnan,
     metric_names,
     numeric_value,
+    ratio,
     setting_label,
     settings,
     sort_rows,
@@ -102,17 +103,6 @@ def _lookup(frame: pd.DataFrame, columns: list[str]) -> dict[tuple, pd.Series]:
     if frame.empty:
         return {}
     return {tuple(r[c] for c in columns): r for _, r in frame.iterrows()}
-
-
-def ratio(num: object, den: object) -> float:
-    """``num / den``; NaN when either is missing or not a number, or ``den`` is not positive."""
-    try:
-        num_f, den_f = float(num), float(den)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-    if math.isnan(num_f) or math.isnan(den_f) or den_f <= 0:
-        return math.nan
-    return num_f / den_f
 
 
 def speedup(steps: pd.DataFrame, epochs: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
