@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="output HTML file (default: RESULTS_DIR/report/index.html of the first one)",
+        help="output HTML file (default: RESULTS_DIR/report/index.html of the first one with "
+        "records)",
     )
 
     profile = sub.add_parser(
@@ -471,7 +472,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     if empty:
         _err(f"no records (*.jsonl) in {', '.join(empty)}; reporting the others")
-    out = args.out or args.results[0] / "report" / "index.html"
+    first = next(p for p in args.results if str(p) not in empty)
+    out = args.out or first / "report" / "index.html"
     _check_out_file(out, "-o/--out")
     html = _build_report(args.results, out)
     if html is None:

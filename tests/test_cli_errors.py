@@ -147,9 +147,9 @@ def test_report_names_the_empty_folder_among_others(fake_report, tmp_path, capsy
     full.mkdir()
     empty.mkdir()
     (full / "x.jsonl").write_text("{}\n")
-    assert cli.main(["report", str(full), str(empty)]) == 0
+    assert cli.main(["report", str(empty), str(full)]) == 0
     assert f"no records (*.jsonl) in {empty}; reporting the others" in _one_line(capsys)
-    assert fake_report == [([full, empty], full / "report" / "index.html")]
+    assert fake_report == [([empty, full], full / "report" / "index.html")]
 
 
 def test_report_out_is_a_directory(tmp_path, capsys):
