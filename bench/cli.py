@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bench.env import cpu_threads
 from bench.presets import PRESETS, VARIANTS
+from bench.progress import Progress
 from bench.step_ratio import DEFAULT_VARIANTS as DEFAULT_RATIO_VARIANTS
 from bench.step_variants import STEP_VARIANTS
 
+EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -83,10 +86,51 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fngd-bench", description=MAIN_HELP, formatter_class=_Formatter
+class UsageError(Exception):
+    """A mistake on the command line: one line on stderr, no traceback, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as :class:`UsageError`, so that they read like every other."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("fngd-bench").strip()
+        hint = f"fngd-bench {command} --help".replace("  ", " ")
+        raise UsageError(f"{command + ': ' if command else ''}{message} (see {hint})")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+    return value
+
+
+def _debug_arg(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show the traceback of any error (for bug reports)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fngd-bench", description=MAIN_HELP, formatter_class=_Formatter)
+    _debug_arg(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="{run,report,profile,ratio,list}")
 
     run = sub.add_parser(
@@ -119,13 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="O",
         help="only these optimizer labels (default: the preset's)",
     )
-    run.add_argument("--epochs", type=int, help="epochs per cell (default: the preset's)")
     run.add_argument(
-        "--seeds", type=int, nargs="+", metavar="S", help="seeds (default: the preset's)"
+        "--epochs", type=positive_int, help="epochs per cell (default: the preset's)"
+    )
+    run.add_argument(
+        "--seeds",
+        type=non_negative_int,
+        nargs="+",
+        metavar="S",
+        help="seeds (default: the preset's)",
     )
     run.add_argument(
         "--max-steps-per-epoch",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="cut every epoch after N steps (recorded in max_steps_per_epoch)",
     )
@@ -134,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--warmup-steps",
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="first N steps of a cell are marked warmup (default: 3)",
     )
@@ -150,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     run.add_argument(
         "--threads",
-        type=int,
+        type=non_negative_int,
         default=1,
         metavar="N",
         help="CPU intra-op threads on the CPU device (default: 1; 0: torch's default). The "
@@ -170,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="output HTML file (default: RESULTS_DIR/report/index.html of the first one)",
+        help="output HTML file (default: RESULTS_DIR/report/index.html of the first one with "
+        "records)",
     )
 
     profile = sub.add_parser(
@@ -190,24 +241,24 @@ def build_parser() -> argparse.ArgumentParser:
     # Options left unset are absent from the namespace: bench.profile applies its defaults.
     profile.add_argument(
         "--steps",
-        type=int,
+        type=positive_int,
         default=argparse.SUPPRESS,
         help="profiled steps (a window that holds every mode of the optimizer; default: 10)",
     )
-    profile.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    profile.add_argument("--seed", type=non_negative_int, default=0, help="seed (default: 0)")
     profile.add_argument(
         "--size", choices=("small", "paper"), default="small", help="workload size"
     )
     profile.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=argparse.SUPPRESS,
         metavar="B",
         help="batch size (default: the workload's)",
     )
     profile.add_argument(
         "--max-steps-per-epoch",
-        type=int,
+        type=positive_int,
         default=argparse.SUPPRESS,
         metavar="N",
         help="cut epochs to N steps before the window (default: the profiler's, 50)",
@@ -235,9 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="V",
         help=f"step variants (default: all): {', '.join(STEP_VARIANTS)}",
     )
-    ratio.add_argument("--rounds", type=int, default=200, help="timed rounds (default: 200)")
     ratio.add_argument(
-        "--threads", type=int, default=1, help="CPU intra-op threads (default: 1)"
+        "--rounds", type=positive_int, default=200, help="timed rounds (default: 200)"
+    )
+    ratio.add_argument(
+        "--threads", type=non_negative_int, default=1, help="CPU intra-op threads (default: 1)"
     )
     ratio.add_argument(
         "--size", choices=("small", "paper"), default="small", help="workload size"
@@ -246,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arg(ratio)
 
     sub.add_parser("list", help="list workloads, optimizer labels and presets")
+    for command in sub.choices.values():  # also after the subcommand, where people put it
+        _debug_arg(command, argparse.SUPPRESS)
     return parser
 
 
@@ -259,10 +314,6 @@ def _device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-class UsageError(Exception):
-    """Bad names on the command line: printed without a traceback, exit code 2."""
 
 
 def _workload_names() -> list[str]:
@@ -279,9 +330,48 @@ def _check(kind: str, given: Sequence[str], valid: Sequence[str]) -> None:
     unknown = [name for name in given if name not in valid]
     if unknown:
         raise UsageError(
-            f"unknown {kind}{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}\n"
+            f"unknown {kind}{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}; "
             f"valid {kind}s: {', '.join(valid)}"
         )
+
+
+def _check_device(device: str) -> None:
+    """``--device cuda`` on a machine without CUDA is a usage mistake, not a crash."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "no usable GPU"
+            raise UsageError(
+                f"--device cuda: CUDA is not available here (torch {torch.__version__}, "
+                f"{build}); use --device cpu or auto"
+            )
+
+
+def _check_out_dir(out: Path, flag: str = "--out") -> None:
+    """``out`` is, or can become, a directory this process can write in."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{flag} {out}: exists and is a file, not a directory")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"{flag} {out}: {existing} is a file, not a directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {out}: {existing} is not writable")
+
+
+def _check_out_file(out: Path, flag: str = "--out") -> None:
+    """``out`` is, or can become, a file this process can write."""
+    if out.is_dir():
+        raise UsageError(f"{flag} {out}: is a directory; name a file")
+    _check_out_dir(out.parent, flag=f"{flag} {out}: folder")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise UsageError(f"{flag} {out}: is not writable")
+
+
+def _has_records(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix == ".jsonl"
+    return any(p.is_file() for p in path.rglob("*.jsonl"))
 
 
 def _err(message: str) -> None:
@@ -301,17 +391,14 @@ def _build_report(results: Sequence[Path], out: Path) -> Path | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.sweep import run_sweep
+    from bench.sweep import resume_conflicts, run_sweep
 
     preset = PRESETS[args.preset]
     _check("optimizer", preset.optimizers_for(args.optimizers), list(VARIANTS))
     _check("workload", preset.workloads_for(args.workloads), _workload_names())
-    for value, flag in ((args.epochs, "--epochs"), (args.max_steps_per_epoch, "--max-steps")):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be at least 1")
-    if args.threads < 0:
-        raise UsageError("--threads must be 0 or more")
+    _check_device(args.device)
     out = args.out or Path("results") / preset.name
+    _check_out_dir(out)
     cells = preset.cells(
         args.workloads,
         args.optimizers,
@@ -321,9 +408,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         size=args.size,
         warmup_steps=args.warmup_steps,
     )
+    if args.resume:
+        conflicts = resume_conflicts(cells, out)
+        if conflicts:
+            more = f" and {len(conflicts) - 1} more" if len(conflicts) > 1 else ""
+            raise UsageError(
+                f"--resume: {out} holds cells run with other settings ({conflicts[0]}{more}); "
+                "resume with the same options, or use another --out"
+            )
     overhead = [] if args.no_overhead else preset.overhead_for(args.workloads, args.optimizers)
 
-    progress = not args.no_progress
+    progress = Progress.auto(not args.no_progress)
     start = time.perf_counter()
     try:
         with cpu_threads(args.threads, args.device):
@@ -354,6 +449,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  {run_id}: {status}")
     code = 0 if all(s != "error" for s in result.statuses.values()) else 1
     if not args.no_report:
+        progress.stage(f"writing the report from {out}")
         try:
             html = _build_report([out], out / "report" / "index.html")
         except Exception as exc:  # noqa: BLE001 - the records are safe; say what failed
@@ -368,7 +464,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.results if not p.is_dir()]
     if missing:
         raise UsageError(f"not a directory: {', '.join(missing)}")
-    out = args.out or args.results[0] / "report" / "index.html"
+    empty = [str(p) for p in args.results if not _has_records(p)]
+    if len(empty) == len(args.results):
+        raise UsageError(
+            f"no records (*.jsonl) in {', '.join(empty)}; no report written "
+            "(fngd-bench run --out DIR writes them)"
+        )
+    if empty:
+        _err(f"no records (*.jsonl) in {', '.join(empty)}; reporting the others")
+    first = next(p for p in args.results if str(p) not in empty)
+    out = args.out or first / "report" / "index.html"
+    _check_out_file(out, "-o/--out")
     html = _build_report(args.results, out)
     if html is None:
         return 1
@@ -379,12 +485,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     _check("optimizer", [args.optimizer], list(VARIANTS))
     _check("workload", [args.workload], _workload_names())
+    _check_device(args.device)
+    _check_out_dir(args.out)
     try:
         from bench import profile
     except ImportError as exc:
         _err(f"profiling is not available (bench.profile): {exc}")
         return 1
-    options = {k: v for k, v in vars(args).items() if k != "command"}
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
     result = profile.main(**options)
     return int(result) if isinstance(result, int) else 0
 
@@ -394,6 +502,9 @@ def cmd_ratio(args: argparse.Namespace) -> int:
 
     _check("workload", [w for w in args.workload if family(w) is None], _workload_names())
     _check("variant", args.variants, list(STEP_VARIANTS))
+    _check_device(args.device)
+    if args.out is not None:
+        _check_out_file(args.out)
     from bench import step_ratio
 
     return step_ratio.main(
@@ -431,16 +542,34 @@ COMMANDS: dict[str, Any] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. Mistakes on the command line print one line and return 2; any
+    other error prints one line and returns 1, or is raised again under ``--debug``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:
+        if args.debug:
+            raise
         _err(str(exc))
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a bug or a broken setup: one line unless --debug
+        if args.debug:
+            raise
+        _err(f"{type(exc).__name__}: {exc} (run again with --debug for the traceback)")
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -149,12 +149,14 @@ class Preset:
     def overhead_for(
         self, workloads: Sequence[str] | None = None, optimizers: Sequence[str] | None = None
     ) -> list[tuple[str, str]]:
-        """The (workload, label) pairs whose overhead is measured: the preset's among
-        ``workloads``, else the first workload with the first label."""
+        """The (workload, label) pairs whose overhead is measured, among the cells asked
+        for: the preset's pairs of ``workloads`` and ``optimizers``, else the first workload
+        with the first label."""
         chosen = self.workloads_for(workloads)
-        pairs = [(w, o) for w, o in self.overhead if w in chosen]
-        if not pairs and chosen:
-            pairs = [(chosen[0], self.optimizers_for(optimizers)[0])]
+        labels = self.optimizers_for(optimizers)
+        pairs = [(w, o) for w, o in self.overhead if w in chosen and o in labels]
+        if not pairs and chosen and labels:
+            pairs = [(chosen[0], labels[0])]
         return pairs
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from bench.env import (
     synchronize,
 )
 from bench.presets import resolve_label
+from bench.progress import Progress, as_progress
 from bench.records import RecordWriter
 from bench.step import train_step
 from bench.timing import NullTimer, StepTimer
@@ -342,7 +342,7 @@ def run_cell(
     device: str | torch.device = "auto",
     data_root: str | os.PathLike[str] | None = None,
     workload_factory: WorkloadFactory | None = None,
-    progress: bool = False,
+    progress: bool | Progress = False,
     attempt: int = 1,
 ) -> tuple[str, str]:
     """Train one cell, writing its records; returns ``(status, message)``.
@@ -374,9 +374,7 @@ def run_cell(
         writer.flush()
 
 
-def _train(cell: Cell, writer: RecordWriter, progress: bool) -> tuple[str, str]:
-    from tqdm import tqdm
-
+def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple[str, str]:
     spec, dev, workload, opt = cell.spec, cell.device, cell.workload, cell.opt
     epochs, per_epoch = cell.epochs, cell.steps_per_epoch
     model = workload.model
@@ -389,20 +387,11 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool) -> tuple[str, str]:
     last_epoch = 0
 
     previous = phases.set_recorder(timer)
-    bar = tqdm(
-        total=per_epoch,
-        desc=spec.run_id,
-        unit="step",
-        leave=False,
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-    )
+    shown = as_progress(progress).cell(spec.run_id, epochs, per_epoch)
     try:
         for epoch in range(epochs):
             last_epoch = epoch
-            bar.reset(total=per_epoch)
-            bar.set_description(f"{spec.run_id} epoch {epoch + 1}/{epochs}")
+            shown.start_epoch(epoch)
             model.train()
             loss_sum = torch.zeros((), device=dev)
             synchronize(dev)
@@ -421,7 +410,7 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool) -> tuple[str, str]:
                     state=state,
                     device=dev,
                     loss_sum=loss_sum,
-                    on_step=(lambda *_: bar.update()) if progress else None,
+                    on_step=shown.on_step,
                 )
             except FloatingPointError as exc:  # an optimiser's own finiteness check
                 writer.write_many(timer.flush())
@@ -475,6 +464,9 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool) -> tuple[str, str]:
                     }
                 )
             metric = workload.metric_name
+            shown.end_epoch(
+                epoch, train_loss, (metric, float(result[metric])) if metric in result else None
+            )
             if not reached and metric in result:
                 value = float(result[metric])
                 if workload.reached(value):
@@ -494,5 +486,5 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool) -> tuple[str, str]:
         writer.write_many({**r, "epoch": last_epoch} for r in memory_records(dev, opt))
         return status, message
     finally:
-        bar.close()
+        shown.close()
         phases.set_recorder(previous)

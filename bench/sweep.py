@@ -37,7 +37,6 @@ from __future__ import annotations
 import gc
 import os
 import re
-import sys
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from typing import Any
 import torch
 
 from bench.env import resolve_device
+from bench.progress import Progress, as_progress
 from bench.records import RecordWriter, iter_jsonl
 from bench.runner import CellSpec, WorkloadFactory, run_cell
 
@@ -56,6 +56,7 @@ __all__ = [
     "cell_status",
     "is_oom",
     "make_cells",
+    "resume_conflicts",
     "run_sweep",
 ]
 
@@ -114,12 +115,44 @@ def _attempts(out: Path, run_id: str) -> int:
     return max(numbers, default=0)
 
 
-def _set_aside(out: Path, path: Path, run_id: str, status: str | None) -> int:
-    """Rename an earlier attempt out of the report's sight; returns its attempt number."""
+def _set_aside(out: Path, path: Path, run_id: str, status: str | None) -> Path:
+    """Rename an earlier attempt out of the report's sight; returns its new path."""
     n = _attempts(out, run_id) + 1
     suffix = "replaced" if status in COMPLETE else "partial"
-    path.rename(out / f"{run_id}.attempt{n}.{suffix}")
-    return n
+    aside = out / f"{run_id}.attempt{n}.{suffix}"
+    path.rename(aside)
+    return aside
+
+
+def resume_conflicts(cells: Iterable[CellSpec], out: str | os.PathLike[str]) -> list[str]:
+    """Complete cells in ``out`` that ``--resume`` would keep although they were run with
+    another preset, size, epoch count or step cut than ``cells`` ask for: one line each."""
+    out = Path(out)
+    found = []
+    for spec in cells:
+        path = out / f"{spec.run_id}.jsonl"
+        if cell_status(path) not in COMPLETE:
+            continue
+        record = next(
+            (r for r in iter_jsonl(path, on_error=lambda *a: None) if r.get("kind") == "cell"),
+            {},
+        )
+        asked = {
+            "preset": spec.preset,
+            "size": spec.size,
+            "max_steps_per_epoch": spec.max_steps_per_epoch,
+            "epochs": spec.epochs,
+        }
+        differ = [
+            f"{key} {record.get(key)!r} (now {value!r})"
+            for key, value in asked.items()
+            if key in record and value is not None and record[key] != value
+        ]
+        if spec.max_steps_per_epoch is None and record.get("max_steps_per_epoch") is not None:
+            differ.append(f"max_steps_per_epoch {record['max_steps_per_epoch']!r} (now None)")
+        if differ:
+            found.append(f"{spec.run_id}: {', '.join(differ)}")
+    return found
 
 
 @dataclass
@@ -149,7 +182,7 @@ def run_one(
     data_root: str | os.PathLike[str] | None,
     workload_factory: WorkloadFactory | None,
     resume: bool,
-    progress: bool,
+    progress: Progress,
 ) -> str:
     """Run (or skip) one cell; returns its status (``skipped`` when resume skipped it)."""
     path = out / f"{spec.run_id}.jsonl"
@@ -157,7 +190,11 @@ def run_one(
     if path.exists():
         if resume and previous in COMPLETE:
             return "skipped"
-        _set_aside(out, path, spec.run_id, previous)
+        aside = _set_aside(out, path, spec.run_id, previous)
+        progress.note(
+            f"earlier {previous or 'unfinished'} run of {spec.run_id} set aside as {aside}"
+            + ("" if resume else " (--resume keeps complete cells)")
+        )
     attempt = _attempts(out, spec.run_id) + 1
 
     writer = RecordWriter(path)
@@ -203,6 +240,7 @@ def run_overhead(
     batch_size: int | None = None,
     seed: int = 0,
     preset: str | None = None,
+    progress: Progress | None = None,
 ) -> float | None:
     """Measure the runner's overhead on (workload, label); writes an ``overhead`` record."""
     from bench.overhead import measure_cell_overhead
@@ -210,6 +248,8 @@ def run_overhead(
     path = out / f"overhead__{workload}__{label}__{device.type}.jsonl"
     if resume and _has_overhead(path):
         return None
+    if progress is not None:
+        progress.stage(f"measuring the runner's timer overhead on {workload} / {label}")
     if path.exists():
         path.unlink()
     spec = CellSpec(
@@ -245,50 +285,40 @@ def run_sweep(
     device: str | torch.device = "auto",
     data_root: str | os.PathLike[str] | None = None,
     resume: bool = False,
-    progress: bool = False,
+    progress: bool | Progress = False,
     workload_factory: WorkloadFactory | None = None,
     overhead: Sequence[tuple[str, str]] = (),
 ) -> SweepResult:
     """Run ``cells`` into ``out`` (see the module docstring); then measure the runner's
     overhead on each (workload, label) of ``overhead``, with the size, batch size, seed and
-    preset of the sweep's first cell of that workload."""
-    from tqdm import tqdm
-
+    preset of the sweep's first cell of that workload. ``progress``: ``True`` for bars,
+    ``False`` for silence, or a :class:`~bench.progress.Progress`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     cells = list(cells)
+    shown = as_progress(progress)
     result = SweepResult()
-    bar = tqdm(
-        cells,
-        desc="cells",
-        unit="cell",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    for spec in bar:
-        bar.set_postfix_str(spec.run_id)
-        status = run_one(
-            spec,
-            out,
-            device=dev,
-            data_root=data_root,
-            workload_factory=workload_factory,
-            resume=resume,
-            progress=progress,
-        )
-        if status == "skipped":
-            result.skipped.append(spec.run_id)
-        else:
-            result.statuses[spec.run_id] = status
-            if status != "finished":
-                msg = f"{spec.run_id}: {status}"
-                if progress:
-                    tqdm.write(msg, file=sys.stderr)
-                else:
-                    print(msg, file=sys.stderr)
-    bar.close()
+    shown.start_sweep(len(cells))
+    try:
+        for spec in cells:
+            shown.start_cell(spec.run_id)
+            status = run_one(
+                spec,
+                out,
+                device=dev,
+                data_root=data_root,
+                workload_factory=workload_factory,
+                resume=resume,
+                progress=shown,
+            )
+            shown.end_cell(spec.run_id, status)
+            if status == "skipped":
+                result.skipped.append(spec.run_id)
+            else:
+                result.statuses[spec.run_id] = status
+    finally:
+        shown.end_sweep()
     for workload, label in overhead:
         key = f"{workload}__{label}"
         like = next((c for c in cells if c.workload == workload), CellSpec(workload, label))
@@ -305,9 +335,10 @@ def run_sweep(
                 batch_size=like.batch_size,
                 seed=like.seed,
                 preset=like.preset,
+                progress=shown,
             )
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed measurement must not end the sweep
-            print(f"overhead {key}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            shown.write(f"overhead {key}: {type(exc).__name__}: {exc}")
     return result

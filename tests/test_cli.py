@@ -144,8 +144,9 @@ def test_run_end_to_end(tiny, fake_report, tmp_path, capsys):
 
 def test_report_subcommand(fake_report, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
+    for d in (a, b):
+        d.mkdir()
+        (d / "cell.jsonl").write_text("{}\n")  # a folder with no records is a mistake
     assert cli.main(["report", str(a), str(b), "-o", str(tmp_path / "r" / "index.html")]) == 0
     assert fake_report == [([a, b], tmp_path / "r" / "index.html")]
     assert cli.main(["report", str(tmp_path / "missing")]) == 2
