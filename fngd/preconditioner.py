@@ -318,6 +318,7 @@ class FNGD:
             raise RuntimeError("loss_weights() got other sample_ids than prepare()")
         if not state.reweighted:
             state.reweighted = True
+            state.scales = None  # a block function already in the graph must not scale again
             self._set_plain(True)
         return state.weights
 
