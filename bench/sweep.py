@@ -47,7 +47,7 @@ import torch
 
 from bench.env import resolve_device
 from bench.progress import Progress, as_progress
-from bench.records import RecordWriter, iter_jsonl
+from bench.records import CELL_STATUSES, RecordWriter, iter_jsonl
 from bench.runner import CellSpec, WorkloadFactory, run_cell
 
 __all__ = [
@@ -60,8 +60,7 @@ __all__ = [
     "run_sweep",
 ]
 
-COMPLETE = ("finished", "diverged", "oom")
-STATUSES = ("started", *COMPLETE, "error")
+COMPLETE = tuple(s for s in CELL_STATUSES if s not in ("started", "error"))
 
 
 def make_cells(
