@@ -12,34 +12,53 @@ solve) in the first epoch only, stores it, and in later epochs reuses it (the *w
 phase): ``sum_i c_i g_i`` is the ordinary weight-gradient GEMM with the rows of grad_output
 scaled, so a later step costs an SGD step.
 
+With ``scope="network"`` one vector serves every block: ``K = sum_b K_b``, one solve,
+block b's gradient ``G_b c`` -- exact damped NGD of the whole parameter vector -- and a
+later step can be a plain backward of the reweighted loss (``loss_weights``).
+
 Usage, in kfac-pytorch's pattern::
 
     pre = FNGD(model, damping=1e-3, share="sample")
     pre.prepare(sample_ids=idx)        # optional: the weighted sum then runs inside backward
     loss.backward(); pre.step(sample_ids=idx); optimizer.step()
+
+and, with ``scope="network"``, a later epoch's step at SGD's cost::
+
+    pre.prepare(sample_ids=idx)
+    w = pre.loss_weights(idx)          # None when this batch must invert
+    losses = per_sample_loss(model(x), y)
+    (losses.mean() if w is None else (w * losses).mean()).backward()
+    pre.step(sample_ids=idx); optimizer.step()
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from fngd import damping as damping_mod
 from fngd import gram as gram_mod
+from fngd import solve as solve_mod
 from fngd.blocks import Block, block_type
 from fngd.coefficients import IterationTable, SampleTable
 from fngd.phases import FNGD as FNGD_PHASES
 from fngd.phases import FNGD_GRAM, FNGD_SOLVE, FNGD_WEIGHTED_SUM, phase
 from fngd.phases import NGD as NGD_PHASES
-from fngd.solve import NonFiniteGradientError, SolveReport, damped_solve
-from fngd.step_state import StepState
+from fngd.solve import DAMPING_MODES, NonFiniteGradientError, SolveReport, damped_solve
+from fngd.staleness import Staleness, compare, unknown
+from fngd.step_state import Pair, StepState
 
 Share = Literal["none", "sample", "iteration"]
 SHARES = ("none", "sample", "iteration")
+Scope = Literal["layer", "network"]
+SCOPES = ("layer", "network")
+#: The key of the whole network's vector (network scope) and of the concatenated directions.
+NETWORK = "network"
 REDUCTIONS = ("mean", "sum")
 GRAM_CHOICES = ("auto", "pairwise", "explicit")
 #: Whether the weighted-sum phase checks for non-finite gradients unless told otherwise (the
@@ -59,8 +78,28 @@ class FNGD:
 
     Args:
         model: its Linear and Conv2d modules (minus ``skip_layers``) become blocks; other
-            parameters (norms, embeddings) keep their plain gradient.
-        damping: ``lambda`` in ``(F + lambda I)^-1``.
+            parameters (norms, embeddings, skipped layers) get the plain gradient of the
+            loss that was backpropagated, in either scope and phase: of the mean loss in
+            the ``prepare / backward / step`` pattern, and of the reweighted loss -- the
+            weighted sum ``G c`` -- when the caller reweights it (``loss_weights``).
+        damping: ``lambda`` in ``(F + lambda I)^-1``: a float, a schedule ``f(step) ->
+            float`` of the step count at the solve, or a text spec (``fngd.damping``).
+        scope: ``"layer"``: one coefficient vector per block (the block-diagonal Fisher);
+            ``"network"``: one vector for the whole network, ``K = sum_b K_b`` over the
+            blocks that ran, one solve, block b's gradient ``G_b c`` (the whole parameter
+            vector's damped NGD). The tables then hold one row, which every block reuses,
+            also a block that did not run (a branch not taken) when the vector was solved.
+        damping_mode: ``"constant"`` shifts K by ``N lambda``; ``"relative"`` by
+            ``lambda trace(K) / N`` (per block; in network scope of the summed K), so
+            scaling the loss by s scales the natural gradient by exactly 1/s.
+        normalize: rescale each solved vector to ``sum_i c_i = 1`` before it is used and
+            stored: a step is then a weighted average of per-sample gradients, as SGD's
+            mean is, its size set by the learning rate.
+        grad_scaler: a ``torch.amp.GradScaler`` or a callable returning the current loss
+            scale S (kfac-pytorch's convention): the Gram from scaled output gradients is
+            divided by S^2 so the damping stays ``lambda``; the gradients stay scaled by S
+            for the scaler to unscale. A non-finite Gram (an overflow the scaler will skip)
+            then writes the plain, non-finite gradient and stores nothing, not an error.
         share: ``"sample"`` (coefficients per dataset sample id; ``sample_ids`` required),
             ``"iteration"`` (per iteration index within the epoch; ``steps_per_epoch``
             required) or ``"none"`` (exact NGD: the inversion phase at every step).
@@ -91,8 +130,12 @@ class FNGD:
         self,
         model: nn.Module,
         *,
-        damping: float = 1e-3,
+        damping: float | str | Callable[[int], float] = 1e-3,
         share: Share = "sample",
+        scope: Scope = "layer",
+        damping_mode: str = "constant",
+        normalize: bool = False,
+        grad_scaler: Any = None,
         refresh_epochs: int | None = None,
         steps_per_epoch: int | None = None,
         loss_reduction: str = "mean",
@@ -108,14 +151,22 @@ class FNGD:
             )
         if gram not in GRAM_CHOICES:
             raise ValueError(f"unknown gram {gram!r}; valid: {', '.join(GRAM_CHOICES)}")
-        if damping < 0:
-            raise ValueError(f"damping must be >= 0, got {damping}")
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}; valid: {', '.join(SCOPES)}")
+        if damping_mode not in DAMPING_MODES:
+            raise ValueError(
+                f"unknown damping_mode {damping_mode!r}; valid: {', '.join(DAMPING_MODES)}"
+            )
+        self.damping = damping_mod.resolve(damping)
         if share == "iteration" and not steps_per_epoch:
             raise ValueError('share="iteration" needs steps_per_epoch')
         if refresh_epochs is not None and refresh_epochs < 1:
             raise ValueError(f"refresh_epochs must be >= 1 or None, got {refresh_epochs}")
-        self.damping = float(damping)
         self.share: Share = share
+        self.scope: Scope = scope
+        self.damping_mode = damping_mode
+        self.normalize = normalize
+        self.grad_scaler = grad_scaler
         self.refresh_epochs = refresh_epochs
         self.steps_per_epoch = steps_per_epoch
         self.loss_reduction = loss_reduction
@@ -132,9 +183,13 @@ class FNGD:
                 continue
             self.blocks.append(cls(name, module, self, len(self.blocks)))
 
+        self._params = list(model.parameters())  # whose .grad a staleness probe keeps
         self._dtype = self.blocks[0].module.weight.dtype if self.blocks else torch.float32
-        self.sample_table = SampleTable(len(self.blocks), refresh_epochs)
-        self.iteration_table = IterationTable(len(self.blocks), refresh_epochs)
+        #: Table row of each block: its own (layer scope) or the one shared row (network).
+        self._rows = [b.index if scope == "layer" else 0 for b in self.blocks]
+        self._num_rows = len(self.blocks) if scope == "layer" else min(len(self.blocks), 1)
+        self.sample_table = SampleTable(self._num_rows, refresh_epochs)
+        self.iteration_table = IterationTable(self._num_rows, refresh_epochs)
         self.steps = 0
         self._mode: str | None = None
         self.gram_paths: dict[str, str] = {}
@@ -187,7 +242,13 @@ class FNGD:
 
     def discard(self) -> None:
         """Drop what a backward pass left for ``step()`` (e.g. a backward not followed by one)."""
-        self._state = None
+        state, self._state = self._state, None
+        if state is not None and state.reweighted:
+            self._set_plain(False)
+
+    def _set_plain(self, plain: bool) -> None:
+        for b in self.blocks:
+            b.set_plain(plain)
 
     def step_state(self) -> StepState:
         """This step's state; the first backward creates it when ``prepare()`` did not."""
@@ -215,6 +276,13 @@ class FNGD:
                 scales = torch.mul(coeffs, coeffs.shape[1])
                 if scales.dtype != dtype:
                     scales = scales.to(dtype)
+                if self.scope == "network":  # one row, known (else no lookup): every block's
+                    self._state = StepState(
+                        sample_ids=sample_ids,
+                        scales=(scales[0].unsqueeze(-1),) * len(self.blocks),
+                        weights=scales[0],
+                    )
+                    return
                 scales = scales.unsqueeze(-1).unbind(0)
                 self._state = StepState(
                     sample_ids=sample_ids,
@@ -222,6 +290,37 @@ class FNGD:
                     if known.all()
                     else tuple(s if k else None for s, k in zip(scales, known, strict=True)),
                 )
+
+    def loss_weights(self, sample_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Per-sample loss weights ``w = N c`` that make this step a plain backward.
+
+        Network scope, after ``prepare()`` found this batch's coefficients: returns ``w``
+        (N,), detached, in the parameters' dtype and on their device, and switches the step
+        to *reweighted*: the blocks run their module's own op, nothing custom runs in
+        backward, and ``step()`` only keeps its books. Reduce ``w * l`` (``l``: per-sample
+        losses whose mean, resp. sum, is the ordinary batch loss) as the loss is reduced:
+        ``(w * l).mean()`` for ``loss_reduction="mean"``, ``(w * l).sum()`` for ``"sum"``;
+        its gradient is the FNGD gradient of every block (and ``G c`` for other parameters).
+        Returns None, changing nothing, in layer scope, for ``share="none"``, before
+        ``prepare()`` or when the batch must invert: then backpropagate the ordinary loss.
+        ``sample_ids``, when given, must be the prepared ones.
+        """
+        state = self._state
+        if state is None or state.weights is None:
+            return None
+        prepared = state.sample_ids
+        if (
+            sample_ids is not None
+            and prepared is not None
+            and sample_ids is not prepared
+            and not torch.equal(_host_ids(sample_ids), prepared)
+        ):
+            raise RuntimeError("loss_weights() got other sample_ids than prepare()")
+        if not state.reweighted:
+            state.reweighted = True
+            state.scales = None  # a block function already in the graph must not scale again
+            self._set_plain(True)
+        return state.weights
 
     @torch.no_grad()
     def step(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:
@@ -241,6 +340,9 @@ class FNGD:
         """The gradients of the blocks the backward pass left to ``step()``; the mode."""
         summed = state.summed
         prepared = state.sample_ids
+        if state.reweighted:
+            self._finish_reweighted(state)
+            summed = self.blocks  # for the ids check and the finite check below
         if (
             summed
             and sample_ids is not None
@@ -253,12 +355,27 @@ class FNGD:
                 "already used the prepared batch's coefficients"
             )
         stashed = sorted(state.stash, key=_index) if state.stash else []
+        if state.reweighted:
+            stashed = []  # _finish_reweighted gave them their gradients
         inverted = self._step_from_stash(stashed, state, sample_ids, epoch) if stashed else False
         if summed or stashed:
             self._mode = "inversion" if inverted else "weighted_sum"
             self.counts[self._mode] += 1
             if self.check_finite and not inverted:
                 self._check_finite(sorted({*summed, *stashed}, key=_index))
+
+    def _finish_reweighted(self, state: StepState) -> None:
+        """A reweighted step: the loss carried ``N c``, so autograd's gradients are FNGD's.
+
+        A block whose forward ran before ``loss_weights()`` stashed its pair: its plain
+        weight gradient (unit scale) is the reweighted loss's.
+        """
+        self._set_plain(False)
+        for b, pairs in state.stash.items():
+            for x, grad_out in pairs:
+                ones = grad_out.new_ones(grad_out.shape[0], 1)
+                for p, g in zip(b.params, b.weighted_grads(x, grad_out, ones), strict=False):
+                    _accumulate(p, g)
 
     def _step_from_stash(
         self,
@@ -268,23 +385,22 @@ class FNGD:
         epoch: int,
     ) -> bool:
         """Weighted sums for the stashed blocks; returns whether any of them inverted."""
-        pairs = {}
-        for b in stashed:
-            if len(state.stash[b]) > 1:
-                raise RuntimeError(
-                    f"module {b.name!r} ran more than one forward/backward before step() "
-                    "(weight sharing or gradient accumulation); add it to skip_layers, or "
-                    "call discard() after a backward pass that is not followed by step()"
-                )
-            pairs[b] = state.stash[b][0]
+        pairs = _single_pairs(stashed, state.stash)
         n = pairs[stashed[0]][0].shape[0]
         stored = self._stored(sample_ids, epoch, n)
-        known = np.zeros(len(self.blocks), dtype=bool) if stored is None else stored[1]
-        invert = [b for b in stashed if not known[b.index]]
+        rows = self._rows
+        known = np.zeros(self._num_rows, dtype=bool) if stored is None else stored[1]
+        invert = [b for b in stashed if not known[rows[b.index]]]
         coeffs = None if stored is None else stored[0]
         if invert:
-            fresh = self._invert(invert, pairs, n)
-            self._store(fresh, sample_ids, epoch, [b.index for b in invert])
+            try:
+                fresh = self._invert(invert, pairs, n)
+            except NonFiniteGradientError:
+                if self.grad_scaler is None:
+                    raise
+                self._write_plain(stashed, pairs)  # an overflow: the scaler skips this step
+                return True
+            self._store(fresh, sample_ids, epoch, sorted({rows[b.index] for b in invert}))
             coeffs = fresh if coeffs is None else torch.where(
                 torch.as_tensor(known, device=fresh.device).unsqueeze(1), coeffs.to(fresh), fresh
             )
@@ -293,48 +409,66 @@ class FNGD:
             scales = (coeffs * n).unsqueeze(-1)
             for b in stashed:
                 x, grad_out = pairs[b]
-                grads = b.weighted_grads(x, grad_out, scales[b.index].to(grad_out.dtype))
+                grads = b.weighted_grads(x, grad_out, scales[rows[b.index]].to(grad_out.dtype))
                 for p, g in zip(b.params, grads, strict=False):
                     _accumulate(p, g)
         return bool(invert)
 
-    def _invert(
-        self,
-        active: list[Block],
-        pairs: dict[Block, tuple[torch.Tensor, torch.Tensor]],
-        n: int,
-    ) -> torch.Tensor:
-        """Gram matrices and the damped solve for ``active``; (all blocks, N) coefficients."""
-        dtype = _solve_dtype(pairs[active[0]][1].dtype)
-        grams = []
+    def _write_plain(self, blocks: list[Block], pairs: dict[Block, Pair]) -> None:
+        for b in blocks:
+            x, grad_out = pairs[b]
+            ones = grad_out.new_ones(grad_out.shape[0], 1)
+            for p, g in zip(b.params, b.weighted_grads(x, grad_out, ones), strict=False):
+                _accumulate(p, g)
+
+    def _invert(self, active: list[Block], pairs: dict[Block, Pair], n: int) -> torch.Tensor:
+        """Gram matrices and the damped solve for ``active``; (table rows, N) coefficients."""
         with phase(FNGD_GRAM):
-            for b in active:
-                x, grad_out = pairs[b]
-                a, d = b.gram_operands(x, grad_out)
-                a, d = a.to(dtype), d.to(dtype)
-                if self.loss_reduction == "mean":
-                    d = d * n  # the hook saw delta_i / N
-                path = self._gram_path(b, a, d)
-                grams.append(gram_mod.gram(a, d, path))
+            grams = self._grams(active, pairs, n)
             self.counts["gram"] += 1
         with phase(FNGD_SOLVE):
-            c, report = damped_solve(
-                torch.stack(grams), n * self.damping, names=[b.name for b in active]
-            )
+            c, report = self._solve(grams, [b.name for b in active])
             self.counts["solve"] += 1
         self.last_solve = report
+        if self.scope == "network":
+            return c
         full = c.new_zeros(len(self.blocks), n)
         full[[b.index for b in active]] = c
         return full
 
-    def _gram_path(self, block: Block, a: torch.Tensor, d: torch.Tensor) -> str:
+    def _grams(self, active: list[Block], pairs: dict[Block, Pair], n: int) -> torch.Tensor:
+        """``K_b`` (len(active), N, N) of the per-sample losses, unscaled by the loss scale."""
+        dtype = _solve_dtype(pairs[active[0]][1].dtype)
+        unscale = None if self.grad_scaler is None else 1.0 / _loss_scale(self.grad_scaler)
+        grams = []
+        for b in active:
+            x, grad_out = pairs[b]
+            a, d = b.gram_operands(x, grad_out)
+            a, d = a.to(dtype), d.to(dtype)
+            if self.loss_reduction == "mean":
+                d = d * n  # the hook saw delta_i / N
+            if unscale is not None:
+                d = d * unscale  # K / S^2: the damping stays lambda under a scaled loss
+            path = self._gram_path(a, d)
+            self.gram_paths[b.name] = path
+            grams.append(gram_mod.gram(a, d, path))
+        return torch.stack(grams)
+
+    def _solve(self, grams: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, SolveReport]:
+        """``c`` per block (layer scope) or of the summed Gram (network: one row)."""
+        if self.scope == "network":
+            grams, names = grams.sum(0, keepdim=True), [NETWORK]
+        lam = damping_mod.at(self.damping, self.steps)
+        c, report = damped_solve(grams, solve_mod.shift(grams, lam, self.damping_mode), names)
+        if self.normalize:
+            c = c / c.sum(-1, keepdim=True)
+        return c, report
+
+    def _gram_path(self, a: torch.Tensor, d: torch.Tensor) -> str:
         if self.gram != "auto":
-            path = self.gram
-        else:
-            n, t, p = a.shape
-            path = gram_mod.choose(n, t, p, d.shape[-1])
-        self.gram_paths[block.name] = path
-        return path
+            return self.gram
+        n, t, p = a.shape
+        return gram_mod.choose(n, t, p, d.shape[-1])
 
     def _store(
         self, coeffs: torch.Tensor, sample_ids: torch.Tensor | None, epoch: int, blocks: list[int]
@@ -360,11 +494,111 @@ class FNGD:
                 f"non-finite gradient (NaN or inf) in block(s) {', '.join(bad)}"
             )
 
+    # -- staleness ---------------------------------------------------------------------
+    def staleness(
+        self, sample_ids: torch.Tensor | None = None, *, iteration: int | None = None
+    ) -> Staleness:
+        """A probe: how far the stored coefficients' direction is from a fresh solve.
+
+        ::
+
+            with pre.staleness(ids) as probe:
+                loss_fn(model(x_probe), y_probe).backward()
+            probe.result  # key -> {"cosine", "norm_ratio", "known"}
+
+        Inside, the blocks keep (input, grad_output) as in the inversion phase; nothing
+        reaches ``.grad`` (every parameter's is restored), the tables, the step count, the
+        mode or the counts. On exit the probe batch's direction ``sum_i c_i g_i`` from the
+        stored coefficients (``share="sample"``: by ``sample_ids``; ``"iteration"``: those
+        stored for ``iteration``, an index within the epoch) is compared with a fresh solve
+        on the same batch and weights, with the damping (strategy, schedule at the current
+        step, loss scale) a solve would use now. Keys: each block's name and ``"network"``
+        (the concatenated directions) in layer scope, ``"network"`` in network scope.
+        ``known`` is False, and ``cosine`` and ``norm_ratio`` None, where some id (or the
+        iteration) has no stored coefficient, and always for ``share="none"``.
+        """
+        if self.share == "sample" and sample_ids is None:
+            raise ValueError('share="sample" needs the probe batch\'s sample_ids')
+        if self.share == "iteration" and iteration is None:
+            raise ValueError('share="iteration" needs the iteration whose coefficients to probe')
+        return Staleness(self, sample_ids, iteration)
+
+    def _begin_probe(self) -> tuple[StepState | None, list[torch.Tensor | None]]:
+        """Set the step aside: an empty state (every block stashes), no ``.grad``."""
+        saved = (self._state, [p.grad for p in self._params])
+        for p in self._params:
+            p.grad = None
+        self._state = StepState()
+        if saved[0] is not None and saved[0].reweighted:
+            self._set_plain(False)
+        return saved
+
+    def _end_probe(
+        self, saved: tuple[StepState | None, list[torch.Tensor | None]]
+    ) -> dict[Block, list[Pair]]:
+        """Put the step back as it was; the probe's stash."""
+        probe = self.step_state()
+        self._state, grads = saved
+        for p, g in zip(self._params, grads, strict=True):
+            p.grad = g
+        if self._state is not None and self._state.reweighted:
+            self._set_plain(True)
+        return probe.stash
+
+    @torch.no_grad()
+    def _probe(
+        self,
+        stash: dict[Block, list[Pair]],
+        sample_ids: torch.Tensor | None,
+        iteration: int | None,
+    ) -> dict[str, dict[str, Any]]:
+        """Stored against fresh directions for the probe batch, per key (``staleness``)."""
+        blocks = sorted(stash, key=_index)
+        if not blocks:
+            return {}
+        pairs = _single_pairs(blocks, stash)
+        n = pairs[blocks[0]][0].shape[0]
+        fresh, _ = self._solve(self._grams(blocks, pairs, n), [b.name for b in blocks])
+        stored, known = self._probe_stored(sample_ids, iteration, n)
+        rows = self._rows
+        fresh_dirs, stored_dirs = {}, {}
+        for j, b in enumerate(blocks):
+            row = rows[b.index]
+            fresh_dirs[b.name] = _direction(b, pairs[b], fresh[0 if self.scope == "network" else j])
+            if stored is not None and known[row]:
+                stored_dirs[b.name] = _direction(b, pairs[b], stored[row])
+        names = [b.name for b in blocks]
+        result = {}
+        if self.scope == "layer":
+            for name in names:
+                s = stored_dirs.get(name)
+                result[name] = unknown() if s is None else compare(s, fresh_dirs[name])
+        whole = torch.cat([fresh_dirs[k] for k in names])
+        if len(stored_dirs) == len(names):
+            result[NETWORK] = compare(torch.cat([stored_dirs[k] for k in names]), whole)
+        else:
+            result[NETWORK] = unknown()
+        return result
+
+    def _probe_stored(
+        self, sample_ids: torch.Tensor | None, iteration: int | None, n: int
+    ) -> tuple[torch.Tensor | None, np.ndarray]:
+        none = np.zeros(self._num_rows, dtype=bool)
+        if self.share == "none":
+            return None, none
+        if self.share == "iteration":
+            assert iteration is not None
+            found = self.iteration_table.lookup(iteration, n, self.epoch())
+        else:
+            assert sample_ids is not None
+            found = self.sample_table.lookup(_host_ids(sample_ids), self.epoch())
+        return (None, none) if found is None else found
+
     # -- bookkeeping -----------------------------------------------------------------
     def reset_coefficients(self) -> None:
         """Forget every stored coefficient: the next steps run the inversion phase again."""
-        self.sample_table = SampleTable(len(self.blocks), self.refresh_epochs)
-        self.iteration_table = IterationTable(len(self.blocks), self.refresh_epochs)
+        self.sample_table = SampleTable(self._num_rows, self.refresh_epochs)
+        self.iteration_table = IterationTable(self._num_rows, self.refresh_epochs)
 
     def memory_usage(self) -> dict[str, int]:
         """Bytes of the coefficient tables."""
@@ -374,6 +608,7 @@ class FNGD:
         return {
             "steps": self.steps,
             "share": self.share,
+            "scope": self.scope,
             "blocks": [b.name for b in self.blocks],
             "sample_table": self.sample_table.state_dict(),
             "iteration_table": self.iteration_table.state_dict(),
@@ -385,6 +620,9 @@ class FNGD:
             raise ValueError(f"state is for blocks {state['blocks']}, this model has {names}")
         if state["share"] != self.share:
             raise ValueError(f"state is for share={state['share']!r}, this is {self.share!r}")
+        scope = state.get("scope", "layer")
+        if scope != self.scope:
+            raise ValueError(f"state is for scope={scope!r}, this is {self.scope!r}")
         device = self.blocks[0].module.weight.device if self.blocks else None
         self.steps = int(state["steps"])
         self.sample_table.load_state_dict(state["sample_table"], device)
@@ -403,6 +641,7 @@ class FNGD:
     def __repr__(self) -> str:
         return (
             f"FNGD(blocks={len(self.blocks)}, damping={self.damping}, share={self.share!r}, "
+            f"scope={self.scope!r}, "
             f"refresh_epochs={self.refresh_epochs}, loss_reduction={self.loss_reduction!r})"
         )
 
@@ -411,11 +650,39 @@ def _index(block: Block) -> int:
     return block.index
 
 
+def _single_pairs(blocks: list[Block], stash: dict[Block, list[Pair]]) -> dict[Block, Pair]:
+    """Each block's one (input, grad_output) pair; two mean a module ran twice."""
+    pairs = {}
+    for b in blocks:
+        if len(stash[b]) > 1:
+            raise RuntimeError(
+                f"module {b.name!r} ran more than one forward/backward before step() "
+                "(weight sharing or gradient accumulation); add it to skip_layers, or "
+                "call discard() after a backward pass that is not followed by step()"
+            )
+        pairs[b] = stash[b][0]
+    return pairs
+
+
+def _loss_scale(grad_scaler: Any) -> float:
+    """The current loss scale of a ``GradScaler`` (``get_scale()``) or of a callable."""
+    get = getattr(grad_scaler, "get_scale", None)
+    return float(get() if get is not None else grad_scaler())
+
+
 def _host_ids(sample_ids: torch.Tensor) -> torch.Tensor:
     ids = torch.as_tensor(sample_ids)
     if ids.device.type == "cpu" and ids.dtype == torch.int64 and ids.dim() == 1:
         return ids
     return ids.detach().to("cpu", torch.int64).reshape(-1)
+
+
+def _direction(block: Block, pair: Pair, coeffs: torch.Tensor) -> torch.Tensor:
+    """``sum_i c_i g_i`` of ``block`` (weight, then bias), flattened, in float64."""
+    x, grad_out = pair
+    scale = (coeffs * len(coeffs)).unsqueeze(-1).to(grad_out.dtype)
+    grads = block.weighted_grads(x, grad_out, scale)
+    return torch.cat([g.flatten() for g in grads if g is not None]).double()
 
 
 def _solve_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -1,5 +1,9 @@
 """The damped N x N solve ``c = (K + shift I)^-1 1`` for a stack of blocks at once.
 
+The shift is ``N lam`` (``damping_mode="constant"``) or ``lam trace(K) / N``, lam times K's
+mean eigenvalue (``"relative"``: scaling the loss by s scales K and the shift by s^2, so
+the natural gradient ``G c`` scales by exactly 1/s, as undamped NGD's does).
+
 Cholesky first (K is symmetric positive semi-definite, the shift makes it definite).
 Where it fails, or its result is not finite (a singular K with zero damping), the stated
 fallback: add jitter ``eps = 1e-6 * (trace(K)/N + 1)``, growing tenfold, up to
@@ -15,6 +19,9 @@ import torch
 
 JITTER_TRIES = 4
 JITTER_SCALE = 1e-6
+DAMPING_MODES = ("constant", "relative")
+
+Shift = float | torch.Tensor  # one for every block, or one per block (B,)
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -39,16 +46,30 @@ def _cholesky_solve(m: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, t
     return c, ok
 
 
+def shift(k: torch.Tensor, damping: float, mode: str = "constant") -> Shift:
+    """The diagonal shift for ``k`` (B, N, N): ``N damping``, or per block
+    ``damping trace(K) / N`` (relative)."""
+    n = k.shape[-1]
+    if mode == "constant":
+        return n * damping
+    if mode == "relative":
+        return torch.diagonal(k, dim1=-2, dim2=-1).sum(-1) * (damping / n)
+    raise ValueError(f"unknown damping_mode {mode!r}; valid: {', '.join(DAMPING_MODES)}")
+
+
 def damped_solve(
-    k: torch.Tensor, shift: float, names: list[str] | None = None
+    k: torch.Tensor, shift: Shift, names: list[str] | None = None
 ) -> tuple[torch.Tensor, SolveReport]:
-    """Solve for every block of ``k`` (B, N, N); returns ``c`` (B, N) and a report."""
+    """Solve for every block of ``k`` (B, N, N); returns ``c`` (B, N) and a report.
+
+    ``shift`` is one number, or a (B,) tensor with one per block.
+    """
     b, n, _ = k.shape
     names = names or [str(i) for i in range(b)]
     finite = torch.isfinite(k).all(dim=(-2, -1))
     eye = torch.eye(n, dtype=k.dtype, device=k.device)
     rhs = torch.ones(b, n, 1, dtype=k.dtype, device=k.device)
-    m = k + shift * eye
+    m = k + (shift.view(-1, 1, 1) if isinstance(shift, torch.Tensor) else shift) * eye
     c, ok = _cholesky_solve(m, rhs)
     flags = torch.stack([finite, ok]).cpu()  # the one synchronisation
     bad = [names[i] for i in range(b) if not flags[0, i]]
@@ -59,11 +80,13 @@ def damped_solve(
         )
     report = SolveReport(["cholesky"] * b)
     for i in (i for i in range(b) if not flags[1, i]):
-        c[i], report.methods[i] = _fallback(k[i], shift)
+        c[i], report.methods[i] = _fallback(
+            k[i], shift[i] if isinstance(shift, torch.Tensor) else shift
+        )
     return c[..., 0], report
 
 
-def _fallback(k: torch.Tensor, shift: float) -> tuple[torch.Tensor, str]:
+def _fallback(k: torch.Tensor, shift: Shift) -> tuple[torch.Tensor, str]:
     n = k.shape[0]
     eye = torch.eye(n, dtype=k.dtype, device=k.device)
     rhs = torch.ones(n, 1, dtype=k.dtype, device=k.device)

@@ -29,3 +29,7 @@ class StepState:
     summed: list[Block] = field(default_factory=list)
     #: Per block, the (input, grad_output) pairs kept for ``step()`` to turn into gradients.
     stash: dict[Block, list[Pair]] = field(default_factory=dict)
+    #: Network scope with known coefficients: the per-sample loss weights ``N c`` (N,).
+    weights: torch.Tensor | None = None
+    #: ``loss_weights()`` was called: the loss carries ``N c``, the blocks run plain ops.
+    reweighted: bool = False

@@ -57,3 +57,20 @@ def block_grad(model: nn.Module, name: str) -> torch.Tensor:
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def network_natural_gradient(
+    per_sample: dict[str, torch.Tensor], damping: float, reduction: str = "mean"
+) -> dict[str, torch.Tensor]:
+    """Dense damped NGD of the whole parameter vector (every block's G stacked), per block."""
+    names = list(per_sample)
+    nat = natural_gradient(torch.cat([per_sample[k] for k in names], dim=1), damping, reduction)
+    return dict(zip(names, nat.split([per_sample[k].shape[1] for k in names]), strict=True))
+
+
+def network_coefficients(per_sample: dict[str, torch.Tensor], damping: float) -> torch.Tensor:
+    """``c = (sum_b K_b + N damping I)^-1 1`` of the per-sample losses (float64)."""
+    g = torch.cat(list(per_sample.values()), dim=1)
+    n = g.shape[0]
+    eye = torch.eye(n, dtype=g.dtype)
+    return torch.linalg.solve(g @ g.T + n * damping * eye, torch.ones(n, dtype=g.dtype))

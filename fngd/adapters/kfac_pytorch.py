@@ -86,6 +86,10 @@ class KFACPytorch:
     def prepare(self, sample_ids: torch.Tensor | None = None) -> None:
         """Nothing to announce: kfac-pytorch does not use sample ids."""
 
+    def loss_weights(self, sample_ids: torch.Tensor | None = None) -> None:
+        """None: kfac-pytorch has no per-sample loss weights (the common surface)."""
+        return None
+
     def step(self, sample_ids: torch.Tensor | None = None) -> None:
         """kfac-pytorch's ``step()``: factors, inverses when due, preconditioned ``.grad``.
 

@@ -74,7 +74,8 @@ class Block:
         self.module = module
         self.owner = owner
         self.index = index
-        module.forward = BlockForward(self)  # type: ignore[method-assign]
+        self.forward = BlockForward(self)
+        module.forward = self.forward  # type: ignore[method-assign]
 
     # -- what subclasses provide ------------------------------------------------------
     def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
@@ -130,6 +131,16 @@ class Block:
             scale = scale.to(grad_out.dtype)
         with phase(FNGD_WEIGHTED_SUM):
             return self.weighted_grads(x, grad_out, scale)
+
+    def set_plain(self, plain: bool) -> None:
+        """Run the module's own forward (``plain``: a reweighted-loss step) or the block's.
+
+        Through ``__dict__``: this runs once per block and step, at next to no cost.
+        """
+        if plain:
+            self.module.__dict__.pop("forward", None)
+        else:
+            self.module.__dict__["forward"] = self.forward
 
     def remove(self) -> None:
         if "forward" in self.module.__dict__:

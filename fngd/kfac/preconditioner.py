@@ -236,6 +236,10 @@ class KFAC:
     def prepare(self, sample_ids: torch.Tensor | None = None) -> None:
         """Nothing to announce: KFAC's step does not depend on the batch's sample ids."""
 
+    def loss_weights(self, sample_ids: torch.Tensor | None = None) -> None:
+        """None: KFAC has no per-sample loss weights (the common surface)."""
+        return None
+
     @torch.no_grad()
     def step(self, sample_ids: torch.Tensor | None = None) -> None:
         """Update factors / eigendecompositions when due, then precondition every ``.grad``.

@@ -30,6 +30,10 @@ class Preconditioner(Protocol):
 
     def prepare(self, sample_ids: torch.Tensor | None = None) -> None: ...
 
+    def loss_weights(self, sample_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Per-sample loss weights that make this step a plain backward, or None."""
+        ...
+
     def step(self, sample_ids: torch.Tensor | None = None) -> None: ...
 
     def memory_usage(self) -> dict[str, int]: ...
@@ -72,6 +76,17 @@ class BenchOptimizer:
         """Announce the next batch before its backward pass (FNGD then sums inside backward)."""
         if self.preconditioner is not None:
             self.preconditioner.prepare(sample_ids=sample_ids)
+
+    def loss_weights(self, sample_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Per-sample loss weights for this step (after ``prepare``), or None.
+
+        FNGD in network scope with this batch's coefficients known returns ``w = N c``:
+        backpropagate ``(w * per_sample_losses).mean()`` (``.sum()`` for a summed loss)
+        and the step costs an SGD step. None: backpropagate the ordinary loss.
+        """
+        if self.preconditioner is None:
+            return None
+        return self.preconditioner.loss_weights(sample_ids=sample_ids)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

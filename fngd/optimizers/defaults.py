@@ -4,7 +4,9 @@
 - AdamW: torch.optim.AdamW's own defaults.
 - KFAC: kfac-pytorch's CIFAR-10 ResNet example (damping 0.003, factor_decay 0.95,
   kl_clip 0.001, factor_update_steps 1, inv_update_steps 10) on top of that SGD.
-- FNGD / NGD: the same SGD for the update; damping 1e-3 for the N x N solve. The
+- FNGD / NGD: the same SGD for the update; damping 1e-3 for the N x N solve (a float or a
+  schedule spec, ``fngd.damping``), per layer (``scope``), a constant shift, coefficients
+  not normalised, no loss scale (``grad_scaler``: recorded by its type's name). The
   per-step finite check of the weighted-sum phase is ``FNGD``'s own default
   (``fngd.preconditioner.CHECK_FINITE``, off: on a GPU it would add a host synchronisation
   per step that SGD does not pay; the runner detects divergence from the loss instead, and
@@ -43,6 +45,10 @@ FNGD: dict[str, Any] = {
     **SGD,
     "damping": 1e-3,
     "share": "sample",
+    "scope": "layer",
+    "damping_mode": "constant",
+    "normalize": False,
+    "grad_scaler": None,
     "refresh_epochs": None,
     "steps_per_epoch": None,
     "loss_reduction": "mean",

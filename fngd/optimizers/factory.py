@@ -58,11 +58,24 @@ def _fngd_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hp.items() if k not in skip}
 
 
+def _fngd_record(hp: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters as records keep them: a damping schedule as its spec string,
+    a loss scaler by its type's name (a callable: its name)."""
+    from fngd import damping
+
+    scaler = hp["grad_scaler"]
+    if scaler is not None:
+        scaler = getattr(scaler, "__name__", None) or type(scaler).__name__
+    return {**hp, "damping": damping.describe(hp["damping"]), "grad_scaler": scaler}
+
+
 def _build_fngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
     from fngd.preconditioner import FNGD
 
     pre = FNGD(model, **_fngd_kwargs(hp))
-    return BenchOptimizer("fngd", _sgd(model, hp), impl="builtin", hparams=hp, preconditioner=pre)
+    return BenchOptimizer(
+        "fngd", _sgd(model, hp), impl="builtin", hparams=_fngd_record(hp), preconditioner=pre
+    )
 
 
 def _build_ngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
@@ -70,7 +83,11 @@ def _build_ngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
 
     pre = FNGD(model, share="none", **_fngd_kwargs(hp))
     return BenchOptimizer(
-        "ngd", _sgd(model, hp), impl="builtin", hparams={**hp, "share": "none"}, preconditioner=pre
+        "ngd",
+        _sgd(model, hp),
+        impl="builtin",
+        hparams={**_fngd_record(hp), "share": "none"},
+        preconditioner=pre,
     )
 
 
