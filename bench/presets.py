@@ -13,6 +13,21 @@ variant of one with fixed overrides:
 | `kfac-inv1` | kfac   | `inv_update_steps=1` (inverse every step)               |
 | `fngd`      | fngd   | `share="sample"` (coefficients shared by sample id)     |
 | `fngd-iter` | fngd   | `share="iteration"` (shared by position in the epoch)   |
+| `ngd-net`   | ngd    | `scope="network"` (one coefficient vector per batch)    |
+| `fngd-net`  | fngd   | `share="sample"`, `scope="network"`: a later step is a  |
+|             |        | plain backward of the reweighted per-sample loss        |
+| `fngd-net-iter` | fngd | `share="iteration"`, `scope="network"`               |
+
+Each of the six ``ngd``/``fngd`` labels above (``NGD_LABELS``) also comes with each damping
+strategy as a suffix, adding to its overrides:
+
+| suffix   | overrides                                                               |
+| -------- | ----------------------------------------------------------------------- |
+| `-rel`   | `damping_mode="relative"`: the shift is damping x the mean eigenvalue   |
+| `-norm`  | `normalize=True`: stored coefficients sum to 1                          |
+| `-sched` | `damping=DAMPING_SCHEDULE` (an ``fngd.damping`` spec, 1.0 down to 0.01) |
+
+e.g. ``fngd-rel``, ``fngd-iter-norm``, ``ngd-net-sched``, ``fngd-net-rel``.
 
 Hyperparameters are merged as: factory defaults < ``workload.hparams[family]`` <
 ``workload.hparams[label]`` (if a workload tunes a variant) < the label's overrides <
@@ -50,6 +65,47 @@ class Variant:
     note: str = ""
 
 
+#: The ``-sched`` variants' damping (an ``fngd.damping`` spec): strong damping while the
+#: network is far from a minimum, 100x weaker after ``200`` steps (the first epochs).
+DAMPING_SCHEDULE = "geometric:1.0:0.01:200"
+
+#: Coefficient scope and sharing of the FNGD/NGD labels: (label, family, overrides, note).
+_NGD_FAMILY: tuple[tuple[str, str, dict[str, Any], str], ...] = (
+    ("ngd", "ngd", {}, "exact NGD (N x N solve every step)"),
+    ("fngd", "fngd", {"share": "sample"}, "FNGD, coefficients shared by sample"),
+    ("fngd-iter", "fngd", {"share": "iteration"}, "FNGD, coefficients shared by iteration"),
+    ("ngd-net", "ngd", {"scope": "network"}, "exact whole-network NGD (one N x N solve)"),
+    (
+        "fngd-net",
+        "fngd",
+        {"share": "sample", "scope": "network"},
+        "FNGD, one whole-network vector shared by sample",
+    ),
+    (
+        "fngd-net-iter",
+        "fngd",
+        {"share": "iteration", "scope": "network"},
+        "FNGD, one whole-network vector shared by iteration",
+    ),
+)
+#: Damping strategies, as label suffixes: (suffix, overrides, note).
+_DAMPINGS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("", {}, ""),
+    ("-rel", {"damping_mode": "relative"}, ", relative damping"),
+    ("-norm", {"normalize": True}, ", normalised coefficients"),
+    ("-sched", {"damping": DAMPING_SCHEDULE}, f", damping {DAMPING_SCHEDULE}"),
+)
+
+
+def _ngd_variants() -> list[Variant]:
+    """Every scope x sharing label with every damping strategy (``fngd-net-rel``, ...)."""
+    return [
+        Variant(label + suffix, family, {**overrides, **damping}, note + extra)
+        for suffix, damping, extra in _DAMPINGS
+        for label, family, overrides, note in _NGD_FAMILY
+    ]
+
+
 VARIANTS: dict[str, Variant] = {
     v.label: v
     for v in (
@@ -57,13 +113,11 @@ VARIANTS: dict[str, Variant] = {
         Variant("adamw", "adamw", {}, "AdamW"),
         Variant("kfac", "kfac", {"inv_update_steps": 10}, "KFAC, inverse every 10 steps"),
         Variant("kfac-inv1", "kfac", {"inv_update_steps": 1}, "KFAC, inverse every step"),
-        Variant("ngd", "ngd", {}, "exact NGD (N x N solve every step)"),
-        Variant("fngd", "fngd", {"share": "sample"}, "FNGD, coefficients shared by sample"),
-        Variant(
-            "fngd-iter", "fngd", {"share": "iteration"}, "FNGD, coefficients shared by iteration"
-        ),
+        *_ngd_variants(),
     )
 }
+#: The scope x sharing x damping labels, in table order (the ablation preset runs them all).
+NGD_LABELS = tuple(v.label for v in _ngd_variants())
 
 
 def labels() -> list[str]:
