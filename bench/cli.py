@@ -236,12 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"step variants (default: all): {', '.join(STEP_VARIANTS)}",
     )
     ratio.add_argument("--rounds", type=int, default=200, help="timed rounds (default: 200)")
-    ratio.add_argument(
-        "--threads", type=int, default=1, help="CPU intra-op threads (default: 1)"
-    )
-    ratio.add_argument(
-        "--size", choices=("small", "paper"), default="small", help="workload size"
-    )
+    ratio.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (default: 1)")
+    ratio.add_argument("--size", choices=("small", "paper"), default="small", help="workload size")
     ratio.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     _device_arg(ratio)
 

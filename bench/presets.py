@@ -187,9 +187,7 @@ class Preset:
             self.optimizers_for(optimizers),
             list(seeds) if seeds is not None else list(self.seeds),
             max_steps_per_epoch=(
-                max_steps_per_epoch
-                if max_steps_per_epoch is not None
-                else self.max_steps_per_epoch
+                max_steps_per_epoch if max_steps_per_epoch is not None else self.max_steps_per_epoch
             ),
             size=size or self.size,
             warmup_steps=warmup_steps if warmup_steps is not None else self.warmup_steps,

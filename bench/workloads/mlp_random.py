@@ -55,7 +55,10 @@ def build(
 
     def mlp() -> nn.Module:
         return nn.Sequential(
-            nn.Linear(INPUTS, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+            nn.Linear(INPUTS, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
             nn.Linear(width, CLASSES),
         )
 
