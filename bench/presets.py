@@ -218,13 +218,13 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick",
         workloads=("mlp-digits", "cnn-mnist1d"),
-        optimizers=("sgd", "adamw", "kfac", "ngd", "fngd"),
+        optimizers=("sgd", "adamw", "kfac", "ngd", "fngd", "fngd-net"),
         seeds=(0,),
         epochs=QUICK_EPOCHS,
         size="small",
         overhead=(("mlp-digits", "sgd"), ("cnn-mnist1d", "kfac")),
         description=(
-            "real data at CPU size (mlp-digits, cnn-mnist1d), sgd/adamw/kfac/ngd/fngd, "
+            "real data at CPU size (mlp-digits, cnn-mnist1d), sgd/adamw/kfac/ngd/fngd/fngd-net, "
             "1 seed, "
             + ", ".join(f"{w} {n} epochs" for w, n in QUICK_EPOCHS.items())
             + f"; about {QUICK_MINUTES} minutes on a 2-core CPU, report included"
