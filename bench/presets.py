@@ -1,4 +1,4 @@
-"""Optimiser labels and the two sweep presets, ``quick`` and ``paper``.
+"""Optimiser labels and the sweep presets, ``quick``, ``ablation`` and ``paper``.
 
 Optimiser labels
 ----------------
@@ -38,6 +38,11 @@ Presets
 ``quick``: real data at CPU size (mlp-digits, cnn-mnist1d) for every optimiser family, one
 seed, ``QUICK_EPOCHS`` epochs so FNGD shows its inversion epoch and a weighted-sum epoch;
 about ``QUICK_MINUTES`` minutes on a 2-core CPU, including the timer-overhead measurement.
+
+``ablation``: FNGD's design space: both CPU workloads at their own epochs, seeds
+``ABLATION_SEEDS``, ``sgd`` (the reference of every ratio) and every label of
+``NGD_LABELS`` (scope x sharing x damping); about ``ABLATION_MINUTES`` minutes on a 2-core
+CPU. Its report's "FNGD design space" section lays the cells out by their hyperparameters.
 
 ``paper``: resnet18-cifar100 (batch 128) and transformer-multi30k at size ``paper`` for
 sgd, adamw, kfac, kfac-inv1, fngd, fngd-iter and ngd; two epochs of at most
@@ -213,6 +218,8 @@ class Preset:
 QUICK_EPOCHS = {"mlp-digits": 10, "cnn-mnist1d": 30}
 QUICK_MINUTES = 3  # measured: 1.7 minutes on an idle 2-core AMD EPYC, report included
 PAPER_MAX_STEPS = 200
+ABLATION_SEEDS = (0, 1, 2)
+ABLATION_MINUTES = 12  # measured: 40 s for 12 cells of one seed (3.4 s a cell) -> ~9 min
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
@@ -228,6 +235,20 @@ PRESETS: dict[str, Preset] = {
             "1 seed, "
             + ", ".join(f"{w} {n} epochs" for w, n in QUICK_EPOCHS.items())
             + f"; about {QUICK_MINUTES} minutes on a 2-core CPU, report included"
+        ),
+    ),
+    "ablation": Preset(
+        name="ablation",
+        workloads=("mlp-digits", "cnn-mnist1d"),
+        optimizers=("sgd", *NGD_LABELS),
+        seeds=ABLATION_SEEDS,
+        epochs=None,
+        size="small",
+        overhead=(("mlp-digits", "sgd"),),
+        description=(
+            "FNGD's design space on the CPU workloads (mlp-digits, cnn-mnist1d) at their own "
+            f"epochs, {len(ABLATION_SEEDS)} seeds: sgd and every scope x sharing x damping label "
+            f"({len(NGD_LABELS)}); about {ABLATION_MINUTES} minutes on a 2-core CPU"
         ),
     ),
     "paper": Preset(
