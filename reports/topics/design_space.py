@@ -330,7 +330,7 @@ def staleness_figure(table: pd.DataFrame, setting: pd.Series) -> Figure | None:
     if t.empty:
         return None
     with plot.style(), plot.context():
-        fig = Figure(figsize=(plot.WIDTH, 3.4), layout="constrained")
+        fig = Figure(figsize=(plot.WIDTH, 3.8), layout="constrained")
         ax_cos, ax_norm = fig.subplots(1, 2)
         for opt in plot.opt_labels(t):
             g = t.loc[t["opt"] == opt].sort_values("epoch")
@@ -344,7 +344,8 @@ def staleness_figure(table: pd.DataFrame, setting: pd.Series) -> Figure | None:
                         g["epoch"], g[f"{c}_min"], g[f"{c}_max"], color=color, alpha=0.12, lw=0
                     )
         ax_cos.set_ylabel("cosine(stored, fresh)")
-        ax_norm.set_ylabel("‖stored‖ / ‖fresh‖")
+        ax_norm.set_ylabel("‖stored‖ / ‖fresh‖ (log)")
+        ax_norm.set_yscale("log")  # stale norms are off by factors, both ways
         ax_norm.axhline(1.0, color="0.6", lw=0.8)
         for ax in (ax_cos, ax_norm):
             ax.set_xlabel("epoch")
