@@ -1,4 +1,4 @@
-"""Optimiser labels and the two sweep presets, ``quick`` and ``paper``.
+"""Optimiser labels and the sweep presets, ``quick``, ``ablation`` and ``paper``.
 
 Optimiser labels
 ----------------
@@ -13,6 +13,21 @@ variant of one with fixed overrides:
 | `kfac-inv1` | kfac   | `inv_update_steps=1` (inverse every step)               |
 | `fngd`      | fngd   | `share="sample"` (coefficients shared by sample id)     |
 | `fngd-iter` | fngd   | `share="iteration"` (shared by position in the epoch)   |
+| `ngd-net`   | ngd    | `scope="network"` (one coefficient vector per batch)    |
+| `fngd-net`  | fngd   | `share="sample"`, `scope="network"`: a later step is a  |
+|             |        | plain backward of the reweighted per-sample loss        |
+| `fngd-net-iter` | fngd | `share="iteration"`, `scope="network"`               |
+
+Each of the six ``ngd``/``fngd`` labels above (``NGD_LABELS``) also comes with each damping
+strategy as a suffix, adding to its overrides:
+
+| suffix   | overrides                                                               |
+| -------- | ----------------------------------------------------------------------- |
+| `-rel`   | `damping_mode="relative"`: the shift is damping x the mean eigenvalue   |
+| `-norm`  | `normalize=True`: stored coefficients sum to 1                          |
+| `-sched` | `damping=DAMPING_SCHEDULE` (an ``fngd.damping`` spec, 1.0 down to 0.01) |
+
+e.g. ``fngd-rel``, ``fngd-iter-norm``, ``ngd-net-sched``, ``fngd-net-rel``.
 
 Hyperparameters are merged as: factory defaults < ``workload.hparams[family]`` <
 ``workload.hparams[label]`` (if a workload tunes a variant) < the label's overrides <
@@ -23,6 +38,11 @@ Presets
 ``quick``: real data at CPU size (mlp-digits, cnn-mnist1d) for every optimiser family, one
 seed, ``QUICK_EPOCHS`` epochs so FNGD shows its inversion epoch and a weighted-sum epoch;
 about ``QUICK_MINUTES`` minutes on a 2-core CPU, including the timer-overhead measurement.
+
+``ablation``: FNGD's design space: both CPU workloads at their own epochs, seeds
+``ABLATION_SEEDS``, ``sgd`` (the reference of every ratio) and every label of
+``NGD_LABELS`` (scope x sharing x damping); about ``ABLATION_MINUTES`` minutes on a 2-core
+CPU. Its report's "FNGD design space" section lays the cells out by their hyperparameters.
 
 ``paper``: resnet18-cifar100 (batch 128) and transformer-multi30k at size ``paper`` for
 sgd, adamw, kfac, kfac-inv1, fngd, fngd-iter and ngd; two epochs of at most
@@ -50,6 +70,47 @@ class Variant:
     note: str = ""
 
 
+#: The ``-sched`` variants' damping (an ``fngd.damping`` spec): strong damping while the
+#: network is far from a minimum, 100x weaker after ``200`` steps (the first epochs).
+DAMPING_SCHEDULE = "geometric:1.0:0.01:200"
+
+#: Coefficient scope and sharing of the FNGD/NGD labels: (label, family, overrides, note).
+_NGD_FAMILY: tuple[tuple[str, str, dict[str, Any], str], ...] = (
+    ("ngd", "ngd", {}, "exact NGD (N x N solve every step)"),
+    ("fngd", "fngd", {"share": "sample"}, "FNGD, coefficients shared by sample"),
+    ("fngd-iter", "fngd", {"share": "iteration"}, "FNGD, coefficients shared by iteration"),
+    ("ngd-net", "ngd", {"scope": "network"}, "exact whole-network NGD (one N x N solve)"),
+    (
+        "fngd-net",
+        "fngd",
+        {"share": "sample", "scope": "network"},
+        "FNGD, one whole-network vector shared by sample",
+    ),
+    (
+        "fngd-net-iter",
+        "fngd",
+        {"share": "iteration", "scope": "network"},
+        "FNGD, one whole-network vector shared by iteration",
+    ),
+)
+#: Damping strategies, as label suffixes: (suffix, overrides, note).
+_DAMPINGS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("", {}, ""),
+    ("-rel", {"damping_mode": "relative"}, ", relative damping"),
+    ("-norm", {"normalize": True}, ", normalised coefficients"),
+    ("-sched", {"damping": DAMPING_SCHEDULE}, f", damping {DAMPING_SCHEDULE}"),
+)
+
+
+def _ngd_variants() -> list[Variant]:
+    """Every scope x sharing label with every damping strategy (``fngd-net-rel``, ...)."""
+    return [
+        Variant(label + suffix, family, {**overrides, **damping}, note + extra)
+        for suffix, damping, extra in _DAMPINGS
+        for label, family, overrides, note in _NGD_FAMILY
+    ]
+
+
 VARIANTS: dict[str, Variant] = {
     v.label: v
     for v in (
@@ -57,13 +118,11 @@ VARIANTS: dict[str, Variant] = {
         Variant("adamw", "adamw", {}, "AdamW"),
         Variant("kfac", "kfac", {"inv_update_steps": 10}, "KFAC, inverse every 10 steps"),
         Variant("kfac-inv1", "kfac", {"inv_update_steps": 1}, "KFAC, inverse every step"),
-        Variant("ngd", "ngd", {}, "exact NGD (N x N solve every step)"),
-        Variant("fngd", "fngd", {"share": "sample"}, "FNGD, coefficients shared by sample"),
-        Variant(
-            "fngd-iter", "fngd", {"share": "iteration"}, "FNGD, coefficients shared by iteration"
-        ),
+        *_ngd_variants(),
     )
 }
+#: The scope x sharing x damping labels, in table order (the ablation preset runs them all).
+NGD_LABELS = tuple(v.label for v in _ngd_variants())
 
 
 def labels() -> list[str]:
@@ -133,9 +192,7 @@ class Preset:
             self.optimizers_for(optimizers),
             list(seeds) if seeds is not None else list(self.seeds),
             max_steps_per_epoch=(
-                max_steps_per_epoch
-                if max_steps_per_epoch is not None
-                else self.max_steps_per_epoch
+                max_steps_per_epoch if max_steps_per_epoch is not None else self.max_steps_per_epoch
             ),
             size=size or self.size,
             warmup_steps=warmup_steps if warmup_steps is not None else self.warmup_steps,
@@ -163,21 +220,37 @@ class Preset:
 QUICK_EPOCHS = {"mlp-digits": 10, "cnn-mnist1d": 30}
 QUICK_MINUTES = 3  # measured: 1.7 minutes on an idle 2-core AMD EPYC, report included
 PAPER_MAX_STEPS = 200
+ABLATION_SEEDS = (0, 1, 2)
+ABLATION_MINUTES = 12  # measured: 40 s for 12 cells of one seed (3.4 s a cell) -> ~9 min
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick",
         workloads=("mlp-digits", "cnn-mnist1d"),
-        optimizers=("sgd", "adamw", "kfac", "ngd", "fngd"),
+        optimizers=("sgd", "adamw", "kfac", "ngd", "fngd", "fngd-net"),
         seeds=(0,),
         epochs=QUICK_EPOCHS,
         size="small",
         overhead=(("mlp-digits", "sgd"), ("cnn-mnist1d", "kfac")),
         description=(
-            "real data at CPU size (mlp-digits, cnn-mnist1d), sgd/adamw/kfac/ngd/fngd, "
+            "real data at CPU size (mlp-digits, cnn-mnist1d), sgd/adamw/kfac/ngd/fngd/fngd-net, "
             "1 seed, "
             + ", ".join(f"{w} {n} epochs" for w, n in QUICK_EPOCHS.items())
             + f"; about {QUICK_MINUTES} minutes on a 2-core CPU, report included"
+        ),
+    ),
+    "ablation": Preset(
+        name="ablation",
+        workloads=("mlp-digits", "cnn-mnist1d"),
+        optimizers=("sgd", *NGD_LABELS),
+        seeds=ABLATION_SEEDS,
+        epochs=None,
+        size="small",
+        overhead=(("mlp-digits", "sgd"),),
+        description=(
+            "FNGD's design space on the CPU workloads (mlp-digits, cnn-mnist1d) at their own "
+            f"epochs, {len(ABLATION_SEEDS)} seeds: sgd and every scope x sharing x damping label "
+            f"({len(NGD_LABELS)}); about {ABLATION_MINUTES} minutes on a 2-core CPU"
         ),
     ),
     "paper": Preset(

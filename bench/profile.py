@@ -314,9 +314,7 @@ def profile_run(
         replay_first_epoch=cell.replay,
     )
     step_traces = {st.step: Path(t.path or "").name for t in summaries for st in t.steps}
-    records = summary_records(
-        summary, modes, epochs, warmups=warmups, step_traces=step_traces
-    )
+    records = summary_records(summary, modes, epochs, warmups=warmups, step_traces=step_traces)
     path = run_dir / RECORDS_NAME
     with RecordWriter(path, base) as writer:
         writer.write_many(records, flush=True)

@@ -93,14 +93,27 @@ CELL_FIELDS = (
 FIELDS = BASE_FIELDS + STEP_FIELDS + CELL_FIELDS
 
 #: What one record measures (docs/ARCHITECTURE.md, "Records").
-KINDS = ("phase", "step", "epoch", "eval", "memory", "target", "overhead", "cell", "profile")
+KINDS = (
+    "phase",
+    "step",
+    "epoch",
+    "eval",
+    "memory",
+    "target",
+    "staleness",
+    "overhead",
+    "cell",
+    "profile",
+)
 #: The kinds a training cell writes (the overhead measurement and the profiler write the rest).
-TRAINING_KINDS = ("phase", "step", "epoch", "eval", "memory", "target", "cell")
+TRAINING_KINDS = ("phase", "step", "epoch", "eval", "memory", "target", "staleness", "cell")
 #: Fields only records of one kind carry (absent, not null, on the others).
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "epoch": ("steps", "train_seconds"),  # steps run in the epoch; cumulative training time
     "eval": ("eval_seconds",),
     "target": ("metric", "metric_value"),  # the metric and its value when the target was met
+    # stored against fresh coefficients' direction on the probe batch: value = cosine
+    "staleness": ("norm_ratio", "probe_seconds"),
     "overhead": (
         "median_ratio",
         "estimate",

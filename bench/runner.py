@@ -16,7 +16,9 @@ gives the fields every record of a cell carries.
 - per epoch, an ``epoch`` record (wall time on the host clock after a synchronisation, mean
   train loss), then ``eval`` records (one per key ``eval_fn`` returns; evaluation is not
   training time, its own duration is in ``eval_seconds``), then a ``target`` record the
-  first time the workload's metric reaches its target;
+  first time the workload's metric reaches its target; for FNGD with stored coefficients,
+  from the second epoch on, ``staleness`` records from one fixed probe batch
+  (``bench.staleness``; like evaluation, not training time);
 - at the end, ``memory`` records: ``peak_allocated`` (CUDA) or ``peak_rss`` (CPU), the
   optimiser state in total (``optimizer_state``) and by component (``optimizer_state/<k>``).
 
@@ -57,6 +59,7 @@ from bench.env import (
 from bench.presets import resolve_label
 from bench.progress import Progress, as_progress
 from bench.records import RecordWriter
+from bench.staleness import KeepFirst, probed, staleness_records
 from bench.step import train_step
 from bench.timing import NullTimer, StepTimer
 from bench.workloads.workload import Loader, WorkloadLike
@@ -385,6 +388,8 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple
     reached = False
     status, message = "finished", ""
     last_epoch = 0
+    probe: KeepFirst | None = None  # keeps epoch 0's first batch for the staleness probe
+    probe_batch: Any = None
 
     previous = phases.set_recorder(timer)
     shown = as_progress(progress).cell(spec.run_id, epochs, per_epoch)
@@ -399,6 +404,8 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple
             if cell.replay:
                 loader.set_epoch(0)
             batches = iter(loader)
+            if epoch == 0 and probed(opt):
+                batches = probe = KeepFirst(batches)
             try:
                 done = run_steps(
                     workload,
@@ -482,6 +489,24 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple
                             "metric_value": value,
                         }
                     )
+            if probe is not None and probe_batch is None and probe.first is not None:
+                x, y, ids = probe.first
+                probe_batch = (to_device(x, dev), to_device(y, dev), ids)
+            if epoch > 0 and probe_batch is not None:
+                phases.set_recorder(None)
+                try:
+                    writer.write_many(
+                        staleness_records(
+                            workload,
+                            opt,
+                            probe_batch,
+                            dev,
+                            epoch=epoch,
+                            train_seconds=train_seconds,
+                        )
+                    )
+                finally:
+                    phases.set_recorder(timer)
             writer.flush()
         writer.write_many({**r, "epoch": last_epoch} for r in memory_records(dev, opt))
         return status, message

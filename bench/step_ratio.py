@@ -23,8 +23,15 @@ import torch
 from bench.env import cpu_threads, device_name, resolve_device
 from bench.step_variants import STEP_VARIANTS, prepare
 
-DEFAULT_VARIANTS = ("sgd", "fngd-weighted-sum", "fngd-inversion", "adamw", "kfac-no-inverse",
-                    "kfac-inverse", "ngd")
+DEFAULT_VARIANTS = (
+    "sgd",
+    "fngd-weighted-sum",
+    "fngd-inversion",
+    "adamw",
+    "kfac-no-inverse",
+    "kfac-inverse",
+    "ngd",
+)
 
 
 def measure(

@@ -1,10 +1,12 @@
 """Optimisers held in one phase, for timing single steps (benchmarks and the A/B ratio).
 
 FNGD's inversion is timed with its coefficient table cleared before each step; its weighted
-sum after one priming step on the same batch; KFAC with its inverse every step, or never
-after the first. ``prepare`` builds the cell as the runner does (``bench.runner.build_cell``:
-a variant is an optimiser label and overrides) and takes that first step; ``before_step``
-is what each timed step needs first (for FNGD's inversion, the reset).
+sum after one priming step on the same batch (``fngd-net-*``: one whole-network vector, and
+the weighted sum is ``train_step``'s plain backward of the reweighted loss); KFAC with its
+inverse every step, or never after the first. ``prepare`` builds the cell as the runner
+does (``bench.runner.build_cell``: a variant is an optimiser label and overrides) and takes
+that first step; ``before_step`` is what each timed step needs first (for FNGD's inversion,
+the reset).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ STEP_VARIANTS = {
         StepVariant("ngd", "ngd", "inversion"),
         StepVariant("fngd-inversion", "fngd", "inversion", reset_each_step=True),
         StepVariant("fngd-weighted-sum", "fngd", "weighted_sum"),
+        StepVariant("fngd-net-inversion", "fngd-net", "inversion", reset_each_step=True),
+        StepVariant("fngd-net-weighted-sum", "fngd-net", "weighted_sum"),
     )
 }
 
@@ -61,6 +65,7 @@ class HeldStep:
         return self.cell.opt
 
     def before_step(self) -> None:
+        """Clear FNGD's stored coefficients where every timed step must invert."""
         if self.variant.reset_each_step:
             self.opt.preconditioner.reset_coefficients()
 

@@ -27,7 +27,10 @@ THREADS = int(os.environ.get("FNGD_BENCH_THREADS", "1"))
 
 
 @pytest.mark.parametrize("width", [128, 512])
-@pytest.mark.parametrize("variant", ["sgd", "fngd-inversion", "fngd-weighted-sum"])
+@pytest.mark.parametrize(
+    "variant",
+    ["sgd", "fngd-inversion", "fngd-weighted-sum", "fngd-net-inversion", "fngd-net-weighted-sum"],
+)
 def test_mlp_step(benchmark: Any, variant: str, width: int) -> None:
     with cpu_threads(THREADS, DEVICE):
         held = prepare(f"mlp-random-{width}", STEP_VARIANTS[variant], DEVICE, "small")
@@ -37,7 +40,13 @@ def test_mlp_step(benchmark: Any, variant: str, width: int) -> None:
         )
         assert held.opt.mode == STEP_VARIANTS[variant].mode
         benchmark.extra_info.update(
-            {"variant": variant, "width": width, "batch_size": 128, "device": DEVICE,
-             "threads": torch.get_num_threads(), "data_source": held.workload.data_source,
-             "torch_version": torch.__version__}
+            {
+                "variant": variant,
+                "width": width,
+                "batch_size": 128,
+                "device": DEVICE,
+                "threads": torch.get_num_threads(),
+                "data_source": held.workload.data_source,
+                "torch_version": torch.__version__,
+            }
         )

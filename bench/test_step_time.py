@@ -84,9 +84,7 @@ def _phase_medians(held: HeldStep) -> dict[str, float]:
 def test_step_time(benchmark: Any, workload_name: str, variant: StepVariant) -> None:
     held = prepare(workload_name, variant, DEVICE, SIZE)
     benchmark.group = f"{workload_name} ({DEVICE}, {SIZE})"
-    benchmark.pedantic(
-        held.step, setup=held.before_step, rounds=20, warmup_rounds=3, iterations=1
-    )
+    benchmark.pedantic(held.step, setup=held.before_step, rounds=20, warmup_rounds=3, iterations=1)
     opt, w = held.opt, held.workload
     assert opt.mode == variant.mode, f"{variant.label} ran {opt.mode!r}"
     benchmark.extra_info.update(

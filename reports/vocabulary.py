@@ -67,3 +67,29 @@ def phase_rank(name: str) -> tuple[int, str]:
     if name == OTHER:
         return (len(PHASE_ORDER) + 1, "")
     return (PHASE_ORDER.index(name), "") if name in PHASE_ORDER else (len(PHASE_ORDER), name)
+
+
+# -- FNGD's design space (reports/topics/design_space.py) ---------------------------------
+#: Coefficient scope (``FNGD(scope=...)``) and sharing (``share``; NGD shares nothing), in
+#: table order, and how they are written.
+SCOPES = ("layer", "network")
+SHARES = ("sample", "iteration", "none")
+SHARE_DISPLAY = {"sample": "by sample", "iteration": "by iteration", "none": "none (NGD)"}
+#: Damping strategies (``damping_mode``, ``normalize``, a schedule), in table order.
+DAMPINGS = ("constant", "relative", "normalised", "schedule")
+#: Each (scope, sharing) design's colour in the staleness figure: an index into seaborn's
+#: 10-colour "colorblind" palette; the damping strategy is the line's dash pattern.
+DESIGN_COLORS = {
+    ("layer", "sample"): 2,
+    ("layer", "iteration"): 8,
+    ("layer", "none"): 3,
+    ("network", "sample"): 0,
+    ("network", "iteration"): 9,
+    ("network", "none"): 5,
+}
+DAMPING_DASHES: dict[str, tuple[float, ...]] = {
+    "constant": (),
+    "relative": (4.0, 2.0),
+    "normalised": (1.0, 1.5),
+    "schedule": (6.0, 2.0, 1.0, 2.0),
+}

@@ -31,6 +31,7 @@ SECTION_TITLES = (
     "Per-step time",
     "Per-epoch time",
     "Phase breakdown",
+    "FNGD design space",
     "Memory",
     "Cost against batch size",
     "Profile",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from bench import records
-from bench.presets import VARIANTS
+from bench.presets import NGD_LABELS, VARIANTS
 from fngd import phases
 from fngd.optimizers import DEFAULTS
 from reports import load, vocabulary
@@ -69,3 +69,26 @@ def test_the_report_reads_only_declared_fields():
     assert set(load.KIND_COLUMNS) <= extras
     read = set(load.COLUMNS) - {"hparams_json", "source"}
     assert read <= set(records.FIELDS) | extras
+
+
+@pytest.mark.parametrize("label", list(NGD_LABELS))
+def test_every_design_label_has_a_colour_and_a_dash(label):
+    """The staleness figure colours a cell by scope x sharing and dashes it by damping."""
+    from reports.topics.design_space import design_of
+
+    variant = VARIANTS[label]
+    design = design_of({**DEFAULTS[variant.family], **variant.overrides}, variant.family)
+    assert design["scope"] in vocabulary.SCOPES and design["sharing"] in vocabulary.SHARES
+    assert (design["scope"], design["sharing"]) in vocabulary.DESIGN_COLORS
+    assert design["damping_strategy"] in vocabulary.DAMPINGS
+    assert design["damping_strategy"] in vocabulary.DAMPING_DASHES
+
+
+def test_design_vocabulary_is_consistent():
+    assert set(vocabulary.SHARE_DISPLAY) == set(vocabulary.SHARES)
+    assert set(vocabulary.DAMPING_DASHES) == set(vocabulary.DAMPINGS)
+    colours = list(vocabulary.DESIGN_COLORS.values())
+    assert len(set(colours)) == len(colours) and all(0 <= c < 10 for c in colours)
+    assert set(vocabulary.DESIGN_COLORS) == {
+        (s, h) for s in vocabulary.SCOPES for h in vocabulary.SHARES
+    }

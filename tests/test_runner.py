@@ -207,6 +207,9 @@ class ModeOptimizer:
     def prepare(self, sample_ids=None):
         pass
 
+    def loss_weights(self, sample_ids=None):
+        return None
+
     def step(self, sample_ids=None):
         self.inner.step()
         self.mode = "a" if self.steps < 5 else "b"

@@ -94,7 +94,7 @@ def test_random_mlp_is_a_registered_timing_only_family() -> None:
     assert workloads.is_registered("mlp-random-32") and "mlp-random-32" not in workloads.names()
     assert w.name == "mlp-random-32" and w.data_source == "synthetic (timing only)"
     assert [m.out_features for m in w.model if isinstance(m, torch.nn.Linear)] == [32, 32, 10]
-    (inputs, targets, ids), = list(w.train_loader)  # the one batch is the whole set
+    ((inputs, targets, ids),) = list(w.train_loader)  # the one batch is the whole set
     assert inputs.shape == (128, 784) and torch.equal(ids, torch.arange(128))
     with pytest.raises(ValueError, match="width"):
         workloads.get("mlp-random-wide")
@@ -127,6 +127,12 @@ def test_small_workload_builds_steps_and_evaluates(name: str, tmp_path, offline)
     assert ids.dtype == torch.int64 and ids.device.type == "cpu" and len(ids) == w.batch_size
     assert len(targets) == w.batch_size
 
+    with torch.no_grad():  # the per-sample losses' mean is the batch loss (PER_SAMPLE)
+        outputs = w.forward(w.model, inputs)
+        losses = w.per_sample_loss(outputs, targets)
+        assert losses.shape == (w.batch_size,)
+        torch.testing.assert_close(losses.mean(), w.loss_fn(outputs, targets))
+
     first, last = _step(w)
     assert math.isfinite(first) and math.isfinite(last)
     assert last < first
@@ -140,6 +146,24 @@ def test_small_workload_builds_steps_and_evaluates(name: str, tmp_path, offline)
         assert 0.0 <= result["bleu"] <= 100.0
         assert 0.0 <= result["token_accuracy"] <= 1.0
     assert w.reached(w.target + 1e-9) and not w.reached(w.target - 1e-3)
+
+
+def test_per_sample_token_loss_reads_the_token_mean_as_a_mean_over_samples() -> None:
+    """Sample i's loss is its tokens' sum over the batch's mean token count."""
+    from bench.workloads.common import per_sample_token_loss
+
+    g = torch.Generator().manual_seed(0)
+    outputs = torch.randn(3, 4, 6, generator=g)
+    targets = torch.tensor([[1, 2, 0, 0], [3, 4, 5, 0], [1, 0, 0, 0]])  # 0 pads: 2, 3, 1 tokens
+    losses = per_sample_token_loss(outputs, targets, ignore_index=0)
+    token = torch.nn.functional.cross_entropy(
+        outputs.flatten(0, 1), targets.flatten(), ignore_index=0, reduction="none"
+    ).view(3, 4)
+    torch.testing.assert_close(losses, token.sum(1) / (6 / 3))
+    torch.testing.assert_close(
+        losses.mean(),
+        torch.nn.functional.cross_entropy(outputs.flatten(0, 1), targets.flatten(), ignore_index=0),
+    )
 
 
 def test_same_seed_same_model_and_order(offline) -> None:

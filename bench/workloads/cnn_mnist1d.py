@@ -18,7 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.workloads.common import build_model, classification_eval, cross_entropy
+from bench.workloads.common import (
+    build_model,
+    classification_eval,
+    cross_entropy,
+    per_sample_cross_entropy,
+)
 from bench.workloads.loader import TensorLoader
 from bench.workloads.workload import Workload
 
@@ -114,6 +119,7 @@ def build(
         name=NAME,
         model=model,
         loss_fn=cross_entropy,
+        per_sample_loss=per_sample_cross_entropy,
         train_loader=loader,
         eval_fn=classification_eval(lambda m, x: m(x), X_test_t, y_test_t),
         metric_name="accuracy",

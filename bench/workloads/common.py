@@ -1,4 +1,5 @@
-"""Helpers shared by the workload modules: data root, downloads, seeding, evaluation, loss."""
+"""Helpers shared by the workload modules: data root, downloads, seeding, evaluation, losses
+(batch and per-sample)."""
 
 from __future__ import annotations
 
@@ -103,6 +104,31 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the batch (the classification workloads' ``loss_fn``)."""
     return nn.functional.cross_entropy(outputs, targets)
+
+
+def per_sample_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each sample's cross-entropy (N,): its mean is ``cross_entropy`` (``PER_SAMPLE``)."""
+    return nn.functional.cross_entropy(outputs, targets, reduction="none")
+
+
+def per_sample_token_loss(
+    outputs: torch.Tensor, targets: torch.Tensor, ignore_index: int
+) -> torch.Tensor:
+    """Per-sample losses (N,) of a loss averaged over all non-ignored tokens of a batch.
+
+    ``outputs`` (N, T, V), ``targets`` (N, T). Sample i's loss is its tokens' loss sum over
+    the batch's mean token count (``bench.workloads.workload.PER_SAMPLE``), so the mean over
+    samples is the token mean, and FNGD's ``loss_reduction="mean"`` reads it as it reads
+    the token-mean loss.
+    """
+    tokens = nn.functional.cross_entropy(
+        outputs.flatten(0, 1).float(),
+        targets.flatten(),
+        ignore_index=ignore_index,
+        reduction="none",
+    ).view(targets.shape)
+    count = (targets != ignore_index).sum().clamp(min=1)
+    return tokens.sum(dim=1) * (targets.shape[0] / count)
 
 
 def classification_eval(

@@ -13,7 +13,12 @@ import os
 import torch
 from torch import nn
 
-from bench.workloads.common import build_model, classification_eval, cross_entropy
+from bench.workloads.common import (
+    build_model,
+    classification_eval,
+    cross_entropy,
+    per_sample_cross_entropy,
+)
 from bench.workloads.loader import TensorLoader
 from bench.workloads.workload import Workload
 
@@ -50,7 +55,10 @@ def build(
 
     def mlp() -> nn.Module:
         return nn.Sequential(
-            nn.Linear(INPUTS, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+            nn.Linear(INPUTS, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
             nn.Linear(width, CLASSES),
         )
 
@@ -58,6 +66,7 @@ def build(
         name=name,
         model=build_model(mlp, seed, device),
         loss_fn=cross_entropy,
+        per_sample_loss=per_sample_cross_entropy,
         train_loader=TensorLoader(x, y, batch, shuffle=False, seed=seed),
         eval_fn=classification_eval(lambda m, inputs: m(inputs), x, y),
         metric_name="accuracy",

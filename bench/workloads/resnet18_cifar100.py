@@ -40,6 +40,7 @@ from bench.workloads.common import (
     cross_entropy,
     describe_error,
     download,
+    per_sample_cross_entropy,
     require_downloads,
     resolve_data_root,
 )
@@ -371,6 +372,7 @@ def build(
         name=NAME,
         model=model,
         loss_fn=cross_entropy,
+        per_sample_loss=per_sample_cross_entropy,
         train_loader=loader,
         eval_fn=classification_eval(lambda m, x: m(x), X_test_t, y_test_t, batch_size=500),
         metric_name="accuracy",

@@ -43,6 +43,7 @@ from bench.workloads.common import (
     describe_error,
     download,
     eval_mode,
+    per_sample_token_loss,
     resolve_data_root,
 )
 from bench.workloads.loader import TensorLoader
@@ -296,6 +297,11 @@ def forward(model: nn.Module, inputs: tuple[torch.Tensor, torch.Tensor]) -> torc
 def token_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over non-pad target tokens, mean over tokens."""
     return F.cross_entropy(outputs.flatten(0, 1).float(), targets.flatten(), ignore_index=PAD)
+
+
+def per_sample_token_losses(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``token_loss`` per sample (N,): their mean is ``token_loss`` (``PER_SAMPLE``)."""
+    return per_sample_token_loss(outputs, targets, PAD)
 
 
 @torch.no_grad()
@@ -594,6 +600,7 @@ def build(
         name=NAME,
         model=model,
         loss_fn=token_loss,
+        per_sample_loss=per_sample_token_losses,
         train_loader=loader,
         eval_fn=make_eval_fn(evals[0], evals[1], evals[2], references, tgt_vocab),
         metric_name="bleu",

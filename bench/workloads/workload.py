@@ -25,6 +25,13 @@ SIZES = ("small", "paper")
 OPTIMIZERS = ("sgd", "adamw", "kfac", "ngd", "fngd")
 
 
+#: The rule every workload's ``per_sample_loss`` follows: per-sample losses ``l`` (N,) with
+#: ``l.mean()`` equal to the batch loss, so that ``(w * l).mean()`` is a reweighted batch
+#: loss. A loss averaged over all tokens of a batch (``T`` tokens, ``t_i`` in sample i)
+#: counts as a mean over samples, FNGD's ``loss_reduction="mean"`` convention: ``l_i`` is
+#: sample i's token-loss sum divided by the mean token count ``T / N``.
+PER_SAMPLE = "mean of l equals the batch loss; token losses: sum over tokens / (T / N)"
+
 Batch = tuple[Any, torch.Tensor, torch.Tensor]  # (inputs, targets, CPU sample ids)
 
 
@@ -60,6 +67,11 @@ class WorkloadLike(Protocol):
 
     def loss_fn(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
 
+    def per_sample_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-sample losses (N,) whose mean is ``loss_fn``'s batch loss (``PER_SAMPLE``);
+        only FNGD's reweighted step (``BenchOptimizer.loss_weights``) calls it."""
+        ...
+
     def eval_fn(self, model: nn.Module) -> dict[str, float]: ...
 
     def reached(self, value: float) -> bool: ...
@@ -76,7 +88,8 @@ class Workload:
 
     ``train_loader`` yields ``(inputs, targets, sample_ids)``; ``sample_ids`` is a CPU int64
     tensor of positions in the training set (stable across epochs). ``forward(model, inputs)``
-    returns the outputs ``loss_fn(outputs, targets)`` expects (a scalar mean loss).
+    returns the outputs ``loss_fn(outputs, targets)`` expects (a scalar mean loss);
+    ``per_sample_loss(outputs, targets)`` the (N,) losses whose mean is that loss.
     ``eval_fn(model)`` returns ``{"eval_loss": ..., metric_name: ..., ...}``. ``hparams`` maps
     each optimizer name (``sgd``, ``adamw``, ``kfac``, ``ngd``, ``fngd``) to the keyword
     arguments this workload suggests for it. ``data_source`` is ``"real"`` or
@@ -87,6 +100,7 @@ class Workload:
     name: str
     model: nn.Module
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    per_sample_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     train_loader: TensorLoader
     eval_fn: Callable[[nn.Module], dict[str, float]]
     metric_name: str
