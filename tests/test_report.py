@@ -749,19 +749,24 @@ def test_empty_directory_gives_a_report_saying_so(tmp_path: Path) -> None:
     out = build_report([tmp_path / "empty"], tmp_path / "r.html")
     html = out.read_text(encoding="utf-8")
     assert 'id="no-records"' in html
-    for sid in (
-        "environment",
-        "speedup",
-        "convergence",
-        "steps",
-        "epochs",
-        "phases",
-        "memory",
-        "batch",
-        "profile",
-        "cells",
+    # sections with nothing to show are left out and listed once, with why, at the end
+    not_shown = section_html(html, "not-shown")
+    for sid, title in (
+        ("environment", "Environment"),
+        ("speedup", "Speedup"),
+        ("convergence", "Convergence"),
+        ("steps", "Per-step time"),
+        ("epochs", "Per-epoch time"),
+        ("phases", "Phase breakdown"),
+        ("memory", "Memory"),
+        ("batch", "Cost against batch size"),
+        ("profile", "Profile"),
+        ("cells", "Failed cells"),
     ):
-        assert "No records" in section_html(html, sid), sid
+        assert f'<section id="{sid}">' not in html, sid
+        assert title in not_shown, title
+    assert "No records" in not_shown
+    assert not_shown.count("<li>") < 10  # one line per reason, not one per section
     assert "could not be built" not in html
     assert "<img" not in html
 
@@ -810,3 +815,34 @@ def test_single_epoch_has_no_projection(tmp_path: Path) -> None:
     html = build_report([tmp_path / "in"], tmp_path / "r.html").read_text()
     assert "cannot be computed" in section_html(html, "speedup")
     assert "Only one epoch recorded" in section_html(html, "epochs")
+
+
+def test_sections_without_data_are_listed_once_not_shown_empty(tmp_path: Path) -> None:
+    """The quick preset's case: one batch size per workload and no profile records."""
+    recs = generate_records(workloads=("transformer-multi30k",), seeds=(0,), failures=False)
+    write_records(tmp_path / "in", recs)
+    html = build_report([tmp_path / "in"], tmp_path / "r.html").read_text()
+    for sid in ("batch", "profile"):
+        assert f'<section id="{sid}">' not in html, sid
+        assert f'href="#{sid}"' not in html, sid
+    not_shown = section_html(html, "not-shown")
+    assert "<strong>Cost against batch size</strong>: Every workload" in not_shown
+    assert "<strong>Profile</strong>: No &#39;profile&#39; records" in not_shown
+    assert 'href="#not-shown"' in html
+    assert "Missing:" not in section_html(html, "memory")
+
+
+def test_every_count_of_runs_counts_training_cells_only(tmp_path: Path) -> None:
+    """Overhead measurements and profiles have their own run ids; they are not runs."""
+    recs = generate_records(workloads=("resnet18-cifar100",), seeds=(0,), failures=False)
+    overhead = dict(recs[0], run_id="overhead__resnet18-cifar100__kfac__cuda", kind="overhead")
+    overhead.update(name="runner_overhead", value=0.02, step=None, phase=None)
+    write_records(tmp_path / "in", [*recs, overhead])
+    cells = {r["run_id"] for r in recs if r["kind"] == "cell"}
+    assert any(r["kind"] == "profile" for r in recs)  # with run ids of their own
+    html = build_report([tmp_path / "in"], tmp_path / "r.html").read_text()
+    assert f"<dt>runs</dt><dd>{len(cells)}</dd>" in html
+    env = pd.read_csv(tmp_path / "r_environment.csv")
+    assert env["runs"].sum() == len(cells)
+    sources = pd.read_csv(tmp_path / "r_data_sources.csv")
+    assert sources["runs"].sum() == len(cells)
