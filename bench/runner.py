@@ -17,6 +17,8 @@ gives the fields every record of a cell carries.
   train loss), then ``eval`` records (one per key ``eval_fn`` returns; evaluation is not
   training time, its own duration is in ``eval_seconds``), then a ``target`` record the
   first time the workload's metric reaches its target;
+- once built, before training, a ``memory`` record of what the process already holds:
+  ``baseline_allocated`` (CUDA) or ``baseline_rss`` (CPU);
 - at the end, ``memory`` records: ``peak_allocated`` (CUDA) or ``peak_rss`` (CPU), the
   optimiser state in total (``optimizer_state``) and by component (``optimizer_state/<k>``).
 
@@ -48,6 +50,7 @@ import torch
 
 from bench.env import (
     environment,
+    memory_baseline,
     peak_rss,
     reset_peak,
     resolve_device,
@@ -369,6 +372,7 @@ def run_cell(
         )
         note = cell.workload.data_note
         writer.write({"kind": "cell", "name": "started", "value": note or ""}, flush=True)
+        writer.write({"kind": "memory", **memory_baseline(dev)})
         return _train(cell, writer, progress)
     finally:
         writer.flush()

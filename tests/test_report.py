@@ -846,3 +846,27 @@ def test_every_count_of_runs_counts_training_cells_only(tmp_path: Path) -> None:
     assert env["runs"].sum() == len(cells)
     sources = pd.read_csv(tmp_path / "r_data_sources.csv")
     assert sources["runs"].sum() == len(cells)
+
+
+def test_memory_is_the_peak_above_the_baseline_before_training(tmp_path: Path) -> None:
+    """New records carry the baseline each cell held before training; old ones do not and
+    keep their whole-process peak, labelled."""
+    recs = generate_records(workloads=("mlp-digits",), seeds=(0,), failures=False)
+    baseline = 1.2e9
+    with_base = [
+        dict(r, name="baseline_rss", value=baseline, epoch=None)
+        for r in recs
+        if r["kind"] == "memory" and r["name"] == "peak_rss" and r["optimizer"] != "sgd"
+    ]
+    write_records(tmp_path / "in", recs + with_base)
+    html = build_report([tmp_path / "in"], tmp_path / "r.html").read_text()
+    mem = pd.read_csv(tmp_path / "r_memory.csv")
+    mem = mem.loc[mem["batch_size"] == 64].set_index("optimizer")
+    fngd, sgd = mem.loc["fngd"], mem.loc["sgd"]
+    assert fngd["baseline_bytes"] == pytest.approx(baseline)
+    assert fngd["above_baseline_bytes"] == pytest.approx(fngd["peak_bytes"] - baseline)
+    assert math.isnan(sgd["baseline_bytes"]) and math.isnan(sgd["above_baseline_bytes"])
+    assert sgd["peak_bytes"] > 0
+    section = section_html(html, "memory")
+    assert "peak above baseline (MiB)" in section
+    assert "no baseline before training" in section
