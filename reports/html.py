@@ -81,7 +81,7 @@ def build_sections(ctx: Context) -> list[Section]:
 def has_content(sec: Section) -> bool:
     """Whether ``sec`` has anything to show: a figure, a table with rows, a note or an error.
     A section with none of these is left out of the page and listed under "Not shown"."""
-    if sec.error or sec.notes:
+    if sec.error or sec.notes or sec.warnings:
         return True
     return any(not (isinstance(b, TableBlock) and b.frame.empty) for b in sec.blocks)
 
@@ -275,6 +275,7 @@ def render(secs: list[Section], summary: dict, csv_names: dict[int, str]) -> str
                 "intro": sec.intro,
                 "missing": sec.missing,
                 "notes": sec.notes,
+                "warnings": sec.warnings,
                 "error": sec.error,
                 "blocks": blocks,
             }

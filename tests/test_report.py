@@ -870,3 +870,38 @@ def test_memory_is_the_peak_above_the_baseline_before_training(tmp_path: Path) -
     section = section_html(html, "memory")
     assert "peak above baseline (MiB)" in section
     assert "no baseline before training" in section
+
+
+def test_profile_summary_shows_its_spread_and_flags_steps_that_disagree(tmp_path: Path) -> None:
+    """Two profiled steps of one mode at 137.7 ms and 1.28 ms: shown with min and max, and
+    flagged; steady steps are not."""
+    recs = generate_records(
+        workloads=("resnet18-cifar100",), optimizers=("sgd", "fngd"), seeds=(0,), failures=False
+    )
+    prof = [
+        r
+        for r in recs
+        if r["kind"] == "profile"
+        and r["optimizer"] == "fngd"
+        and r["phase"] is None
+        and r["name"] == "gpu_time"
+        and not r["warmup"]
+        and r["mode"] == "weighted_sum"
+    ]
+    assert len(prof) >= 2
+    prof[0]["value"], prof[1]["value"] = 0.1377, 0.00128
+    write_records(tmp_path / "in", recs)
+    html = build_report([tmp_path / "in"], tmp_path / "r.html").read_text()
+    table = pd.read_csv(tmp_path / "r_profile.csv")
+    whole = table.loc[table["phase"] == "(whole step)"].set_index(["optimizer", "mode"])
+    row = whole.loc[("fngd", "weighted_sum")]
+    assert row["gpu_min_s"] == pytest.approx(0.00128)
+    assert row["gpu_max_s"] == pytest.approx(0.1377)
+    assert row["gpu_min_s"] <= row["gpu_time_s"] <= row["gpu_max_s"]
+    assert row["spread"] == pytest.approx(0.1377 / 0.00128)
+    steady = whole.loc[("sgd", "all")]
+    assert 1.0 <= steady["spread"] < 1.2
+    section = section_html(html, "profile")
+    assert "Warning:" in section
+    assert "fngd · weighted_sum: repeated steps disagree widely, 1.28 to 138 ms GPU" in section
+    assert section.count("disagree widely") == 1
