@@ -151,8 +151,10 @@ def section(ctx: Context) -> Section:
         "The optimizer's own state (with its components), and the peak memory above what the "
         "process held once the cell was built, before training (GPU: allocated bytes; CPU: "
         "resident set): what training added, where the whole process's peak is mostly the "
-        "interpreter, torch and the data, the same for every optimizer. Each run's largest "
-        "value, median over runs.",
+        "interpreter, torch and the data, the same for every optimizer. On the CPU the cells "
+        "of one sweep share a process, and memory freed by earlier cells is reused, so a "
+        "small peak above the baseline can read as nearly 0. Each run's largest value, "
+        "median over runs.",
     )
     sec.missing += ctx.kind_missing("memory", "no memory figures")
     mem = memory(ctx.records) if not ctx.empty else pd.DataFrame()
