@@ -25,6 +25,7 @@ __all__ = [
     "device_name",
     "environment",
     "git_commit",
+    "memory_baseline",
     "peak_rss",
     "reset_peak",
     "resolve_device",
@@ -146,14 +147,31 @@ def reset_peak(device: torch.device) -> None:
         pass
 
 
-def peak_rss() -> int:
-    """Peak resident set size of this process in bytes (since the last reset on Linux)."""
+def memory_baseline(device: torch.device) -> dict[str, Any]:
+    """What the process holds before training (model, data, framework): CUDA's allocated
+    bytes (``baseline_allocated``) or the resident set (``baseline_rss``); the report shows
+    the peak above it, which is what training itself added."""
+    if device.type == "cuda":
+        return {"name": "baseline_allocated", "value": torch.cuda.memory_allocated(device)}
+    return {"name": "baseline_rss", "value": _status_kib("VmRSS:") * 1024 or peak_rss()}
+
+
+def _status_kib(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (0 where there is none: not Linux)."""
     try:
         with open("/proc/self/status", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith(field):
+                    return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
+    return 0
+
+
+def peak_rss() -> int:
+    """Peak resident set size of this process in bytes (since the last reset on Linux)."""
+    hwm = _status_kib("VmHWM:")
+    if hwm:
+        return hwm * 1024
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)

@@ -19,6 +19,8 @@ gives the fields every record of a cell carries.
   first time the workload's metric reaches its target; for FNGD with stored coefficients,
   from the second epoch on, ``staleness`` records from one fixed probe batch
   (``bench.staleness``; like evaluation, not training time);
+- once built, before training, a ``memory`` record of what the process already holds:
+  ``baseline_allocated`` (CUDA) or ``baseline_rss`` (CPU);
 - at the end, ``memory`` records: ``peak_allocated`` (CUDA) or ``peak_rss`` (CPU), the
   optimiser state in total (``optimizer_state``) and by component (``optimizer_state/<k>``).
 
@@ -50,6 +52,7 @@ import torch
 
 from bench.env import (
     environment,
+    memory_baseline,
     peak_rss,
     reset_peak,
     resolve_device,
@@ -372,6 +375,7 @@ def run_cell(
         )
         note = cell.workload.data_note
         writer.write({"kind": "cell", "name": "started", "value": note or ""}, flush=True)
+        writer.write({"kind": "memory", **memory_baseline(dev)})
         return _train(cell, writer, progress)
     finally:
         writer.flush()

@@ -6,8 +6,9 @@ size); numbers are only ever compared within a setting. An optimizer is identifi
 ``family`` (the factory: sgd, adamw, kfac, ngd, fngd), its ``optimizer`` label (``kfac``,
 ``kfac-inv1``, ``fngd-iter``, ...) and ``impl``; ``opt`` is its display label (the label, plus
 the implementation when the records hold several implementations of one label). A *run*
-(column ``run``) is one cell in one setting: ``run_id`` plus the setting, so that results
-from several machines or batch sizes never merge. Times are seconds. Records flagged
+(column ``run``) is one training cell in one setting: ``run_id`` plus the setting, so that
+results from several machines or batch sizes never merge; overhead measurements and profiles
+are not runs (``count_runs``). Times are seconds. Records flagged
 ``warmup`` never enter a step or phase statistic.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bench.records import TRAINING_KINDS
 from reports.vocabulary import family_rank, phase_rank
 
 # ----------------------------------------------------------------------------- columns
@@ -194,6 +196,18 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         latest = attempt.groupby(df["run"]).transform("max")
         df = df.loc[attempt == latest].copy()
     return df
+
+
+def training(df: pd.DataFrame) -> pd.DataFrame:
+    """The records of training cells: overhead measurements and profiles are not runs."""
+    return df.loc[df["kind"].isin(TRAINING_KINDS)] if not df.empty else df
+
+
+def count_runs(df: pd.DataFrame) -> int:
+    """Runs in ``df``, the one count every part of the page gives: training cells (``run``),
+    never the overhead measurements or profiles."""
+    trained = training(df)
+    return int(trained["run"].nunique()) if not trained.empty else 0
 
 
 def settings(df: pd.DataFrame) -> pd.DataFrame:

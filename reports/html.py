@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from reports.common import prepare, workload_label
+from reports.common import count_runs, prepare, workload_label
 from reports.context import Context
 from reports.load import load_records
 from reports.section import Section, TableBlock
@@ -40,6 +40,11 @@ from reports.vocabulary import display_name, family_rank
 log = logging.getLogger(__name__)
 
 TEMPLATE = "report.html"
+#: Tables with more columns than this are set in a smaller font (the template's ``wide``).
+WIDE_TABLE = 8
+#: Cells with more characters than this may break anywhere (paths, lists); others only
+#: between words, so that short words never split.
+LONG_TEXT = 40
 #: The report's topics in page order; each has ``ID``, ``TITLE`` and ``section(ctx)``.
 TOPICS = (
     environment,
@@ -73,6 +78,24 @@ def build_sections(ctx: Context) -> list[Section]:
                 )
             )
     return out
+
+
+def has_content(sec: Section) -> bool:
+    """Whether ``sec`` has anything to show: a figure, a table with rows, a note or an error.
+    A section with none of these is left out of the page and listed under "Not shown"."""
+    if sec.error or sec.notes or sec.warnings:
+        return True
+    return any(not (isinstance(b, TableBlock) and b.frame.empty) for b in sec.blocks)
+
+
+def not_shown(secs: list[Section]) -> list[dict]:
+    """The sections left out, grouped by why (their "missing" sentences), in page order."""
+    reasons: dict[str, list[str]] = {}
+    for sec in secs:
+        if not has_content(sec):
+            why = " ".join(sec.missing) or "No data for it in these records."
+            reasons.setdefault(why, []).append(sec.title)
+    return [{"titles": titles, "reason": why} for why, titles in reasons.items()]
 
 
 def _number(x: float) -> str:
@@ -185,6 +208,8 @@ def table_view(block: TableBlock, csv_name: str) -> dict:
         cells = []
         for col, _header, fmt in cols:
             text, classes = format_cell(r[col], fmt)
+            if len(text) > LONG_TEXT:
+                classes.append("long")
             cells.append({"text": text, "cls": " ".join(classes), "num": fmt.rstrip("?") != "text"})
         rows.append({"group": "", "synthetic": False, "cells": cells})
     return {
@@ -197,6 +222,7 @@ def table_view(block: TableBlock, csv_name: str) -> dict:
         "collapsed": block.collapsed,
         "empty": frame.empty,
         "hidden": len(frame) - len(shown),
+        "wide": len(cols) > WIDE_TABLE,
     }
 
 
@@ -217,7 +243,7 @@ def _summary(df: pd.DataFrame, inputs: list[str], n_problems: int) -> dict:
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "inputs": inputs,
         "records": len(df),
-        "runs": int(df["run_id"].nunique()) if len(df) else 0,
+        "runs": count_runs(df),
         "workloads": sorted(set(df["workload"])) if len(df) else [],
         "optimizers": [display_name(o) for o in opts],
         "devices": sorted(set(df["device_name"])) if len(df) else [],
@@ -227,8 +253,9 @@ def _summary(df: pd.DataFrame, inputs: list[str], n_problems: int) -> dict:
 
 
 def render(secs: list[Section], summary: dict, csv_names: dict[int, str]) -> str:
+    """The page: the sections with something to show, then the list of those left out."""
     views = []
-    for sec in secs:
+    for sec in filter(has_content, secs):
         blocks = []
         for b in sec.blocks:
             if isinstance(b, TableBlock):
@@ -250,11 +277,16 @@ def render(secs: list[Section], summary: dict, csv_names: dict[int, str]) -> str
                 "intro": sec.intro,
                 "missing": sec.missing,
                 "notes": sec.notes,
+                "warnings": sec.warnings,
                 "error": sec.error,
                 "blocks": blocks,
             }
         )
-    return _environment().get_template(TEMPLATE).render(sections=views, summary=summary)
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(sections=views, summary=summary, not_shown=not_shown(secs))
+    )
 
 
 def _write_text(path: Path, text: str) -> None:

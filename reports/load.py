@@ -21,7 +21,7 @@ from bench.records import (
     iter_numbered,
     jsonl_files,
 )
-from reports.vocabulary import FAMILIES
+from reports.vocabulary import family_of
 
 #: Per-kind fields the tables read (``bench.records.KIND_FIELDS``): the steps an epoch record
 #: covers, the metric of a target record, a staleness record's norm ratio.
@@ -180,15 +180,6 @@ def _flag(v: object) -> bool:
     return False
 
 
-def _family(label: str | None) -> str:
-    """The factory behind an optimizer label when records lack ``family``: ``kfac-inv1`` ->
-    ``kfac``; a label that is not a known variant is its own family."""
-    if label is None:
-        return ""
-    head = str(label).split("-", 1)[0]
-    return head if head in FAMILIES else str(label)
-
-
 def empty_frame() -> pd.DataFrame:
     return _normalise(pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS}))
 
@@ -208,7 +199,7 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     df["workload"] = df["workload"].map(lambda v: None if v is None else str(v))
     df["optimizer"] = df["optimizer"].map(lambda v: None if v is None else str(v).lower())
     family = df["family"].astype(object)
-    df["family"] = family.where(family.notna() & (family != ""), df["optimizer"].map(_family))
+    df["family"] = family.where(family.notna() & (family != ""), df["optimizer"].map(family_of))
     df["family"] = df["family"].map(lambda v: str(v).lower())
     size = df["size"].astype(object)
     df["size"] = size.where(size.notna(), "").map(str)

@@ -18,7 +18,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from reports.common import setting_label, workload_label
-from reports.vocabulary import FAMILY_COLORS, family_rank
+from reports.vocabulary import family_rank, label_colors
 
 DPI = 100
 WIDTH = 8.0
@@ -33,22 +33,9 @@ def context() -> AbstractContextManager[None]:
     return sns.plotting_context("notebook", font_scale=0.8)
 
 
-def palette(labels: Iterable[str]) -> dict[str, tuple]:
-    """A stable colour per optimizer label (same optimizer, same colour in every figure)."""
-    colors = sns.color_palette("colorblind", 10)
-    used: set[int] = set()
-    out: dict[str, tuple] = {}
-    for label in labels:
-        base = str(label).split(" ")[0]
-        idx = FAMILY_COLORS.get(base)
-        if idx is None or idx in used:
-            idx = next(
-                (i for i in range(10) if i not in used and i not in FAMILY_COLORS.values()),
-                next((i for i in range(10) if i not in used), 0),
-            )
-        used.add(idx)
-        out[label] = colors[idx]
-    return out
+def palette(labels: Iterable[str]) -> dict[str, str]:
+    """A colour per optimizer label, the same in every figure (``vocabulary.label_colors``)."""
+    return label_colors(labels)
 
 
 def opt_labels(frame: pd.DataFrame) -> list[str]:

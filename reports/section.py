@@ -46,6 +46,8 @@ class Section:
     intro: str = ""
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what makes the figures below doubtful (shown in a warning box above them)
+    warnings: list[str] = field(default_factory=list)
     blocks: list[TableBlock | FigureBlock] = field(default_factory=list)
     error: str = ""
 

@@ -1,4 +1,4 @@
-"""How the report names, orders and colours optimiser families and phases.
+"""How the report names, orders and colours optimiser families, labels and phases.
 
 The names themselves belong to the code that writes the records: the families to the
 optimiser factory (``fngd.optimizers.DEFAULTS``; the labels behind them in
@@ -10,13 +10,35 @@ order, a display name or a colour here, or a name here that the code no longer w
 
 from __future__ import annotations
 
+import colorsys
+from collections.abc import Iterable
+
+from bench.presets import VARIANTS
+
 #: Optimiser families in display order (tables, legends); others follow alphabetically.
 FAMILIES = ("sgd", "adamw", "kfac", "ngd", "fngd")
 FNGD = "fngd"
 #: How family names are written in prose.
 DISPLAY = {"sgd": "SGD", "adamw": "AdamW", "kfac": "KFAC", "ngd": "NGD", "fngd": "FNGD"}
-#: Each family's colour: an index into seaborn's 10-colour "colorblind" palette.
-FAMILY_COLORS = {"sgd": 0, "adamw": 4, "kfac": 1, "ngd": 3, "fngd": 2}
+#: Each family's hue (from seaborn's "colorblind" palette; NGD, the exact reference, grey):
+#: hues far apart so that a family's labels, drawn in shades of it, never meet another's.
+FAMILY_COLORS = {
+    "sgd": "#0173b2",
+    "adamw": "#cc78bc",
+    "kfac": "#de8f05",
+    "ngd": "#555555",
+    "fngd": "#029e73",
+}
+#: Unknown families (old or foreign records) take these, in order of first appearance.
+SPARE_COLORS = ("#ca9161", "#56b4e9", "#ece133", "#fbafe4")
+#: Lightness of a family's n-th label (its n-th shade): the first at ``SHADE_BASE``, the
+#: others darker and lighter in turn, at least 0.06 apart; past the last step the steps
+#: repeat with the hue turned by ``SHADE_TURN`` each time round.
+SHADE_BASE = 0.38
+SHADE_STEPS = (0.0, -0.12, 0.14, 0.24, -0.06, 0.07, -0.18, 0.31)
+SHADE_TURN = 0.035
+#: At most this saturation, so that the light shades stay readable on white.
+SHADE_SATURATION = 0.8
 
 #: Phase order of tables and stacked bars (docs/ARCHITECTURE.md, "Phases"): the step's own
 #: phases around the optimisers' phases, ``update`` last.
@@ -51,6 +73,64 @@ PHASE_COLORS = {
     "kfac-pytorch/step": "#7f2704",
     OTHER: "#f0f0f0",
 }
+
+
+def family_of(label: str | None) -> str:
+    """The family behind an optimizer label: its variant's (bench/presets.py), else the part
+    before the first ``-`` when that is a family (``kfac-inv1`` -> ``kfac``), else itself."""
+    if label is None:
+        return ""
+    label = str(label)
+    if label in VARIANTS:
+        return VARIANTS[label].family
+    head = label.split("-", 1)[0]
+    return head if head in FAMILIES else label
+
+
+def shade(base: str, n: int) -> str:
+    """The ``n``-th shade of ``base`` (``#rrggbb``): its saturation (capped), the lightness of
+    ``SHADE_STEPS``, its hue (turned when ``n`` is past the steps)."""
+    r, g, b = (int(base[i : i + 2], 16) / 255 for i in (1, 3, 5))
+    h, _l, s = colorsys.rgb_to_hls(r, g, b)
+    turn, step = divmod(n, len(SHADE_STEPS))
+    hue = (h + SHADE_TURN * turn * (-1) ** turn) % 1.0
+    rgb = colorsys.hls_to_rgb(hue, SHADE_BASE + SHADE_STEPS[step], min(s, SHADE_SATURATION))
+    return "#" + "".join(f"{round(c * 255):02x}" for c in rgb)
+
+
+def label_colors(labels: Iterable[str]) -> dict[str, str]:
+    """A colour per optimizer label, the same in every figure: the family's hue, and the
+    label's shade by its place among the family's labels in ``bench.presets.VARIANTS``.
+
+    Labels the registry does not know (old records), and a label shown once per
+    implementation (``kfac (builtin)``, ``kfac (kfac-pytorch)``: the label, a space, the
+    rest), take the family's next free shades, in alphabetical order.
+    """
+    labels = list(dict.fromkeys(str(x) for x in labels))
+    known = {f: [v for v in VARIANTS if VARIANTS[v].family == f] for f in FAMILIES}
+    taken: dict[str, set[int]] = {}
+    out: dict[str, str] = {}
+    spare = iter(SPARE_COLORS * (1 + len(labels)))
+    bases = dict(FAMILY_COLORS)
+    later = []
+    for display in labels:
+        label = display.split(" ", 1)[0]
+        family = family_of(label)
+        if family not in bases:
+            bases[family] = next(spare)
+        order = known.get(family, [])
+        n = order.index(label) if label in order else None
+        if n is None or n in taken.get(family, set()):
+            later.append((family, display))
+            continue
+        taken.setdefault(family, set()).add(n)
+        out[display] = shade(bases[family], n)
+    for family, display in sorted(later):
+        used = taken.setdefault(family, set())
+        n = next(i for i in range(len(known.get(family, [])), 10**6) if i not in used)
+        used.add(n)
+        out[display] = shade(bases[family], n)
+    return {x: out[x] for x in labels}
 
 
 def display_name(family: str) -> str:

@@ -750,19 +750,24 @@ def test_empty_directory_gives_a_report_saying_so(tmp_path: Path) -> None:
     out = build_report([tmp_path / "empty"], tmp_path / "r.html")
     html = out.read_text(encoding="utf-8")
     assert 'id="no-records"' in html
-    for sid in (
-        "environment",
-        "speedup",
-        "convergence",
-        "steps",
-        "epochs",
-        "phases",
-        "memory",
-        "batch",
-        "profile",
-        "cells",
+    # sections with nothing to show are left out and listed once, with why, at the end
+    not_shown = section_html(html, "not-shown")
+    for sid, title in (
+        ("environment", "Environment"),
+        ("speedup", "Speedup"),
+        ("convergence", "Convergence"),
+        ("steps", "Per-step time"),
+        ("epochs", "Per-epoch time"),
+        ("phases", "Phase breakdown"),
+        ("memory", "Memory"),
+        ("batch", "Cost against batch size"),
+        ("profile", "Profile"),
+        ("cells", "Failed cells"),
     ):
-        assert "No records" in section_html(html, sid), sid
+        assert f'<section id="{sid}">' not in html, sid
+        assert title in not_shown, title
+    assert "No records" in not_shown
+    assert not_shown.count("<li>") < 10  # one line per reason, not one per section
     assert "could not be built" not in html
     assert "<img" not in html
 
@@ -811,3 +816,93 @@ def test_single_epoch_has_no_projection(tmp_path: Path) -> None:
     html = build_report([tmp_path / "in"], tmp_path / "r.html").read_text()
     assert "cannot be computed" in section_html(html, "speedup")
     assert "Only one epoch recorded" in section_html(html, "epochs")
+
+
+def test_sections_without_data_are_listed_once_not_shown_empty(tmp_path: Path) -> None:
+    """The quick preset's case: one batch size per workload and no profile records."""
+    recs = generate_records(workloads=("transformer-multi30k",), seeds=(0,), failures=False)
+    write_records(tmp_path / "in", recs)
+    html = build_report([tmp_path / "in"], tmp_path / "r.html").read_text()
+    for sid in ("batch", "profile"):
+        assert f'<section id="{sid}">' not in html, sid
+        assert f'href="#{sid}"' not in html, sid
+    not_shown = section_html(html, "not-shown")
+    assert "<strong>Cost against batch size</strong>: Every workload" in not_shown
+    assert "<strong>Profile</strong>: No &#39;profile&#39; records" in not_shown
+    assert 'href="#not-shown"' in html
+    assert "Missing:" not in section_html(html, "memory")
+
+
+def test_every_count_of_runs_counts_training_cells_only(tmp_path: Path) -> None:
+    """Overhead measurements and profiles have their own run ids; they are not runs."""
+    recs = generate_records(workloads=("resnet18-cifar100",), seeds=(0,), failures=False)
+    overhead = dict(recs[0], run_id="overhead__resnet18-cifar100__kfac__cuda", kind="overhead")
+    overhead.update(name="runner_overhead", value=0.02, step=None, phase=None)
+    write_records(tmp_path / "in", [*recs, overhead])
+    cells = {r["run_id"] for r in recs if r["kind"] == "cell"}
+    assert any(r["kind"] == "profile" for r in recs)  # with run ids of their own
+    html = build_report([tmp_path / "in"], tmp_path / "r.html").read_text()
+    assert f"<dt>runs</dt><dd>{len(cells)}</dd>" in html
+    env = pd.read_csv(tmp_path / "r_environment.csv")
+    assert env["runs"].sum() == len(cells)
+    sources = pd.read_csv(tmp_path / "r_data_sources.csv")
+    assert sources["runs"].sum() == len(cells)
+
+
+def test_memory_is_the_peak_above_the_baseline_before_training(tmp_path: Path) -> None:
+    """New records carry the baseline each cell held before training; old ones do not and
+    keep their whole-process peak, labelled."""
+    recs = generate_records(workloads=("mlp-digits",), seeds=(0,), failures=False)
+    baseline = 1.2e9
+    with_base = [
+        dict(r, name="baseline_rss", value=baseline, epoch=None)
+        for r in recs
+        if r["kind"] == "memory" and r["name"] == "peak_rss" and r["optimizer"] != "sgd"
+    ]
+    write_records(tmp_path / "in", recs + with_base)
+    html = build_report([tmp_path / "in"], tmp_path / "r.html").read_text()
+    mem = pd.read_csv(tmp_path / "r_memory.csv")
+    mem = mem.loc[mem["batch_size"] == 64].set_index("optimizer")
+    fngd, sgd = mem.loc["fngd"], mem.loc["sgd"]
+    assert fngd["baseline_bytes"] == pytest.approx(baseline)
+    assert fngd["above_baseline_bytes"] == pytest.approx(fngd["peak_bytes"] - baseline)
+    assert math.isnan(sgd["baseline_bytes"]) and math.isnan(sgd["above_baseline_bytes"])
+    assert sgd["peak_bytes"] > 0
+    section = section_html(html, "memory")
+    assert "peak above baseline (MiB)" in section
+    assert "no baseline before training" in section
+
+
+def test_profile_summary_shows_its_spread_and_flags_steps_that_disagree(tmp_path: Path) -> None:
+    """Two profiled steps of one mode at 137.7 ms and 1.28 ms: shown with min and max, and
+    flagged; steady steps are not."""
+    recs = generate_records(
+        workloads=("resnet18-cifar100",), optimizers=("sgd", "fngd"), seeds=(0,), failures=False
+    )
+    prof = [
+        r
+        for r in recs
+        if r["kind"] == "profile"
+        and r["optimizer"] == "fngd"
+        and r["phase"] is None
+        and r["name"] == "gpu_time"
+        and not r["warmup"]
+        and r["mode"] == "weighted_sum"
+    ]
+    assert len(prof) >= 2
+    prof[0]["value"], prof[1]["value"] = 0.1377, 0.00128
+    write_records(tmp_path / "in", recs)
+    html = build_report([tmp_path / "in"], tmp_path / "r.html").read_text()
+    table = pd.read_csv(tmp_path / "r_profile.csv")
+    whole = table.loc[table["phase"] == "(whole step)"].set_index(["optimizer", "mode"])
+    row = whole.loc[("fngd", "weighted_sum")]
+    assert row["gpu_min_s"] == pytest.approx(0.00128)
+    assert row["gpu_max_s"] == pytest.approx(0.1377)
+    assert row["gpu_min_s"] <= row["gpu_time_s"] <= row["gpu_max_s"]
+    assert row["spread"] == pytest.approx(0.1377 / 0.00128)
+    steady = whole.loc[("sgd", "all")]
+    assert 1.0 <= steady["spread"] < 1.2
+    section = section_html(html, "profile")
+    assert "Warning:" in section
+    assert "fngd · weighted_sum: repeated steps disagree widely, 1.28 to 138 ms GPU" in section
+    assert section.count("disagree widely") == 1

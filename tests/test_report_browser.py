@@ -1,7 +1,10 @@
 """Open the report in headless Chromium and check that it renders cleanly.
 
-Talks the Chrome DevTools Protocol over a WebSocket with a small client written on the
-standard library (no browser-automation package). Skipped when ``/usr/bin/chromium`` is
+At 1400 x 900 (a laptop screen): every figure loads, no table scrolls sideways, sections
+without data are listed at the end instead of shown empty; screenshots of the first screen
+and of the whole page are kept when REPORT_SCREENSHOT_DIR is set. Talks the Chrome DevTools
+Protocol over a WebSocket with a small client written on the standard library (no
+browser-automation package). Skipped when ``/usr/bin/chromium`` is
 absent (Debian: ``apt-get install chromium``).
 """
 
@@ -224,22 +227,39 @@ def browser(tmp_path: Path):
         log.close()
 
 
-def test_report_renders_in_chromium(browser: DevTools, tmp_path_factory, tmp_path: Path) -> None:
-    started = time.monotonic()
-    fixture = _fixture_module()
-    report = fixture.shared_report(tmp_path_factory)
-    cdp = browser
+#: The window the page is checked and captured at: a laptop screen.
+WIDTH, HEIGHT = 1400, 900
+
+
+def _open(cdp: DevTools, report: Path) -> None:
+    """Load ``report`` in a WIDTH x HEIGHT window and wait for it."""
     for domain in ("Page", "Runtime", "Log", "Network"):
         cdp.call(f"{domain}.enable")
     cdp.call(
         "Emulation.setDeviceMetricsOverride",
-        width=1280,
-        height=900,
+        width=WIDTH,
+        height=HEIGHT,
         deviceScaleFactor=1,
         mobile=False,
     )
     cdp.call("Page.navigate", url=report.resolve().as_uri())
     cdp.wait_for("Page.loadEventFired", timeout=20)
+
+
+#: Tables wider than their box: those that would hide columns behind a sideways scroll.
+OVERFLOWING_TABLES = (
+    "Array.from(document.querySelectorAll('.scroll')).filter(d => d.scrollWidth > "
+    "d.clientWidth + 1).map(d => d.closest('section').id + ': ' + "
+    "(d.previousElementSibling ? d.previousElementSibling.textContent : '?'))"
+)
+
+
+def test_report_renders_in_chromium(browser: DevTools, tmp_path_factory, tmp_path: Path) -> None:
+    started = time.monotonic()
+    fixture = _fixture_module()
+    report = fixture.shared_report(tmp_path_factory)
+    cdp = browser
+    _open(cdp, report)
 
     images = cdp.evaluate(
         "Array.from(document.images).map(i => ({alt: i.alt, ok: i.complete && "
@@ -251,21 +271,27 @@ def test_report_renders_in_chromium(browser: DevTools, tmp_path_factory, tmp_pat
     assert headings == list(fixture.SECTION_TITLES)
     assert cdp.evaluate("document.getElementById('synthetic-banner') !== null")
 
-    # the whole page, in parts of at most 8000 px (a browser limit on one capture)
+    assert cdp.evaluate(OVERFLOWING_TABLES) == []
+    assert cdp.evaluate("document.documentElement.scrollWidth") <= WIDTH
+
+    # the first screen as a reader sees it, then the whole page in parts of at most 8000 px
+    # (a browser limit on one capture)
+    first = tmp_path / "report-first-screen.png"
+    first.write_bytes(base64.b64decode(cdp.call("Page.captureScreenshot", format="png")["data"]))
     metrics = cdp.call("Page.getLayoutMetrics")
     height = int((metrics.get("cssContentSize") or metrics["contentSize"])["height"])
-    shots = []
+    shots = [first]
     for i, top in enumerate(range(0, height, 8000)):
         shot = cdp.call(
             "Page.captureScreenshot",
             format="png",
             captureBeyondViewport=True,
-            clip={"x": 0, "y": top, "width": 1280, "height": min(8000, height - top), "scale": 1},
+            clip={"x": 0, "y": top, "width": WIDTH, "height": min(8000, height - top), "scale": 1},
         )
         path = tmp_path / ("report.png" if i == 0 else f"report-{i + 1}.png")
         path.write_bytes(base64.b64decode(shot["data"]))
         shots.append(path)
-    assert shots[0].stat().st_size > 10_000
+    assert all(path.stat().st_size > 10_000 for path in shots[:2])
     keep = os.environ.get("REPORT_SCREENSHOT_DIR")
     if keep:
         for path in shots:
@@ -289,3 +315,28 @@ def test_report_renders_in_chromium(browser: DevTools, tmp_path_factory, tmp_pat
     assert requested, "the page load was not observed"
     assert all(u.startswith(("file:", "data:")) for u in requested), requested
     print(f"browser test: {time.monotonic() - started:.1f}s, screenshots {shots}")
+
+
+def test_sections_without_data_are_listed_not_shown(browser: DevTools, tmp_path: Path) -> None:
+    """Records like the quick preset's (one batch size, no profile): the two sections left
+    out of the page and of its navigation, listed once at the end."""
+    fixture = _fixture_module()
+    records = fixture.generate_records(
+        workloads=("transformer-multi30k",), seeds=(0,), failures=False
+    )
+    fixture.write_records(tmp_path / "in", records)
+    report = fixture.build_report([tmp_path / "in"], tmp_path / "out" / "report.html")
+    _open(browser, report)
+    headings = browser.evaluate(
+        "Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"
+    )
+    left_out = ("Cost against batch size", "Profile")
+    assert headings == [t for t in fixture.SECTION_TITLES if t not in left_out] + ["Not shown"]
+    links = browser.evaluate("Array.from(document.querySelectorAll('nav a')).map(a => a.text)")
+    assert links == headings
+    listed = browser.evaluate(
+        "Array.from(document.querySelectorAll('#not-shown li strong')).map(s => s.textContent)"
+    )
+    assert listed == list(left_out)
+    assert browser.evaluate("document.querySelectorAll('.missing').length") == 0
+    assert browser.evaluate(OVERFLOWING_TABLES) == []

@@ -7,6 +7,11 @@ family or phase is added, renamed or removed on one side only.
 
 from __future__ import annotations
 
+import colorsys
+import itertools
+import math
+import re
+
 import pytest
 
 from bench import records
@@ -22,7 +27,8 @@ def test_every_family_has_an_order_a_display_name_and_a_colour():
     assert set(vocabulary.DISPLAY) == set(vocabulary.FAMILIES)
     assert set(vocabulary.FAMILY_COLORS) == set(vocabulary.FAMILIES)
     colours = list(vocabulary.FAMILY_COLORS.values())
-    assert len(set(colours)) == len(colours) and all(0 <= c < 10 for c in colours)
+    assert len(set(colours)) == len(colours)
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colours)
     assert vocabulary.FNGD in vocabulary.FAMILIES
 
 
@@ -31,7 +37,46 @@ def test_every_label_belongs_to_a_known_family(label):
     variant = VARIANTS[label]
     assert variant.family in vocabulary.FAMILIES
     # records without a ``family`` field: the report derives it from the label
-    assert load._family(label) == variant.family
+    assert vocabulary.family_of(label) == variant.family
+
+
+def _rgb(colour: str) -> tuple[float, ...]:
+    return tuple(int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
+
+
+def _closest(colours: dict[str, str]) -> float:
+    """The smallest RGB distance (0..sqrt 3) between two of ``colours``."""
+    values = [_rgb(c) for c in colours.values()]
+    return min(math.dist(a, b) for a, b in itertools.combinations(values, 2))
+
+
+def test_every_label_has_its_own_colour_in_its_familys_hue():
+    colours = vocabulary.label_colors(VARIANTS)
+    assert set(colours) == set(VARIANTS)
+    assert len(set(colours.values())) == len(colours)
+    assert _closest(colours) > 0.1, colours  # told apart, not just different
+    for label, colour in colours.items():
+        family = vocabulary.FAMILY_COLORS[VARIANTS[label].family]
+        hue = colorsys.rgb_to_hls(*_rgb(colour))[0]
+        assert hue == pytest.approx(colorsys.rgb_to_hls(*_rgb(family))[0], abs=0.01), label
+
+
+def test_a_labels_colour_does_not_depend_on_the_others_shown():
+    everything = vocabulary.label_colors(VARIANTS)
+    for label in VARIANTS:
+        assert vocabulary.label_colors([label])[label] == everything[label]
+    assert vocabulary.label_colors(reversed(list(VARIANTS))) == everything
+
+
+def test_new_labels_and_implementations_get_distinct_colours_without_editing_the_vocabulary():
+    """A family with many more labels than today (labels the registry does not know yet, as
+    in records from a newer branch), and a label shown once per implementation."""
+    new = [f"fngd-new{i}" for i in range(6)] + ["ngd-net", "sgd-x", "mystery"]
+    shown = [*VARIANTS, *new, "kfac (builtin)", "kfac (kfac-pytorch)"]
+    colours = vocabulary.label_colors(shown)
+    assert list(colours) == shown
+    assert len(set(colours.values())) == len(colours)
+    assert _closest(colours) > 0.1, colours
 
 
 def test_every_phase_has_an_order_and_a_colour():

@@ -159,6 +159,8 @@ def test_tiny_run_writes_every_kind_with_all_fields(tmp_path):
     assert target["name"] == "time_to_target" and target["epoch"] == 0
     memory = {r["name"]: r["value"] for r in records if r["kind"] == "memory"}
     assert memory["peak_rss"] > 0 and memory["optimizer_state"] > 0  # momentum buffers
+    # what the process held once the cell was built, before training: below the peak
+    assert 0 < memory["baseline_rss"] <= memory["peak_rss"]
     assert records[0]["kind"] == "cell" and records[0]["name"] == "started"
 
 

@@ -7,8 +7,17 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bench.records import TRAINING_KINDS
-from reports.common import OPT_COLUMNS, col, cols, date, empty, join, join_numbers
+from reports.common import (
+    OPT_COLUMNS,
+    col,
+    cols,
+    count_runs,
+    date,
+    empty,
+    join,
+    join_numbers,
+    training,
+)
 from reports.section import Section
 from reports.vocabulary import family_rank
 
@@ -49,11 +58,6 @@ HPARAMS = cols(
 RECORD_COUNTS = cols(col("kind", "kind"), col("records", "records", "int"))
 
 
-def runs(frame: pd.DataFrame) -> int:
-    """Training runs in ``frame`` (overhead measurements and profiles are not runs)."""
-    return int(frame.loc[frame["kind"].isin(TRAINING_KINDS), "run"].nunique())
-
-
 def environment(df: pd.DataFrame) -> pd.DataFrame:
     """One row per device: software versions, commits, dates, what ran there."""
     if df.empty:
@@ -71,7 +75,7 @@ def environment(df: pd.DataFrame) -> pd.DataFrame:
                 "last_record": date(g["time"].max()),
                 "workloads": join(g["workload"]),
                 "data_source": join(g["data_source"]),
-                "runs": runs(g),
+                "runs": count_runs(g),
                 "records": len(g),
             }
         )
@@ -97,7 +101,7 @@ def data_sources(df: pd.DataFrame) -> pd.DataFrame:
                 "seeds": join_numbers(g["seed"].dropna()),
                 "optimizers": ", ".join(opts),
                 "epochs": join_numbers(ep),
-                "runs": runs(g),
+                "runs": count_runs(g),
             }
         )
     return pd.DataFrame(rows, columns=DATA_SOURCES.csv)
@@ -117,7 +121,7 @@ def hparams(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (optimizer, implementation, hyperparameter set) and the workloads using it."""
     if df.empty:
         return empty(HPARAMS)
-    trained = df.loc[df["kind"].isin(TRAINING_KINDS)]
+    trained = training(df)
     if not trained.empty:  # the profiler's and the overhead measurement's are not shown
         df = trained
     g = df.groupby(["family", "optimizer", "impl", "opt", "hparams_json"], sort=False)

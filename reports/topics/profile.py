@@ -21,6 +21,7 @@ from reports.common import (
     empty,
     numeric_value,
     select,
+    setting_label,
     sort_rows,
 )
 from reports.section import Section
@@ -41,16 +42,27 @@ PROFILE = cols(
     col("phase", "phase"),
     col("steps", "steps", "int"),
     col("cpu_time_s", "CPU (ms)", "ms?"),
+    col("cpu_min_s", "CPU min", "ms?"),
+    col("cpu_max_s", "CPU max", "ms?"),
     col("gpu_time_s", "GPU (ms)", "ms?"),
+    col("gpu_min_s", "GPU min", "ms?"),
+    col("gpu_max_s", "GPU max", "ms?"),
+    col("spread", "max ÷ min", "ratio"),
     col("count", "calls / step", "g?"),
 )
+#: Repeated steps of one mode whose slowest is more than this many times the fastest are
+#: flagged: their median is not a steady figure (a stall, a first call, another process).
+SPREAD_WARNING = 3.0
+#: The columns of each clock: median, min and max over the profiled steps.
+CLOCKS = {"cpu_time": "cpu", "gpu_time": "gpu"}
 
 
 def profile(df: pd.DataFrame) -> pd.DataFrame:
     """Per-step CPU and GPU time of each phase from profiler traces, warm-up steps excluded.
 
-    Median over the profiled steps (of all runs) per (setting, optimizer, mode, phase);
-    records without a phase describe the whole step. ``count`` is the median number of
+    Median, min and max over the profiled steps (of all runs) per (setting, optimizer, mode,
+    phase); records without a phase describe the whole step. ``spread`` is max ÷ min of the
+    GPU time where there is one, else of the CPU time. ``count`` is the median number of
     calls per step.
     """
     p = (
@@ -70,16 +82,27 @@ def profile(df: pd.DataFrame) -> pd.DataFrame:
     key = SETTING + OPT + ["mode", "phase"]
     per_step = p.groupby(key + ["name", "run", "step"], dropna=False, sort=False)["v"].sum()
     per_step = per_step.reset_index()
-    med = per_step.groupby(key + ["name"], dropna=False, sort=False)["v"].median()
-    wide = med.unstack("name").reset_index()
+    agg = per_step.groupby(key + ["name"], dropna=False, sort=False)["v"].agg(
+        ["median", "min", "max"]
+    )
+    wide = agg["median"].unstack("name")
+    for clock, short in CLOCKS.items():
+        if clock in wide.columns:
+            wide[f"{short}_min_s"] = agg["min"].unstack("name")[clock]
+            wide[f"{short}_max_s"] = agg["max"].unstack("name")[clock]
+    wide = wide.reset_index()
     wide.columns.name = None
     steps = per_step[key + ["run", "step"]].drop_duplicates()
     steps = steps.groupby(key, dropna=False, sort=False).size().rename("steps")
     wide = wide.merge(steps.reset_index(), on=key, how="left")
     wide = wide.rename(columns={"cpu_time": "cpu_time_s", "gpu_time": "gpu_time_s"})
-    for c in ("cpu_time_s", "gpu_time_s", "count"):
+    for c in PROFILE.csv:
         if c not in wide.columns:
             wide[c] = math.nan
+    gpu = wide["gpu_min_s"].notna() & (wide["gpu_min_s"] > 0)
+    lo = wide["gpu_min_s"].where(gpu, wide["cpu_min_s"])
+    hi = wide["gpu_max_s"].where(gpu, wide["cpu_max_s"])
+    wide["spread"] = (hi / lo.where(lo > 0)).astype(float)
     wide["_whole"] = wide["phase"] != WHOLE_STEP
     out = sort_rows(wide, extra=["mode", "_whole", "phase"]).drop(columns="_whole")
     return out[PROFILE.csv]
@@ -137,16 +160,36 @@ def figure(prof: pd.DataFrame, setting: pd.Series) -> Figure | None:
     return fig
 
 
+def spread_warnings(prof: pd.DataFrame) -> list[str]:
+    """One sentence per (setting, optimizer, mode) whose whole step varied more than
+    ``SPREAD_WARNING`` times between its fastest and slowest profiled step."""
+    wide = prof.loc[(prof["phase"] == WHOLE_STEP) & (prof["spread"] > SPREAD_WARNING)]
+    out = []
+    for _, r in wide.iterrows():
+        clock = "gpu" if r["gpu_min_s"] > 0 else "cpu"
+        out.append(
+            f"{setting_label(r)}: {plot.mode_label(r['opt'], r['mode'])}: repeated steps "
+            f"disagree widely, {r[clock + '_min_s'] * 1e3:.3g} to "
+            f"{r[clock + '_max_s'] * 1e3:.3g} ms {clock.upper()} per step over "
+            f"{int(r['steps'])} steps ({r['spread']:.1f}×): its median is no steady figure; "
+            "profile again with more steps, or on a quiet machine."
+        )
+    return out
+
+
 def section(ctx: Context) -> Section:
     sec = Section(
         ID,
         TITLE,
         "Per-step CPU and GPU time of each phase read back from torch.profiler traces "
-        "(fngd-bench profile): median over the profiled steps, warm-up steps excluded, per "
-        "optimizer and mode; '(whole step)' is the step as a whole.",
+        "(fngd-bench profile): median, min and max over the profiled steps, warm-up steps "
+        "excluded, per optimizer and mode; '(whole step)' is the step as a whole. Steps whose "
+        f"slowest is over {SPREAD_WARNING:g}× their fastest are flagged above the table.",
     )
     sec.missing += ctx.kind_missing("profile", "no profiler summary")
     prof = profile(ctx.records) if not ctx.empty else pd.DataFrame()
+    if not prof.empty:
+        sec.warnings += spread_warnings(prof)
     sec.table("profile", "Profiler summary", prof, PROFILE.shown)
     for s in ctx.settings(prof) if not prof.empty else []:
         sec.figure(figure(prof, s), "Profile", s)

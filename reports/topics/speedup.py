@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bench.records import TRAINING_KINDS
 from reports import paper
 from reports.common import (
     OPT,
@@ -32,6 +31,7 @@ from reports.common import (
     setting_label,
     settings,
     sort_rows,
+    training,
 )
 from reports.section import Section
 from reports.topics.epoch_time import PROJECT_EPOCHS, cut_epochs
@@ -82,7 +82,7 @@ def time_to_target(df: pd.DataFrame) -> pd.DataFrame:
         return empty(TIME_TO_TARGET)
     t = t.assign(target=numeric_value(t))
     key = SETTING + OPT
-    trained = df.loc[df["kind"].isin(TRAINING_KINDS)]
+    trained = training(df)
     runs = trained.groupby(key, sort=False)["run"].nunique().rename("runs").reset_index()
     out = (
         t.groupby(key + ["target"], dropna=False, sort=False)
@@ -258,14 +258,16 @@ def section(ctx: Context) -> Section:
         "run needs both optimizers to have run the same number of epochs.",
         drop_constant=("fngd",),
     )
-    sec.table(
-        "paper_claims",
-        "The paper's claims beside our measurements",
-        paper.compare(ctx.records, sp, ctx.final),
-        paper.CLAIM_COLUMNS.shown,
-        note=f"Source: {paper.PAPER}. Our numbers come from the records above and hold only "
-        "under our conditions; a SYNTHETIC data source makes metric comparisons meaningless.",
-    )
+    if not ctx.empty:  # without records, the claims alone are no reason to show the section
+        sec.table(
+            "paper_claims",
+            "The paper's claims beside our measurements",
+            paper.compare(ctx.records, sp, ctx.final),
+            paper.CLAIM_COLUMNS.shown,
+            note=f"Source: {paper.PAPER}. Our numbers come from the records above and hold "
+            "only under our conditions; a SYNTHETIC data source makes metric comparisons "
+            "meaningless.",
+        )
     if not ctx.targets.empty:
         sec.table(
             "time_to_target",
