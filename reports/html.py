@@ -33,6 +33,7 @@ from reports.topics import (
     profile,
     speedup,
     step_time,
+    verdict,
 )
 from reports.vocabulary import display_name, family_rank
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 TEMPLATE = "report.html"
 #: The report's topics in page order; each has ``ID``, ``TITLE`` and ``section(ctx)``.
 TOPICS = (
+    verdict,
     environment,
     speedup,
     convergence,
@@ -246,6 +248,7 @@ def render(secs: list[Section], summary: dict, csv_names: dict[int, str]) -> str
                 "id": sec.id,
                 "title": sec.title,
                 "intro": sec.intro,
+                "findings": sec.findings,
                 "missing": sec.missing,
                 "notes": sec.notes,
                 "error": sec.error,

@@ -24,8 +24,8 @@ from bench.records import (
 from reports.vocabulary import FAMILIES
 
 #: Per-kind fields the tables read (``bench.records.KIND_FIELDS``): the steps an epoch record
-#: covers, and the metric of a target record.
-KIND_COLUMNS = ("steps", "metric")
+#: covers, the metric of a target record, and the evaluation's own time of an eval record.
+KIND_COLUMNS = ("steps", "metric", "eval_seconds")
 #: Columns of the frame :func:`load_records` returns (``source`` is ``file:line``).
 COLUMNS = BASE_FIELDS + STEP_FIELDS + CELL_FIELDS + KIND_COLUMNS + ("hparams_json", "source")
 _KINDS = frozenset(KINDS)
@@ -43,6 +43,7 @@ _NUMERIC = (
     "steps_per_epoch",
     "max_steps_per_epoch",
     "steps",
+    "eval_seconds",
 )
 _TEXT_KEYS = ("run_id", "impl", "device", "device_name", "data_source")
 _TEXT = _TEXT_KEYS + (
