@@ -470,14 +470,9 @@ def section(ctx: Context) -> Section:
     sec = Section(
         ID,
         TITLE,
-        "FNGD against each baseline in the same setting. Time ratios are baseline time ÷ "
-        "FNGD time (above 1× FNGD is faster); the final-metric ratio is FNGD's metric ÷ the "
-        "baseline's (above 1× FNGD's is higher). Each ratio of medians comes with its 95 % "
-        "bootstrap interval: over the runs' medians when there are several seeds, over the "
-        "steps or epochs of the single run when each ran once; an interval that contains 1 "
-        "is reported as no measurable difference, and one seed has no interval. Time to "
-        "target is training time only (evaluation is timed apart, see the speed-up "
-        "section). Details: Speedup, Per-step time, Per-epoch time, Convergence.",
+        "FNGD against each baseline in the same setting: time ratios are baseline ÷ FNGD "
+        "(above 1× FNGD is faster), the final metric FNGD's ÷ the baseline's; [95 % "
+        "interval]; an interval that contains 1 is no measurable difference.",
     )
     if ctx.empty:
         sec.missing.append(ctx.no_records())
@@ -495,8 +490,12 @@ def section(ctx: Context) -> Section:
         "FNGD against each baseline (ratio [95 % interval])",
         summary_table(table),
         VERDICT_SHOWN,
-        note="⚠: a run behind the ratio has a measurement flag (above). n=1: one seed, "
-        "no interval. Every row with its interval and units is in the verdict CSV.",
+        note="Medians with percentile-bootstrap 95 % intervals, resampling the runs' medians "
+        "when there are several seeds and the steps or epochs of the single run when each "
+        "ran once; n=1: one seed, no interval. Time to target is training time only (the "
+        "evaluation time is beside it in the speed-up section). ⚠: a run behind the ratio "
+        "has a measurement flag (above). Every row with its interval and unit is in the "
+        "verdict CSV.",
         drop_constant=("fngd",),
     )
     sec.table("verdict", "Verdict", table, (), show=False)
