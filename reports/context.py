@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from reports import hygiene
 from reports.common import settings
 from reports.topics import convergence, epoch_time, phases, speedup, step_time
 
@@ -29,6 +30,8 @@ class Context:
     targets: pd.DataFrame = field(init=False)
     final: pd.DataFrame = field(init=False)
     speed: pd.DataFrame = field(init=False)
+    spread: pd.DataFrame = field(init=False)
+    cold: pd.DataFrame = field(init=False)
 
     errors: list[str] = field(init=False, default_factory=list)
 
@@ -40,6 +43,13 @@ class Context:
         self.targets = self._safe(speedup.time_to_target, df)
         self.final = self._safe(convergence.final_values, df)
         self.speed = self._safe(speedup.speedup, self.steps, self.epochs, self.targets)
+        self.spread = self._safe(hygiene.epoch_spread, df)
+        self.cold = self._safe(hygiene.cold_start, df)
+
+    @property
+    def hygiene_flags(self) -> list[str]:
+        """Timings to look at twice: runs whose later epochs spread widely, cold starts."""
+        return hygiene.spread_flags(self.spread) + hygiene.cold_start_flags(self.cold)
 
     def _safe(self, fn: Callable[..., pd.DataFrame], *args: pd.DataFrame) -> pd.DataFrame:
         try:

@@ -34,6 +34,7 @@ from reports.topics import (
     profile,
     speedup,
     step_time,
+    verdict,
 )
 from reports.vocabulary import display_name, family_rank
 
@@ -47,6 +48,7 @@ WIDE_TABLE = 8
 LONG_TEXT = 40
 #: The report's topics in page order; each has ``ID``, ``TITLE`` and ``section(ctx)``.
 TOPICS = (
+    verdict,
     environment,
     speedup,
     convergence,
@@ -275,6 +277,7 @@ def render(secs: list[Section], summary: dict, csv_names: dict[int, str]) -> str
                 "id": sec.id,
                 "title": sec.title,
                 "intro": sec.intro,
+                "findings": sec.findings,
                 "missing": sec.missing,
                 "notes": sec.notes,
                 "warnings": sec.warnings,

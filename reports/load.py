@@ -24,8 +24,9 @@ from bench.records import (
 from reports.vocabulary import family_of
 
 #: Per-kind fields the tables read (``bench.records.KIND_FIELDS``): the steps an epoch record
-#: covers, the metric of a target record, a staleness record's norm ratio.
-KIND_COLUMNS = ("steps", "metric", "norm_ratio")
+#: covers, the metric of a target record, a staleness record's norm ratio, and the
+#: evaluation's own time of an eval record.
+KIND_COLUMNS = ("steps", "metric", "norm_ratio", "eval_seconds")
 #: Columns of the frame :func:`load_records` returns (``source`` is ``file:line``).
 COLUMNS = BASE_FIELDS + STEP_FIELDS + CELL_FIELDS + KIND_COLUMNS + ("hparams_json", "source")
 _KINDS = frozenset(KINDS)
@@ -44,6 +45,7 @@ _NUMERIC = (
     "max_steps_per_epoch",
     "steps",
     "norm_ratio",
+    "eval_seconds",
 )
 _TEXT_KEYS = ("run_id", "impl", "device", "device_name", "data_source")
 _TEXT = _TEXT_KEYS + (

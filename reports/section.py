@@ -50,6 +50,7 @@ class Section:
     warnings: list[str] = field(default_factory=list)
     blocks: list[TableBlock | FigureBlock] = field(default_factory=list)
     error: str = ""
+    findings: list[str] = field(default_factory=list)  # what the section concludes, in words
 
     def table(self, *args, **kwargs) -> None:
         self.blocks.append(TableBlock(*args, **kwargs))

@@ -25,6 +25,7 @@ from reports.topics.speedup import speedup, time_to_target
 from reports.topics.step_time import step_times
 
 SECTION_TITLES = (
+    "Summary",
     "Environment",
     "Speedup",
     "Convergence",

@@ -340,3 +340,82 @@ def test_sections_without_data_are_listed_not_shown(browser: DevTools, tmp_path:
     assert listed == list(left_out)
     assert browser.evaluate("document.querySelectorAll('.missing').length") == 0
     assert browser.evaluate(OVERFLOWING_TABLES) == []
+def test_summary_is_the_first_screen(browser: DevTools, tmp_path_factory, tmp_path: Path) -> None:
+    """At 1400 × 900 the page opens on the summary, and its table quotes the verdict CSV."""
+    import pandas as pd
+
+    fixture = _fixture_module()
+    report = fixture.shared_report(tmp_path_factory)
+    cdp = browser
+    for domain in ("Page", "Runtime"):
+        cdp.call(f"{domain}.enable")
+    cdp.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=1400,
+        height=900,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    cdp.call("Page.navigate", url=report.resolve().as_uri())
+    cdp.wait_for("Page.loadEventFired", timeout=20)
+
+    first = cdp.evaluate(
+        "(() => { const s = document.querySelector('main > section');"
+        " return {id: s.id, title: s.querySelector('h2').textContent,"
+        " top: s.getBoundingClientRect().top,"
+        " findings: s.querySelectorAll('ul.findings li').length,"
+        " firstFinding: (s.querySelector('ul.findings li') || {}).textContent || ''}; })()"
+    )
+    assert (first["id"], first["title"]) == ("verdict", "Summary")
+    assert first["top"] < 900 / 2, "the summary starts below the first half of the first screen"
+    assert first["findings"] > 0
+    # its words are on the first screen
+    assert (
+        cdp.evaluate("document.querySelector('ul.findings li').getBoundingClientRect().bottom")
+        < 900
+    )
+
+    # each row with the setting of the group row above it
+    rows = cdp.evaluate(
+        "(() => { let group = ''; const out = [];"
+        " for (const r of document.querySelector('#verdict table.data').tBodies[0].rows) {"
+        "  if (r.classList.contains('group')) {"
+        "   group = r.textContent.replace('SYNTHETIC DATA', '').trim(); continue; }"
+        "  out.push([group, ...Array.from(r.cells).map(c => c.textContent.trim())]); }"
+        " return out; })()"
+    )
+    headers = cdp.evaluate(
+        "Array.from(document.querySelector('#verdict table.data').querySelectorAll('thead th'))"
+        ".map(h => h.textContent)"
+    )
+    assert headers == ["FNGD", "against", "seeds", "per step", "later epochs", "to target",
+                       "final metric"]  # fmt: skip
+    shown = {(r[0], r[1], r[2]): dict(zip(headers, r[1:], strict=True)) for r in rows}
+    csv = pd.read_csv(report.parent / f"{report.stem}_verdict.csv")
+    column = {
+        "step_time": "per step",
+        "later_epoch_time": "later epochs",
+        "time_to_target": "to target",
+        "final_metric": "final metric",
+    }
+    checked = 0
+    for _, r in csv.iterrows():
+        if pd.isna(r["ratio"]):
+            continue
+        group = f"{r['workload']} ({r['size']}) · {r['device_name']} · batch {r['batch_size']}"
+        row = shown[(group, r["optimizer"], r["baseline"])]
+        if pd.isna(r["ci_low"]):
+            want = f"{r['ratio']:.2f}× (n=1, no interval)"
+        else:
+            want = f"{r['ratio']:.2f}× [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+        assert row[column[r["metric"]]].startswith(want), (group, want, row)
+        checked += 1
+    assert checked >= 20
+
+    shot = cdp.call("Page.captureScreenshot", format="png")
+    path = tmp_path / "first-screen.png"
+    path.write_bytes(base64.b64decode(shot["data"]))
+    assert path.stat().st_size > 10_000
+    keep = os.environ.get("REPORT_SCREENSHOT_DIR")
+    if keep:
+        shutil.copyfile(path, Path(keep) / path.name)

@@ -205,6 +205,7 @@ def section(ctx: Context) -> Section:
     )
     sec.missing += ctx.kind_missing("epoch", "no per-epoch times")
     sec.notes += cut_epochs(ctx.records)
+    sec.notes += ctx.hygiene_flags
     ep = ctx.epochs
     if not ep.empty and (ep["later_n"] == 0).any():
         which = ", ".join(sorted(set(ep.loc[ep["later_n"] == 0, "opt"])))
