@@ -88,9 +88,6 @@ PRESET = "tune"
 
 Log = Callable[[str], None]
 
-# QMCSampler and heartbeats are marked experimental since Optuna 3.0; said once, here.
-warnings.filterwarnings("ignore", category=ExperimentalWarning, module="optuna")
-warnings.filterwarnings("ignore", category=ExperimentalWarning, module=__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -111,18 +108,22 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     engine: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine = {"connect_args": {"timeout": 60}}  # several writers wait for each other
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine,
-        heartbeat_interval=HEARTBEAT_SECONDS,
-        grace_period=GRACE_SECONDS,
-    )
+    with warnings.catch_warnings():  # heartbeats: "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+        )
 
 
 def sampler(seed: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.QMCSampler(
-        qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False
-    )
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.0
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return optuna.samplers.QMCSampler(
+            qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False
+        )
 
 
 @dataclass
