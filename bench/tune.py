@@ -47,7 +47,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -502,7 +502,6 @@ class Best:
     epochs: int | None
     complete_trials: int
     storage: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
