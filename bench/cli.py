@@ -29,6 +29,7 @@ subcommands:
   run      train a sweep of cells (workload x optimizer x seed) with phase timers and write
            JSON Lines records to --out, then build the HTML report
   report   build the HTML report from one or more results directories
+  tune     equal-budget hyperparameter studies (Optuna) on each workload's validation split
   profile  capture a torch.profiler trace of a few steps of one workload and optimizer
   list     show the workloads, optimizer labels and presets
 
@@ -51,6 +52,23 @@ the report counts each cell once.
 Optimizer labels: {labels}
 Presets:
 {presets}
+"""
+
+TUNE_HELP = """\
+Tune every optimizer with the same budget: one Optuna study per workload x optimizer label,
+named <workload>__<label>, each run until it holds --trials COMPLETE trials.
+
+A trial trains one cell for --epochs epochs (seed --seed) with hyperparameters drawn from a
+seeded scrambled Sobol sequence over its family's search space (bench/search_spaces.py: lr,
+weight decay, damping for kfac/ngd/fngd, the schedule's warm-up fraction). Its score is the
+training time (evaluation excluded) until the workload's metric on the VALIDATION split
+reaches the target; a trial that does not reach it (or diverges, or runs out of memory)
+scores +inf and keeps its best validation metric. Every trial writes ordinary records to
+OUT/trials/<study>/; the best trial of each study is written to OUT/best_hparams.json, for
+`fngd-bench run --hparams-from OUT/best_hparams.json` (final runs on the test split).
+
+Resumable: Ctrl-C keeps every finished trial, and the same command runs only what is
+missing. Parallel: --workers K processes, or several commands on one --storage.
 """
 
 REPORT_HELP = """\
@@ -131,7 +149,7 @@ def _debug_arg(parser: argparse.ArgumentParser, default: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fngd-bench", description=MAIN_HELP, formatter_class=_Formatter)
     _debug_arg(parser, False)
-    sub = parser.add_subparsers(dest="command", metavar="{run,report,profile,ratio,list}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,tune,report,profile,ratio,list}")
 
     run = sub.add_parser(
         "run",
@@ -163,9 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="O",
         help="only these optimizer labels (default: the preset's)",
     )
-    run.add_argument(
-        "--epochs", type=positive_int, help="epochs per cell (default: the preset's)"
-    )
+    run.add_argument("--epochs", type=positive_int, help="epochs per cell (default: the preset's)")
     run.add_argument(
         "--seeds",
         type=non_negative_int,
@@ -198,15 +214,73 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-overhead", action="store_true", help="skip the timer-overhead measurement"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    _threads_arg(run)
     run.add_argument(
-        "--threads",
-        type=non_negative_int,
-        default=1,
-        metavar="N",
-        help="CPU intra-op threads on the CPU device (default: 1; 0: torch's default). The "
-        "CPU workloads are small, and on a shared machine spinning worker threads make step "
-        "times erratic; recorded as `threads`",
+        "--hparams-from",
+        metavar="SOURCE",
+        help="each optimizer's hyperparameters from the best trial of its study "
+        "(<workload>__<label>): a storage URL (sqlite:///OUT/studies.db) or the JSON file "
+        "`tune` writes (OUT/best_hparams.json); epochs default to the study's. Recorded in "
+        "`hparams_source`",
     )
+    _warm_start_arg(run)
+
+    tune = sub.add_parser(
+        "tune",
+        help="equal-budget hyperparameter studies on the validation split",
+        description=TUNE_HELP,
+        formatter_class=_Formatter,
+    )
+    tune.add_argument(
+        "--workload",
+        "--workloads",
+        dest="workloads",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="W",
+        help="workloads (with a validation split)",
+    )
+    tune.add_argument(
+        "--optimizer",
+        "--optimizers",
+        dest="optimizers",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="O",
+        help=f"optimizer labels: {', '.join(VARIANTS)}",
+    )
+    tune.add_argument(
+        "--trials", type=positive_int, required=True, metavar="N", help="complete trials per study"
+    )
+    tune.add_argument(
+        "--epochs", type=positive_int, required=True, metavar="E", help="epoch budget per trial"
+    )
+    tune.add_argument(
+        "--out", type=Path, default=Path("results/tune"), help="results (default: results/tune)"
+    )
+    tune.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage URL (default: sqlite:///OUT/studies.db)",
+    )
+    tune.add_argument(
+        "--workers", type=positive_int, default=1, metavar="K", help="processes (default: 1)"
+    )
+    tune.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        metavar="S",
+        help="the sampler's seed and every trial's training seed (default: 0)",
+    )
+    tune.add_argument("--size", choices=("small", "paper"), default="small", help="workload size")
+    _device_arg(tune)
+    tune.add_argument("--data-root", type=Path, help="where datasets are read from")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    _threads_arg(tune)
+    _warm_start_arg(tune)
 
     report = sub.add_parser(
         "report",
@@ -292,9 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     ratio.add_argument(
         "--threads", type=non_negative_int, default=1, help="CPU intra-op threads (default: 1)"
     )
-    ratio.add_argument(
-        "--size", choices=("small", "paper"), default="small", help="workload size"
-    )
+    ratio.add_argument("--size", choices=("small", "paper"), default="small", help="workload size")
     ratio.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     _device_arg(ratio)
 
@@ -302,6 +374,28 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():  # also after the subcommand, where people put it
         _debug_arg(command, argparse.SUPPRESS)
     return parser
+
+
+def _threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=non_negative_int,
+        default=1,
+        metavar="N",
+        help="CPU intra-op threads on the CPU device (default: 1; 0: torch's default). The "
+        "CPU workloads are small, and on a shared machine spinning worker threads make step "
+        "times erratic; recorded as `threads`",
+    )
+
+
+def _warm_start_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-warm-start",
+        dest="warm_start",
+        action="store_false",
+        help="skip the discarded warm-up run before the first timed cell (it keeps the "
+        "process's cold start off whichever optimizer runs first)",
+    )
 
 
 def _device_arg(parser: argparse.ArgumentParser) -> None:
@@ -408,6 +502,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         size=args.size,
         warmup_steps=args.warmup_steps,
     )
+    if args.hparams_from:
+        _apply_hparams_from(args.hparams_from, cells, study_epochs=args.epochs is None)
     if args.resume:
         conflicts = resume_conflicts(cells, out)
         if conflicts:
@@ -430,6 +526,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 progress=progress,
                 overhead=overhead,
+                warm_start=args.warm_start,
             )
     except KeyboardInterrupt:
         _err(f"interrupted; records so far are in {out}. Rerun with --resume to continue.")
@@ -458,6 +555,64 @@ def cmd_run(args: argparse.Namespace) -> int:
         if html is not None:
             print(f"report: {html}")
     return code
+
+
+def _apply_hparams_from(source: str, cells: Sequence[Any], *, study_epochs: bool) -> None:
+    from bench.tune import apply_best, load_best
+
+    if "://" not in source and not Path(source).is_file():
+        raise UsageError(f"--hparams-from {source}: neither a storage URL nor a file")
+    try:
+        best = load_best(source)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--hparams-from {source}: cannot read studies ({exc})") from None
+    missing = apply_best(cells, best, study_epochs=study_epochs)
+    if missing:
+        names = ", ".join(dict.fromkeys(missing))
+        raise UsageError(
+            f"--hparams-from {source}: no complete trial for {names} "
+            f"(studies there: {', '.join(best) or 'none'})"
+        )
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from bench.tune import TuneConfig, print_best, tune
+
+    _check("optimizer", args.optimizers, list(VARIANTS))
+    _check("workload", args.workloads, _workload_names())
+    _check_device(args.device)
+    _check_out_dir(args.out)
+    if args.storage is not None and "://" not in args.storage:
+        raise UsageError(f"--storage {args.storage}: not a URL (e.g. sqlite:///studies.db)")
+    config = TuneConfig(
+        workloads=args.workloads,
+        optimizers=args.optimizers,
+        trials=args.trials,
+        epochs=args.epochs,
+        out=args.out,
+        storage=args.storage,
+        seed=args.seed,
+        workers=args.workers,
+        size=args.size,
+        device=args.device,
+        data_root=str(args.data_root) if args.data_root else None,
+        threads=args.threads,
+        warm_start=args.warm_start,
+    )
+    progress = Progress.auto(not args.no_progress and args.workers == 1)
+    try:
+        best = tune(config, progress=progress)
+    except KeyboardInterrupt:
+        _err(
+            f"interrupted; finished trials are kept in {config.storage_url}. "
+            "Run the same command again to continue."
+        )
+        return EXIT_INTERRUPTED
+    except ValueError as exc:  # a study run with other settings, a workload without val
+        raise UsageError(str(exc)) from None
+    print_best(best)
+    print(f"best hyperparameters: {args.out / 'best_hparams.json'} (storage {config.storage_url})")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -534,6 +689,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Any] = {
     "run": cmd_run,
+    "tune": cmd_tune,
     "report": cmd_report,
     "profile": cmd_profile,
     "ratio": cmd_ratio,

@@ -78,7 +78,10 @@ STEP_FIELDS = ("parent", "warmup", "mode")
 #: Fields the runner sets for a whole cell: ``family`` is the optimiser factory behind the
 #: ``optimizer`` label (``kfac-inv1`` -> ``kfac``), ``attempt`` the cell's attempt number,
 #: ``size`` the workload size, ``steps_per_epoch``/``max_steps_per_epoch`` how long epochs
-#: were (cut to), ``replay_first_epoch`` whether later epochs replay the first one's batches.
+#: were (cut to), ``replay_first_epoch`` whether later epochs replay the first one's batches;
+#: ``hparams_source`` says where the cell's hyperparameter overrides came from (``preset``,
+#: or ``study <name> trial <n>``), ``study`` names the tuning study (``bench.tune``) the cell
+#: is a trial of or took them from, and ``trial`` the trial the cell is (tuning runs only).
 CELL_FIELDS = (
     "family",
     "attempt",
@@ -88,6 +91,9 @@ CELL_FIELDS = (
     "max_steps_per_epoch",
     "replay_first_epoch",
     "preset",
+    "hparams_source",
+    "study",
+    "trial",
 )
 #: Every field a ``RecordWriter`` writes on every record (``None`` where unset), in order.
 FIELDS = BASE_FIELDS + STEP_FIELDS + CELL_FIELDS
@@ -110,8 +116,10 @@ TRAINING_KINDS = ("phase", "step", "epoch", "eval", "memory", "target", "stalene
 #: Fields only records of one kind carry (absent, not null, on the others).
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "epoch": ("steps", "train_seconds"),  # steps run in the epoch; cumulative training time
-    "eval": ("eval_seconds",),
-    "target": ("metric", "metric_value"),  # the metric and its value when the target was met
+    "eval": ("eval_seconds", "split"),  # evaluation time; ``test`` or ``val`` (tuning)
+    # the metric, its value and split when the target was met; evaluation time until then
+    # (kept out of ``seconds``, the training time)
+    "target": ("metric", "metric_value", "split", "eval_seconds"),
     # stored against fresh coefficients' direction on the probe batch: value = cosine
     "staleness": ("norm_ratio", "probe_seconds"),
     "overhead": (

@@ -62,10 +62,11 @@ from bench.env import (
 from bench.presets import resolve_label
 from bench.progress import Progress, as_progress
 from bench.records import RecordWriter
+from bench.schedules import make_scheduler, split_schedule
 from bench.staleness import KeepFirst, probed, staleness_records
 from bench.step import train_step
 from bench.timing import NullTimer, StepTimer
-from bench.workloads.workload import Loader, WorkloadLike
+from bench.workloads.workload import Loader, WorkloadLike, eval_function
 from fngd import phases
 from fngd.optimizers import DEFAULTS, BenchOptimizer, build
 from fngd.phases import _profiler_enabled
@@ -100,10 +101,15 @@ class CellSpec:
     size: str = "small"
     warmup_steps: int = WARMUP_STEPS
     preset: str | None = None
+    eval_split: str = "test"  # "val" while tuning: the test split stays for final reports
+    study: str | None = None  # the tuning study this cell is a trial of, or took hparams from
+    trial: int | None = None  # the study's trial this cell is (tuning runs only)
+    hparams_source: str = "preset"  # where the overrides came from ("study S trial N")
 
     @property
     def run_id(self) -> str:
-        return f"{self.workload}__{self.optimizer}__s{self.seed}"
+        run_id = f"{self.workload}__{self.optimizer}__s{self.seed}"
+        return run_id if self.trial is None else f"{run_id}__t{self.trial}"
 
     @property
     def family(self) -> str:
@@ -121,6 +127,7 @@ class Cell:
     epochs: int
     steps_per_epoch: int
     replay: bool  # every epoch replays the first epoch's batches (``replays_first_epoch``)
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None  # per step (bench.schedules)
 
     def loop_state(self) -> LoopState:
         return LoopState(warmup_steps=self.spec.warmup_steps)
@@ -136,10 +143,12 @@ def default_workload_factory() -> WorkloadFactory:
 
 
 def cell_hparams(spec: CellSpec, workload: WorkloadLike) -> dict[str, Any]:
-    """Defaults < workload.hparams[family] < workload.hparams[label] < label < cell overrides."""
+    """Defaults < workload.schedule < workload.hparams[family] < workload.hparams[label] <
+    label < cell overrides (the schedule's keys: ``bench.schedules``)."""
     variant = resolve_label(spec.optimizer)
     tuned = workload.hparams or {}
-    hp = dict(tuned.get(variant.family, {}))
+    hp = dict(getattr(workload, "schedule", None) or {})
+    hp.update(tuned.get(variant.family, {}))
     if variant.label != variant.family:
         hp.update(tuned.get(variant.label, {}))
     hp.update(variant.overrides)
@@ -187,17 +196,21 @@ def build_cell(
     loader = workload.train_loader
     per_epoch = steps_per_epoch(spec, loader)
     family = spec.family
-    hp = cell_hparams(spec, workload)
+    schedule, hp = split_schedule(cell_hparams(spec, workload))
     if "steps_per_epoch" in DEFAULTS.get(family, {}) and hp.get("steps_per_epoch") is None:
         hp["steps_per_epoch"] = per_epoch
+    epochs = int(spec.epochs if spec.epochs is not None else workload.epochs)
+    opt = build(family, workload.model, **hp)
+    opt.hparams.update(schedule)
     return Cell(
         spec=spec,
         device=device,
         workload=workload,
-        opt=build(family, workload.model, **hp),
-        epochs=int(spec.epochs if spec.epochs is not None else workload.epochs),
+        opt=opt,
+        epochs=epochs,
         steps_per_epoch=per_epoch,
         replay=replays_first_epoch(spec, loader),
+        scheduler=make_scheduler(opt, schedule, epochs * per_epoch),
     )
 
 
@@ -221,6 +234,9 @@ def record_base(
         "size": spec.size,
         "max_steps_per_epoch": spec.max_steps_per_epoch,
         "hparams": dict(spec.overrides),
+        "hparams_source": spec.hparams_source,
+        "study": spec.study,
+        "trial": spec.trial,
         **environment(device),
     }
     if cell is not None:
@@ -295,10 +311,12 @@ def run_steps(
     device: torch.device,
     loss_sum: torch.Tensor,
     on_step: OnStep | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> int:
     """Up to ``n`` steps from ``batches``, timed by ``timer`` (a ``NullTimer``: untimed);
-    adds each loss into ``loss_sum`` (on the device). Returns the number of steps done
-    (fewer when ``batches`` runs out)."""
+    adds each loss into ``loss_sum`` (on the device); steps ``scheduler`` (the cell's
+    learning-rate schedule) after each step, inside its time. Returns the number of steps
+    done (fewer when ``batches`` runs out)."""
     on_cuda = device.type == "cuda"
     # The ``data`` phase calls the timer directly, and carries the profiler label only while
     # a profiler runs: ``record_function`` costs microseconds even when nothing listens.
@@ -326,6 +344,8 @@ def run_steps(
                 timer.discard_step()
                 break
             loss = train_step(workload, opt, inputs, targets, sample_ids)
+            if scheduler is not None:
+                scheduler.step()
         except BaseException:
             timer.discard_step()
             raise
@@ -389,6 +409,8 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple
     timer = StepTimer(dev)
     state = cell.loop_state()
     train_seconds = 0.0
+    eval_total = 0.0  # evaluation time: kept out of train_seconds, recorded beside it
+    evaluate = eval_function(workload, spec.eval_split)
     reached = False
     status, message = "finished", ""
     last_epoch = 0
@@ -422,6 +444,7 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple
                     device=dev,
                     loss_sum=loss_sum,
                     on_step=shown.on_step,
+                    scheduler=cell.scheduler,
                 )
             except FloatingPointError as exc:  # an optimiser's own finiteness check
                 writer.write_many(timer.flush())
@@ -457,9 +480,10 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple
                 t_eval = time.perf_counter()
                 model.eval()
                 with torch.no_grad():
-                    result = workload.eval_fn(model)
+                    result = evaluate(model)
                 synchronize(dev)
                 eval_seconds = time.perf_counter() - t_eval
+                eval_total += eval_seconds
             finally:
                 model.train()
                 phases.set_recorder(timer)
@@ -472,6 +496,7 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple
                         "value": float(value),
                         "seconds": train_seconds,
                         "eval_seconds": eval_seconds,
+                        "split": spec.eval_split,
                     }
                 )
             metric = workload.metric_name
@@ -491,6 +516,8 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple
                             "seconds": train_seconds,
                             "metric": metric,
                             "metric_value": value,
+                            "split": spec.eval_split,
+                            "eval_seconds": eval_total,
                         }
                     )
             if probe is not None and probe_batch is None and probe.first is not None:

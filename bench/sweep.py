@@ -287,17 +287,26 @@ def run_sweep(
     progress: bool | Progress = False,
     workload_factory: WorkloadFactory | None = None,
     overhead: Sequence[tuple[str, str]] = (),
+    warm_start: bool = False,
 ) -> SweepResult:
     """Run ``cells`` into ``out`` (see the module docstring); then measure the runner's
     overhead on each (workload, label) of ``overhead``, with the size, batch size, seed and
     preset of the sweep's first cell of that workload. ``progress``: ``True`` for bars,
-    ``False`` for silence, or a :class:`~bench.progress.Progress`."""
+    ``False`` for silence, or a :class:`~bench.progress.Progress`. ``warm_start``: a
+    discarded warm-up run of the first cell first (``bench.warm_start``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     cells = list(cells)
     shown = as_progress(progress)
     result = SweepResult()
+    if warm_start and cells:
+        from bench.warm_start import warm_up
+
+        try:
+            warm_up(cells[0], device=dev, data_root=data_root, workload_factory=workload_factory)
+        except Exception as exc:  # noqa: BLE001 - the cell itself will record what fails
+            shown.write(f"warm-up skipped: {type(exc).__name__}: {exc}")
     shown.start_sweep(len(cells))
     try:
         for spec in cells:

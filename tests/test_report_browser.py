@@ -340,6 +340,8 @@ def test_sections_without_data_are_listed_not_shown(browser: DevTools, tmp_path:
     assert listed == list(left_out)
     assert browser.evaluate("document.querySelectorAll('.missing').length") == 0
     assert browser.evaluate(OVERFLOWING_TABLES) == []
+
+
 def test_summary_is_the_first_screen(browser: DevTools, tmp_path_factory, tmp_path: Path) -> None:
     """At 1400 × 900 the page opens on the summary, and its table quotes the verdict CSV."""
     import pandas as pd

@@ -17,13 +17,22 @@ import torch
 
 from bench import workloads
 from bench.workloads import TensorLoader, Workload
+from bench.workloads import cnn_mnist1d_large as large
 from bench.workloads import resnet18_cifar100 as cifar
 from bench.workloads import transformer_multi30k as mt
+from bench.workloads.workload import eval_function
 
-NAMES = ["mlp-digits", "cnn-mnist1d", "resnet18-cifar100", "transformer-multi30k"]
+NAMES = [
+    "mlp-digits",
+    "cnn-mnist1d",
+    "cnn-mnist1d-large",
+    "resnet18-cifar100",
+    "transformer-multi30k",
+]
 METRICS = {
     "mlp-digits": "accuracy",
     "cnn-mnist1d": "accuracy",
+    "cnn-mnist1d-large": "accuracy",
     "resnet18-cifar100": "accuracy",
     "transformer-multi30k": "bleu",
 }
@@ -36,6 +45,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+LARGE_SAMPLES = large.NUM_SAMPLES
+
+
+@pytest.fixture(autouse=True)
+def quick_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cnn-mnist1d-large generates 20000 signals in ~10 s; these tests check its wiring on
+    2000 (``test_cnn_mnist1d_large_splits`` checks the real size's arithmetic)."""
+    monkeypatch.setattr(large, "NUM_SAMPLES", 2000)
 
 
 @pytest.fixture
@@ -283,6 +302,48 @@ def test_cnn_mnist1d_uses_conv2d_and_keeps_global_rng() -> None:
     kinds = {type(m) for m in w.model.modules()}
     assert torch.nn.Conv2d in kinds and torch.nn.Conv1d not in kinds
     assert w.train_loader.inputs.shape[1:] == (1, 1, 40)
+
+
+def test_cnn_mnist1d_large_splits() -> None:
+    """More signals from the same generator; train, val and test disjoint; a schedule."""
+    assert LARGE_SAMPLES == 20000 and large.TARGET > 0.9
+    w = workloads.get("cnn-mnist1d-large", seed=0)
+    n_train_all = int(0.8 * large.NUM_SAMPLES)
+    assert w.num_val == round(0.1 * n_train_all) and w.num_train == n_train_all - w.num_val
+    assert w.num_eval == large.NUM_SAMPLES - n_train_all
+    assert w.train_loader.inputs.shape == (w.num_train, 1, 1, 40)
+    ids = torch.cat([i for _, _, i in w.train_loader])
+    assert torch.equal(ids.sort().values, torch.arange(w.num_train))
+    assert w.schedule["schedule"] == "warmup-cosine"
+    assert w.epochs == large.EPOCHS and w.hparams == {
+        k: dict(v) for k, v in large.HPARAMS.items()
+    }
+    val, test = eval_function(w, "val")(w.model), eval_function(w, "test")(w.model)
+    assert val["accuracy"] != test["accuracy"] or val["eval_loss"] != test["eval_loss"]
+
+
+def _validation_rows(name: str) -> torch.Tensor:
+    if name == "mlp-digits":
+        from bench.workloads.mlp_digits import load_digits_split
+
+        return torch.from_numpy(load_digits_split()[1][0])
+    from bench.workloads import cnn_mnist1d
+    from bench.workloads.common import holdout
+
+    x_all = cnn_mnist1d.generate()[0]
+    _, val = holdout(len(x_all), cnn_mnist1d.VAL_FRACTION, cnn_mnist1d.SPLIT_SEED)
+    return torch.from_numpy(x_all[val])
+
+
+@pytest.mark.parametrize("name", ["mlp-digits", "cnn-mnist1d"])
+def test_validation_split_is_held_out_from_training(name: str) -> None:
+    w = workloads.get(name, seed=0)
+    X_val = _validation_rows(name).flatten(1)
+    assert w.val_eval_fn is not None and len(X_val) == w.num_val > 0
+    train = w.train_loader.inputs.flatten(1)
+    assert float(torch.cdist(X_val, train).min()) > 0.0  # no validation row is trained on
+    with pytest.raises(ValueError, match="no validation split"):
+        eval_function(workloads.get("mlp-random-32"), "val")
 
 
 def _write_cifar_pickle(path, n: int, seed: int) -> tuple[np.ndarray, list[int]]:

@@ -5,7 +5,10 @@ templates are padded, translated, sheared, scaled and noised into length-40 sign
 ``mnist1d`` package's own generator, ``mnist1d.data.make_dataset`` with its default arguments
 (5000 samples, 80/20 split, generator seed 42), rebuilds the reference data set locally;
 nothing is downloaded. The generator reseeds Python's and NumPy's global RNGs, so their
-state is saved and restored around it.
+state is saved and restored around it. A fixed ``VAL_FRACTION`` of the training signals is
+held out as the validation split (tuning evaluates there; the test split stays for reports).
+``cnn-mnist1d-large`` (``bench.workloads.cnn_mnist1d_large``) builds the same model on more
+signals from the same generator through :func:`build_mnist1d`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from bench.workloads.common import (
     build_model,
     classification_eval,
     cross_entropy,
+    holdout,
     per_sample_cross_entropy,
 )
 from bench.workloads.loader import TensorLoader
@@ -33,6 +37,9 @@ DESCRIPTION = "small 1-D CNN on MNIST-1D, generated locally by the mnist1d packa
 BATCH_SIZE = 100
 EPOCHS = 30
 TARGET = 0.8  # test accuracy
+NUM_SAMPLES = 5000  # the generator's default: 4000 train / 1000 test
+VAL_FRACTION = 0.1  # of the training signals, held out for validation
+SPLIT_SEED = 0
 CHANNELS = {"small": 32, "paper": 64}
 
 # Suggested hyperparameters per optimizer, from short CPU sweeps of lr x damping (8 epochs,
@@ -78,14 +85,19 @@ class CNN1d(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-@functools.lru_cache(maxsize=1)
-def generate() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x_train, y_train, x_test, y_test)`` from the package's generator, default args."""
+@functools.lru_cache(maxsize=2)
+def generate(
+    num_samples: int = NUM_SAMPLES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_train, y_train, x_test, y_test)`` from the package's generator: its default
+    arguments, but ``num_samples`` signals (split 80/20 by the generator)."""
     from mnist1d.data import get_dataset_args, make_dataset
 
+    args = get_dataset_args()
+    args.num_samples = int(num_samples)
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        data = make_dataset(get_dataset_args())
+        data = make_dataset(args)
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
@@ -105,38 +117,80 @@ def build(
     size: str,
 ) -> Workload:
     del data_root  # generated, nothing to read or download
-    x_train, y_train, x_test, y_test = generate()
-    # (N, 1, 1, 40): a one-row image, for the Conv2d-as-Conv1d layers.
-    X_train_t = torch.from_numpy(x_train)[:, None, None, :].contiguous().to(device)
-    X_test_t = torch.from_numpy(x_test)[:, None, None, :].contiguous().to(device)
-    y_train_t = torch.from_numpy(y_train).to(device)
-    y_test_t = torch.from_numpy(y_test).to(device)
-    batch = batch_size or BATCH_SIZE
+    return build_mnist1d(
+        NAME,
+        DESCRIPTION,
+        device=device,
+        seed=seed,
+        batch_size=batch_size or BATCH_SIZE,
+        size=size,
+        num_samples=NUM_SAMPLES,
+        epochs=EPOCHS,
+        target=TARGET,
+        hparams=HPARAMS,
+    )
+
+
+def build_mnist1d(
+    name: str,
+    description: str,
+    *,
+    device: torch.device,
+    seed: int,
+    batch_size: int,
+    size: str,
+    num_samples: int,
+    epochs: int,
+    target: float,
+    hparams: dict[str, dict],
+    schedule: dict | None = None,
+) -> Workload:
+    """The CNN on ``num_samples`` MNIST-1D signals: train (less the validation split), val,
+    test."""
+    x_all, y_all, x_test, y_test = generate(num_samples)
+    train, val = holdout(len(y_all), VAL_FRACTION, SPLIT_SEED)
+
+    def signals(x: np.ndarray) -> torch.Tensor:  # (N, 1, 1, L): one-row images, for Conv2d
+        return torch.from_numpy(x)[:, None, None, :].contiguous().to(device)
+
+    def labels(y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(y).to(device)
+
+    X_train_t, y_train_t = signals(x_all[train]), labels(y_all[train])
+    X_val_t, y_val_t = signals(x_all[val]), labels(y_all[val])
+    X_test_t, y_test_t = signals(x_test), labels(y_test)
     channels = CHANNELS[size]
-    model = build_model(lambda: CNN1d(channels, length=x_train.shape[1]), seed, device)
-    loader = TensorLoader(X_train_t, y_train_t, batch, shuffle=True, drop_last=False, seed=seed)
+    length = x_all.shape[1]
+    model = build_model(lambda: CNN1d(channels, length=length), seed, device)
+    loader = TensorLoader(
+        X_train_t, y_train_t, batch_size, shuffle=True, drop_last=False, seed=seed
+    )
     return Workload(
-        name=NAME,
+        name=name,
         model=model,
         loss_fn=cross_entropy,
         per_sample_loss=per_sample_cross_entropy,
         train_loader=loader,
         eval_fn=classification_eval(lambda m, x: m(x), X_test_t, y_test_t),
+        val_eval_fn=classification_eval(lambda m, x: m(x), X_val_t, y_val_t),
         metric_name="accuracy",
         higher_is_better=True,
-        target=TARGET,
+        target=target,
         data_source="real",
         data_note=(
-            f"MNIST-1D generated locally by mnist1d.data.make_dataset (default args: "
-            f"{len(y_train)} train / {len(y_test)} test signals of length {x_train.shape[1]})"
+            f"MNIST-1D generated locally by mnist1d.data.make_dataset (default args, "
+            f"{num_samples} samples: {len(train)} train / {len(val)} val / {len(y_test)} test "
+            f"signals of length {length})"
         ),
-        batch_size=batch,
-        epochs=EPOCHS,
-        hparams={k: dict(v) for k, v in HPARAMS.items()},
+        batch_size=batch_size,
+        epochs=epochs,
+        hparams={k: dict(v) for k, v in hparams.items()},
+        schedule=dict(schedule or {}),
         device=device,
         seed=seed,
         size=size,
-        description=DESCRIPTION,
-        num_train=len(y_train),
+        description=description,
+        num_train=len(train),
         num_eval=len(y_test),
+        num_val=len(val),
     )

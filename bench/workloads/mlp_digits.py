@@ -1,8 +1,10 @@
 """``mlp-digits``: an MLP on scikit-learn's 8x8 handwritten digits.
 
 Real data that ships with scikit-learn (1797 images, 64 features, 10 classes), so it is
-always available. Features are standardised with the training split's statistics; the
-train/test split is fixed (``SPLIT_SEED``), so every run seed sees the same split.
+always available. The train/val/test split is fixed (``SPLIT_SEED``; both stratified), so
+every run seed sees the same split; the validation split is held out from training (tuning
+evaluates there, reports on test). Features are standardised with the training split's
+statistics.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ DESCRIPTION = "MLP 64-128-128-10 on scikit-learn's 8x8 digits (real data, always
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
+VAL_FRACTION = 0.15  # of what is left for training
 BATCH_SIZE = 64
 EPOCHS = 10
 TARGET = 0.95  # test accuracy
@@ -59,26 +62,29 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def load_digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Standardised ``(X_train, y_train, X_test, y_test)`` as float32 / int64 arrays."""
+Split = tuple[np.ndarray, np.ndarray]  # (float32 features, int64 labels)
+
+
+def load_digits_split() -> tuple[Split, Split, Split]:
+    """Standardised ``(train, val, test)`` splits."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(
+    X_rest, X_test, y_rest, y_test = train_test_split(
         X, y, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y
+    )
+    X_train, X_val, y_train, y_val = train_test_split(
+        X_rest, y_rest, test_size=VAL_FRACTION, random_state=SPLIT_SEED, stratify=y_rest
     )
     mean = X_train.mean(axis=0)
     std = X_train.std(axis=0)
     std = np.where(std > 1e-3, std, 1.0)  # some border pixels are constant in the train split
-    X_train = (X_train - mean) / std
-    X_test = (X_test - mean) / std
-    return (
-        X_train.astype(np.float32),
-        y_train.astype(np.int64),
-        X_test.astype(np.float32),
-        y_test.astype(np.int64),
-    )
+
+    def split(X_part: np.ndarray, y_part: np.ndarray) -> Split:
+        return ((X_part - mean) / std).astype(np.float32), y_part.astype(np.int64)
+
+    return split(X_train, y_train), split(X_val, y_val), split(X_test, y_test)
 
 
 def build(
@@ -89,15 +95,17 @@ def build(
     size: str,
 ) -> Workload:
     del data_root  # the data ships with scikit-learn; both sizes are the same
-    X_train, y_train, X_test, y_test = load_digits_split()
+    (X_train, y_train), (X_val, y_val), (X_test, y_test) = load_digits_split()
     X_train_t = torch.from_numpy(X_train).to(device)
     y_train_t = torch.from_numpy(y_train).to(device)
+    X_val_t = torch.from_numpy(X_val).to(device)
+    y_val_t = torch.from_numpy(y_val).to(device)
     X_test_t = torch.from_numpy(X_test).to(device)
     y_test_t = torch.from_numpy(y_test).to(device)
     batch = batch_size or BATCH_SIZE
     model = build_model(MLP, seed, device)
     loader = TensorLoader(X_train_t, y_train_t, batch, shuffle=True, drop_last=False, seed=seed)
-    n_total = len(y_train) + len(y_test)
+    n_total = len(y_train) + len(y_val) + len(y_test)
     return Workload(
         name=NAME,
         model=model,
@@ -105,13 +113,14 @@ def build(
         per_sample_loss=per_sample_cross_entropy,
         train_loader=loader,
         eval_fn=classification_eval(lambda m, x: m(x), X_test_t, y_test_t),
+        val_eval_fn=classification_eval(lambda m, x: m(x), X_val_t, y_val_t),
         metric_name="accuracy",
         higher_is_better=True,
         target=TARGET,
         data_source="real",
         data_note=(
-            f"sklearn digits ({n_total} images; {len(y_train)} train / {len(y_test)} test, "
-            f"split seed {SPLIT_SEED})"
+            f"sklearn digits ({n_total} images; {len(y_train)} train / {len(y_val)} val / "
+            f"{len(y_test)} test, split seed {SPLIT_SEED})"
         ),
         batch_size=batch,
         epochs=EPOCHS,
@@ -122,4 +131,5 @@ def build(
         description=DESCRIPTION,
         num_train=len(y_train),
         num_eval=len(y_test),
+        num_val=len(y_val),
     )

@@ -28,6 +28,11 @@ _REGISTRY: dict[str, tuple[str, str]] = {
         "bench.workloads.cnn_mnist1d",
         "small 1-D CNN on MNIST-1D, generated locally by the mnist1d package (real data)",
     ),
+    "cnn-mnist1d-large": (
+        "bench.workloads.cnn_mnist1d_large",
+        "the cnn-mnist1d CNN on 20000 MNIST-1D signals (real data, generated locally); "
+        "a target SGD reaches after >= 10 epochs",
+    ),
     "resnet18-cifar100": (
         "bench.workloads.resnet18_cifar100",
         "CIFAR ResNet-18 on CIFAR-100 (synthetic stand-in if the data is unavailable)",

@@ -23,6 +23,10 @@ from bench.workloads.loader import TensorLoader
 SIZES = ("small", "paper")
 #: The optimizer names every workload's ``hparams`` has an entry for.
 OPTIMIZERS = ("sgd", "adamw", "kfac", "ngd", "fngd")
+#: What a run evaluates on: ``test`` (reports, the default) or ``val`` (held out from the
+#: training data, for tuning; see :func:`eval_function`).
+SPLITS = ("test", "val")
+EvalFn = Callable[[nn.Module], dict[str, float]]
 
 
 #: The rule every workload's ``per_sample_loss`` follows: per-sample losses ``l`` (N,) with
@@ -90,9 +94,12 @@ class Workload:
     tensor of positions in the training set (stable across epochs). ``forward(model, inputs)``
     returns the outputs ``loss_fn(outputs, targets)`` expects (a scalar mean loss);
     ``per_sample_loss(outputs, targets)`` the (N,) losses whose mean is that loss.
-    ``eval_fn(model)`` returns ``{"eval_loss": ..., metric_name: ..., ...}``. ``hparams`` maps
-    each optimizer name (``sgd``, ``adamw``, ``kfac``, ``ngd``, ``fngd``) to the keyword
-    arguments this workload suggests for it. ``data_source`` is ``"real"`` or
+    ``eval_fn(model)`` returns ``{"eval_loss": ..., metric_name: ..., ...}`` on the test
+    split; ``val_eval_fn`` the same on a validation split held out from the training data
+    (``None``: the workload has none, and cannot be tuned). ``schedule`` holds the
+    learning-rate schedule's hyperparameters (``bench.schedules``; empty: constant).
+    ``hparams`` maps each optimizer name (``sgd``, ``adamw``, ``kfac``, ``ngd``, ``fngd``)
+    to the keyword arguments this workload suggests for it. ``data_source`` is ``"real"`` or
     ``"synthetic"``; ``data_note`` says where the data came from (and, for a synthetic
     stand-in, why the real data could not be used).
     """
@@ -118,6 +125,9 @@ class Workload:
     description: str = ""
     num_train: int = 0
     num_eval: int = 0
+    val_eval_fn: EvalFn | None = None
+    num_val: int = 0
+    schedule: dict[str, Any] = field(default_factory=dict)
 
     def reached(self, value: float) -> bool:
         """Whether a metric value counts as having reached ``target`` (the one rule)."""
@@ -125,3 +135,15 @@ class Workload:
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+
+def eval_function(workload: WorkloadLike, split: str) -> EvalFn:
+    """``workload``'s evaluation on ``split`` (``test``: ``eval_fn``; ``val``: ``val_eval_fn``)."""
+    if split == "test":
+        return workload.eval_fn
+    if split == "val":
+        fn = getattr(workload, "val_eval_fn", None)
+        if fn is None:
+            raise ValueError(f"{workload.name}: no validation split (needed to tune on it)")
+        return fn
+    raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")

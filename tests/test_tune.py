@@ -1,0 +1,241 @@
+"""Tuning studies: resume after an interruption, two processes on one study, the budget,
+the best trial, and final runs from a study (``run --hparams-from``).
+
+Trials are tiny: one epoch of mlp-digits (about 20 steps)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from bench import workloads
+from bench.cli import main
+from bench.records import read_jsonl
+from bench.tune import (
+    TuneConfig,
+    best_trial,
+    budget_full,
+    load_best,
+    open_storage,
+    run_studies,
+    study_name,
+    tune,
+)
+
+WORKLOAD, LABEL = "mlp-digits", "sgd"
+
+
+def _config(tmp_path: Path, trials: int, workers: int = 1) -> TuneConfig:
+    return TuneConfig(
+        workloads=[WORKLOAD],
+        optimizers=[LABEL],
+        trials=trials,
+        epochs=1,
+        out=tmp_path / "tune",
+        device="cpu",
+        workers=workers,
+        warm_start=False,
+    )
+
+
+def _states(config: TuneConfig) -> list[TrialState]:
+    study = optuna.load_study(
+        study_name=study_name(WORKLOAD, LABEL), storage=open_storage(config.storage_url)
+    )
+    return [t.state for t in study.get_trials(deepcopy=False)]
+
+
+class Interrupting:
+    """A workload factory whose ``at``-th trial (1-based) raises ``KeyboardInterrupt`` (as
+    Ctrl-C would) in its first training step. The factory's first call is the study's probe
+    of the workload (its metric and validation split), not a trial."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.calls = at, 0
+
+    def __call__(self, name: str, **kwargs: Any) -> workloads.Workload:
+        w = workloads.get(name, **kwargs)
+        self.calls += 1
+        if self.calls == self.at + 1:
+
+            def interrupt(*args: Any, **kw: Any) -> None:
+                raise KeyboardInterrupt
+
+            w.loss_fn = interrupt
+        return w
+
+
+def test_interrupted_study_resumes_to_exactly_the_budget(tmp_path: Path) -> None:
+    config = _config(tmp_path, trials=4)
+    tune_dir = config.out
+    tune_dir.mkdir(parents=True)
+    from bench.tune import prepare_studies
+
+    prepare_studies(config)
+    lines: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_studies(config, log=lines.append, workload_factory=Interrupting(at=3))
+    states = _states(config)
+    assert states.count(TrialState.COMPLETE) == 2 and states[-1] == TrialState.FAIL
+    # the interrupted trial's records say it never finished
+    trial_files = sorted((tune_dir / "trials" / "mlp-digits__sgd").glob("*.jsonl"))
+    assert len(trial_files) == 3
+
+    best = tune(config, log=lines.append)  # the same command again
+    states = _states(config)
+    assert states.count(TrialState.COMPLETE) == 4
+    assert len(states) == 5  # 2 + the failed one + 2 more: only what was missing
+    assert len(lines) == 4 and "4/4 complete" in lines[-1]
+    entry = best["studies"]["mlp-digits__sgd"]
+    assert entry["complete_trials"] == 4 and set(entry["params"]) == {
+        "lr",
+        "weight_decay",
+        "warmup_fraction",
+    }
+    records = read_jsonl(tune_dir / "trials" / "mlp-digits__sgd" / "mlp-digits__sgd__s0__t4.jsonl")
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert {r["split"] for r in evals} == {"val"}
+    assert {(r["study"], r["trial"], r["hparams_source"], r["preset"]) for r in records} == {
+        ("mlp-digits__sgd", 4, "study mlp-digits__sgd trial 4", "tune")
+    }
+    assert records[-1]["name"] == "finished"
+
+    assert tune(config, log=lines.append)["studies"] == best["studies"]  # nothing more to do
+    assert len(_states(config)) == 5
+
+
+def test_two_processes_share_one_study(tmp_path: Path) -> None:
+    config = _config(tmp_path, trials=6, workers=2)
+    start = time.perf_counter()
+    tune(config)
+    assert time.perf_counter() - start < 120
+    states = _states(config)
+    assert states.count(TrialState.COMPLETE) == 6
+    assert set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}  # pruned: budget full
+
+
+def test_budget_counts_complete_and_earlier_running_trials(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    done = study.ask()
+    study.tell(done, 1.0)
+    running = study.ask()
+    later = study.ask()
+    assert not budget_full(study, running.number, 2)  # 1 complete before it
+    assert budget_full(study, later.number, 2)  # 1 complete + 1 running before it
+    assert not budget_full(study, later.number, 3)
+
+
+def test_best_trial_is_fastest_then_best_metric(tmp_path: Path) -> None:
+    study = optuna.create_study()
+    for value, metric in [(math.inf, 0.9), (math.inf, 0.93), (2.0, 0.96), (1.5, 0.95)]:
+        t = study.ask()
+        t.set_user_attr("best_metric", metric)
+        study.tell(t, value)
+    assert best_trial(study).number == 3
+    slow = optuna.create_study()
+    for metric in (0.9, 0.93, 0.91):
+        t = slow.ask()
+        t.set_user_attr("best_metric", metric)
+        slow.tell(t, math.inf)
+    assert best_trial(slow).number == 1
+
+
+def _best_file(tmp_path: Path) -> Path:
+    path = tmp_path / "best_hparams.json"
+    entry = {
+        "study": "mlp-digits__sgd",
+        "workload": WORKLOAD,
+        "optimizer": LABEL,
+        "trial": 7,
+        "params": {"lr": 0.03, "weight_decay": 1e-4, "warmup_fraction": 0.1},
+        "value": 1.2,
+        "reached": True,
+        "best_metric": 0.96,
+        "epochs": 2,
+        "complete_trials": 10,
+    }
+    path.write_text(
+        json.dumps({"storage": "", "trials": 10, "studies": {"mlp-digits__sgd": entry}})
+    )
+    return path
+
+
+def test_run_hparams_from_a_study(tmp_path: Path) -> None:
+    best = _best_file(tmp_path)
+    assert load_best(str(best))["mlp-digits__sgd"].source == "study mlp-digits__sgd trial 7"
+    out = tmp_path / "final"
+    argv = [
+        "run",
+        "--workload",
+        WORKLOAD,
+        "--optimizer",
+        LABEL,
+        "--seeds",
+        "0",
+        "1",
+        "--hparams-from",
+        str(best),
+        "--out",
+        str(out),
+        "--no-report",
+        "--no-overhead",
+        "--no-progress",
+        "--no-warm-start",
+    ]
+    assert main(argv) == 0
+    for seed in (0, 1):
+        records = read_jsonl(out / f"mlp-digits__sgd__s{seed}.jsonl")
+        first = next(r for r in records if r["kind"] == "epoch")
+        assert first["hparams_source"] == "study mlp-digits__sgd trial 7"
+        assert first["study"] == "mlp-digits__sgd" and first["trial"] is None
+        assert first["hparams"]["lr"] == 0.03 and first["hparams"]["warmup_fraction"] == 0.1
+        assert first["epochs"] == 2  # the study's epoch budget
+        assert {r["split"] for r in records if r["kind"] == "eval"} == {"test"}
+
+
+def test_run_hparams_from_without_the_study_is_a_usage_error(tmp_path, capsys) -> None:
+    best = _best_file(tmp_path)
+    argv = [
+        "run",
+        "--workload",
+        WORKLOAD,
+        "--optimizer",
+        "adamw",
+        "--hparams-from",
+        str(best),
+        "--out",
+        str(tmp_path / "x"),
+        "--no-report",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fngd-bench: --hparams-from") and "mlp-digits__adamw" in err
+    assert (
+        main(
+            [
+                "tune",
+                "--workload",
+                "resnet18-cifar100",
+                "--optimizer",
+                "sgd",
+                "--trials",
+                "1",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "t"),
+                "--device",
+                "cpu",
+                "--no-warm-start",
+            ]
+        )
+        == 2
+    )
+    assert "no validation split" in capsys.readouterr().err
