@@ -20,13 +20,13 @@ FAMILIES = ("sgd", "adamw", "kfac", "ngd", "fngd")
 FNGD = "fngd"
 #: How family names are written in prose.
 DISPLAY = {"sgd": "SGD", "adamw": "AdamW", "kfac": "KFAC", "ngd": "NGD", "fngd": "FNGD"}
-#: Each family's hue (from seaborn's "colorblind" palette; NGD, the exact reference, grey):
+#: Each family's hue (seaborn's "colorblind" palette; NGD crimson, apart from KFAC's orange):
 #: hues far apart so that a family's labels, drawn in shades of it, never meet another's.
 FAMILY_COLORS = {
     "sgd": "#0173b2",
     "adamw": "#cc78bc",
     "kfac": "#de8f05",
-    "ngd": "#555555",
+    "ngd": "#c0392b",
     "fngd": "#029e73",
 }
 #: Unknown families (old or foreign records) take these, in order of first appearance.
@@ -36,7 +36,7 @@ SPARE_COLORS = ("#ca9161", "#56b4e9", "#ece133", "#fbafe4")
 #: repeat with the hue turned by ``SHADE_TURN`` each time round.
 SHADE_BASE = 0.38
 SHADE_STEPS = (0.0, -0.12, 0.14, 0.24, -0.06, 0.07, -0.18, 0.31)
-SHADE_TURN = 0.035
+SHADE_TURN = 0.06
 #: At most this saturation, so that the light shades stay readable on white.
 SHADE_SATURATION = 0.8
 
@@ -93,7 +93,7 @@ def shade(base: str, n: int) -> str:
     r, g, b = (int(base[i : i + 2], 16) / 255 for i in (1, 3, 5))
     h, _l, s = colorsys.rgb_to_hls(r, g, b)
     turn, step = divmod(n, len(SHADE_STEPS))
-    hue = (h + SHADE_TURN * turn * (-1) ** turn) % 1.0
+    hue = (h - SHADE_TURN * turn) % 1.0
     rgb = colorsys.hls_to_rgb(hue, SHADE_BASE + SHADE_STEPS[step], min(s, SHADE_SATURATION))
     return "#" + "".join(f"{round(c * 255):02x}" for c in rgb)
 
