@@ -597,6 +597,9 @@ def test_iteration_share_branch_keeps_the_other_blocks_coefficients() -> None:
     run_step(model, pre, x, y)  # b stores
     model.head = "a"
     run_step(model, pre, x, y)  # a inverts; b's row must stay
+    assert pre.mode == "inversion"
+    g = per_sample_block_grads(model, x, y, sq, ["a"])
+    assert rel_err(block_grad(model, "a"), natural_gradient(g["a"], 0.1)) < 1e-8
     model.head = "b"
     run_step(model, pre, x, y)
     assert pre.mode == "weighted_sum"
