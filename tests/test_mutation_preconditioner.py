@@ -658,3 +658,21 @@ def test_reset_keeps_refresh_epochs_in_sample_share() -> None:
     run_step(model, pre, x, y, ids)  # epoch 1: inverts after the reset
     run_step(model, pre, x, y, ids)  # epoch 2: refresh_epochs=1 makes it stale
     assert pre.mode == "inversion"
+
+
+def test_bfloat16_gram_is_formed_in_float32() -> None:
+    """K from bfloat16 operands, upcast first: float32 accuracy, not bfloat16's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4)).to(torch.bfloat16)
+    n, lam = 6, 0.1
+    x, y = torch.randn(n, 8).bfloat16().requires_grad_(), torch.randn(n, 4).bfloat16()
+    seen = {}
+    model[0].register_full_backward_hook(lambda m, gi, go: seen.update(d=go[0]))
+    pre = FNGD(model, damping=lam)
+    run_step(model, pre, x, y, torch.arange(n))
+    a = torch.cat([x.detach().double(), torch.ones(n, 1, dtype=torch.float64)], 1)
+    d = seen["d"].double() * n
+    k = (a @ a.T) * (d @ d.T)
+    c = torch.linalg.solve(k + n * lam * torch.eye(n, dtype=torch.float64), torch.ones(n).double())
+    got = pre.sample_table.lookup(torch.arange(n), 0)[0][0].double()
+    assert rel_err(got, c) < 1e-5
