@@ -676,3 +676,15 @@ def test_bfloat16_gram_is_formed_in_float32() -> None:
     c = torch.linalg.solve(k + n * lam * torch.eye(n, dtype=torch.float64), torch.ones(n).double())
     got = pre.sample_table.lookup(torch.arange(n), 0)[0][0].double()
     assert rel_err(got, c) < 1e-5
+
+
+def test_bfloat16_probe_of_the_stored_coefficients() -> None:
+    model, (x, y) = mlp().to(torch.bfloat16), data()
+    x, y = x.bfloat16(), y.bfloat16()
+    ids = torch.arange(6)
+    pre = FNGD(model, damping=0.1)
+    run_step(model, pre, x, y, ids)
+    with pre.staleness(ids) as probe:
+        sq(model(x), y).mean().backward()
+    assert probe.result["network"]["known"]
+    assert probe.result["network"]["cosine"] == pytest.approx(1.0, abs=1e-3)
