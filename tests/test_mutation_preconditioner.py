@@ -66,6 +66,7 @@ def test_defaults_and_stored_settings() -> None:
     pre = FNGD(mlp())
     assert pre.damping == 1e-3
     assert pre.last_solve is None
+    assert pre.state is None and pre.mode is None
     assert pre.counts == {"inversion": 0, "weighted_sum": 0, "gram": 0, "solve": 0}
     pre = FNGD(mlp(), refresh_epochs=1, steps_per_epoch=2, gram="explicit")
     assert pre.refresh_epochs == 1
