@@ -100,7 +100,9 @@ class SampleTable:
         values = state["values"]
         self.values = None if values is None else values.to(device or values.device)
         stored = state["stored_epoch"].detach().cpu().numpy().astype(np.int64)
-        self.stored_epoch = stored.reshape(self.num_blocks, -1).copy()
+        # (blocks, capacity); explicit capacity, as reshape(0, -1) is ambiguous for no blocks
+        capacity = stored.size // self.num_blocks if self.num_blocks else 0
+        self.stored_epoch = stored.reshape(self.num_blocks, capacity).copy()
         self._known_cache = None
 
 

@@ -279,3 +279,12 @@ def test_float32_matches_float64() -> None:
         pre.step()
         grads[dtype] = torch.cat([p.grad.flatten().double() for p in model.parameters()])
     assert rel_err(grads[torch.float32], grads[torch.float64]) < 1e-4
+
+
+def test_checkpoint_of_a_model_without_blocks_round_trips() -> None:
+    """A model with nothing to precondition still saves and loads its (empty) state."""
+    model = nn.Sequential(nn.ReLU())
+    pre = FNGD(model, share="sample")
+    fresh = FNGD(nn.Sequential(nn.ReLU()), share="sample")
+    fresh.load_state_dict(pre.state_dict())
+    assert fresh.sample_table.stored_epoch.shape == (0, 0)
