@@ -105,6 +105,9 @@ class CellSpec:
     study: str | None = None  # the tuning study this cell is a trial of, or took hparams from
     trial: int | None = None  # the study's trial this cell is (tuning runs only)
     hparams_source: str = "preset"  # where the overrides came from ("study S trial N")
+    #: End the cell after the epoch whose evaluation first reaches the target (tuning
+    #: trials: their score is the time to target, and later epochs cannot change it).
+    stop_at_target: bool = False
 
     @property
     def run_id(self) -> str:
@@ -520,6 +523,10 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple
                             "eval_seconds": eval_total,
                         }
                     )
+                    if spec.stop_at_target:
+                        message = f"stopped at the target in epoch {epoch}"
+                        writer.flush()
+                        break
             if probe is not None and probe_batch is None and probe.first is not None:
                 x, y, ids = probe.first
                 probe_batch = (to_device(x, dev), to_device(y, dev), ids)

@@ -260,6 +260,7 @@ class Objective:
             study=self.name,
             trial=trial.number,
             hparams_source=f"study {self.name} trial {trial.number}",
+            stop_at_target=True,
         )
         self.dir.mkdir(parents=True, exist_ok=True)
         status = run_one(

@@ -164,6 +164,21 @@ def test_tiny_run_writes_every_kind_with_all_fields(tmp_path):
     assert records[0]["kind"] == "cell" and records[0]["name"] == "started"
 
 
+def test_stop_at_target_ends_the_cell_after_the_epoch_that_reaches_it(tmp_path):
+    """Tuning trials stop at the target (target 0.0: reached in epoch 0); others run on."""
+    for stop, epochs_run in ((True, 1), (False, 3)):
+        path = tmp_path / f"c{stop}.jsonl"
+        spec = CellSpec("tiny", "sgd", epochs=3, stop_at_target=stop)
+        with RecordWriter(path) as writer:
+            status, message = run_cell(spec, writer, device="cpu", workload_factory=make_factory())
+        records = read_jsonl(path)
+        assert status == "finished"
+        assert message == ("stopped at the target in epoch 0" if stop else "")
+        assert sum(r["kind"] == "epoch" for r in records) == epochs_run
+        assert sum(r["kind"] == "target" for r in records) == 1
+        assert any(r["kind"] == "memory" and r["name"] == "peak_rss" for r in records)
+
+
 def test_max_steps_per_epoch_cuts_epochs(tmp_path):
     spec = CellSpec("tiny-late-target", "adamw", epochs=2, max_steps_per_epoch=2)
     with RecordWriter(tmp_path / "c.jsonl") as writer:
