@@ -19,25 +19,24 @@ def train_step(
 ) -> torch.Tensor:
     """forward, backward, the optimiser's own phases and the update; returns the loss.
 
-    When the optimiser gives per-sample loss weights (FNGD in network scope reusing its
-    coefficients), the backward pass is the reweighted loss ``(w * l).mean()`` over the
-    workload's per-sample losses ``l``: FNGD's step through plain autograd, at SGD's cost.
-    The loss returned is still the ordinary batch loss ``l.mean()``, so train-loss curves
-    compare across optimisers. It comes back as a device tensor: reading it would
-    synchronise the GPU.
+    When the optimiser reweights (FNGD in network scope reusing its coefficients), the
+    backward pass is its reweighted loss ``(w * l).mean()`` over the workload's per-sample
+    losses ``l``: FNGD's step through plain autograd, at SGD's cost. The loss returned is
+    still the ordinary batch loss ``l.mean()``, so train-loss curves compare across
+    optimisers. It comes back as a device tensor: reading it would synchronise the GPU.
     """
     opt.zero_grad(set_to_none=True)
     opt.prepare(sample_ids=sample_ids)
-    weights = opt.loss_weights(sample_ids)
+    reweighted = opt.reweight(sample_ids)
     with phase("forward"):
         outputs = workload.forward(workload.model, inputs)
-        if weights is None:
+        if reweighted:
+            losses = workload.per_sample_loss(outputs, targets)
+            loss = losses.mean()  # reported only: not in the backward graph
+            objective = opt.reweighted_loss(losses)
+        else:
             loss = workload.loss_fn(outputs, targets)
             objective = loss
-        else:
-            losses = workload.per_sample_loss(outputs, targets)
-            loss = losses.mean()
-            objective = (weights * losses).mean()
     with phase("backward"):
         objective.backward()
     opt.step(sample_ids=sample_ids)

@@ -1,8 +1,9 @@
 """Optimisers held in one phase, for timing single steps (benchmarks and the A/B ratio).
 
 FNGD's inversion is timed with its coefficient table cleared before each step; its weighted
-sum after one priming step on the same batch (``fngd-net-*``: one whole-network vector, and
-the weighted sum is ``train_step``'s plain backward of the reweighted loss); KFAC with its
+sum after one whole first epoch (``fngd-net-*``: one whole-network vector, and the weighted
+sum is ``train_step``'s plain backward of the reweighted loss), so that the coefficient
+table holds every training sample as it does in a later epoch; KFAC with its
 inverse every step, or never after the first. ``prepare`` builds the cell as the runner
 does (``bench.runner.build_cell``: a variant is an optimiser label and overrides) and takes
 that first step; ``before_step`` is what each timed step needs first (for FNGD's inversion,
@@ -84,6 +85,10 @@ def prepare(
     """``workload_name`` is a registered workload (``mlp-random-<width>`` included)."""
     spec = CellSpec(workload_name, variant.optimizer, seed, dict(variant.overrides), size=size)
     cell = build_cell(spec, resolve_device(device))
-    held = HeldStep(variant, cell, tuple(next(iter(cell.workload.train_loader))))
+    loader = cell.workload.train_loader
+    if variant.mode == "weighted_sum":  # the table a later epoch finds: every sample's
+        for inputs, targets, sample_ids in loader:
+            train_step(cell.workload, cell.opt, inputs, targets, sample_ids)
+    held = HeldStep(variant, cell, tuple(next(iter(loader))))
     held.step()  # FNGD stores its coefficients, KFAC computes its first inverse
     return held

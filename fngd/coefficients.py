@@ -37,6 +37,7 @@ class SampleTable:
         self.stored_epoch = np.full((num_blocks, 0), -1, dtype=np.int64)
         self._all_known = np.ones(num_blocks, dtype=bool)
         self._known_cache: np.ndarray | None = None
+        self._prefix_cache: torch.Tensor | None = None  # see known_prefix
 
     @property
     def all_blocks_known(self) -> np.ndarray:
@@ -45,14 +46,38 @@ class SampleTable:
             self._known_cache = (self.stored_epoch >= 0).all(axis=0)
         return self._known_cache
 
+    @property
+    def known_prefix(self) -> torch.Tensor | None:
+        """``values[:, :k]`` for the longest run of slots ``0..k-1`` every block knows, or
+        None (also with ``refresh_epochs``, whose validity depends on the epoch).
+
+        Once every sample of a dataset is stored, this is the whole table: a lookup is then
+        one ``index_select`` on it, whose own bounds check stands in for the host-side
+        checks (they cost more than the gather on a cold cache, after a backward pass).
+        Recomputed after a store.
+        """
+        if self._prefix_cache is None and self.values is not None and self.refresh_epochs is None:
+            known = self.all_blocks_known
+            k = int(known.argmin()) if not known.all() else known.size
+            if k:
+                self._prefix_cache = self.values[:, :k]
+        return self._prefix_cache
+
     def lookup(self, ids: torch.Tensor, epoch: int) -> Lookup:
-        """``(coefficients (blocks, N), known (blocks,))`` for ``ids``; None if none is known.
+        """``(coefficients (blocks, N), known (blocks,))`` for ``ids`` (host int64); None if
+        none is known.
 
         A block is known when every id has a fresh coefficient for it.
         """
         values = self.values
         if values is None or len(ids) == 0:
             return None
+        prefix = self.known_prefix
+        if prefix is not None and prefix.device.type == "cpu":
+            try:  # the common case: every id in the fully known prefix
+                return prefix.index_select(1, ids), self._all_known
+            except (IndexError, RuntimeError):
+                pass  # an id beyond the prefix (or negative): the general path below
         idx = ids.numpy()
         if idx.min() < 0 or idx.max() >= self.stored_epoch.shape[1]:
             return None
@@ -88,7 +113,7 @@ class SampleTable:
         cols = ids.to(self.values.device)
         self.values[rows.unsqueeze(1), cols.unsqueeze(0)] = coeffs[rows].to(self.values.dtype)
         self.stored_epoch[np.ix_(blocks, idx)] = epoch
-        self._known_cache = None
+        self._known_cache = self._prefix_cache = None
 
     def nbytes(self) -> int:
         return tensor_bytes(self.values)
@@ -103,7 +128,7 @@ class SampleTable:
         # (blocks, capacity); explicit capacity, as reshape(0, -1) is ambiguous for no blocks
         capacity = stored.size // self.num_blocks if self.num_blocks else 0
         self.stored_epoch = stored.reshape(self.num_blocks, capacity).copy()
-        self._known_cache = None
+        self._known_cache = self._prefix_cache = None
 
 
 class IterationTable:

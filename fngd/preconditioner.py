@@ -14,7 +14,7 @@ scaled, so a later step costs an SGD step.
 
 With ``scope="network"`` one vector serves every block: ``K = sum_b K_b``, one solve,
 block b's gradient ``G_b c`` -- exact damped NGD of the whole parameter vector -- and a
-later step can be a plain backward of the reweighted loss (``loss_weights``).
+later step can be a plain backward of the reweighted loss (``reweight``).
 
 Usage, in kfac-pytorch's pattern::
 
@@ -25,10 +25,12 @@ Usage, in kfac-pytorch's pattern::
 and, with ``scope="network"``, a later epoch's step at SGD's cost::
 
     pre.prepare(sample_ids=idx)
-    w = pre.loss_weights(idx)          # None when this batch must invert
+    reweighted = pre.reweight(idx)     # False when this batch must invert
     losses = per_sample_loss(model(x), y)
-    (losses.mean() if w is None else (w * losses).mean()).backward()
+    (pre.reweighted_loss(losses) if reweighted else losses.mean()).backward()
     pre.step(sample_ids=idx); optimizer.step()
+
+(``pre.loss_weights(idx)`` gives the weights ``w = N c`` themselves, for ``(w * l).mean()``.)
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from fngd.phases import FNGD_GRAM, FNGD_SOLVE, FNGD_WEIGHTED_SUM, phase
 from fngd.phases import NGD as NGD_PHASES
 from fngd.solve import DAMPING_MODES, NonFiniteGradientError, SolveReport, damped_solve
 from fngd.staleness import Staleness, compare, unknown
-from fngd.step_state import Pair, StepState
+from fngd.step_state import Pair, SharedScale, StepState
 
 Share = Literal["none", "sample", "iteration"]
 SHARES = ("none", "sample", "iteration")
@@ -270,44 +272,43 @@ class FNGD:
         n = None if sample_ids is None else len(sample_ids)
         with phase(FNGD_WEIGHTED_SUM):
             stored = self._stored(sample_ids, self.epoch(epoch), n)
-            if stored is not None:
-                coeffs, known = stored
-                dtype = self._dtype
-                scales = torch.mul(coeffs, coeffs.shape[1])
-                if scales.dtype != dtype:
-                    scales = scales.to(dtype)
-                if self.scope == "network":  # one row, known (else no lookup): every block's
-                    self._state = StepState(
-                        sample_ids=sample_ids,
-                        scales=(scales[0].unsqueeze(-1),) * len(self.blocks),
-                        weights=scales[0],
-                    )
-                    return
-                scales = scales.unsqueeze(-1).unbind(0)
+            if stored is None:
+                return
+            coeffs, known = stored
+            dtype = self._dtype
+            if self.scope == "network":  # one row, known (else no lookup): every block's
+                c = coeffs.view(-1)
                 self._state = StepState(
-                    sample_ids=sample_ids,
-                    scales=scales
-                    if known.all()
-                    else tuple(s if k else None for s, k in zip(scales, known, strict=True)),
+                    sample_ids=sample_ids, scales=SharedScale(c, dtype), coefficients=c
                 )
+                return
+            scales = torch.mul(coeffs, coeffs.shape[1])
+            if scales.dtype != dtype:
+                scales = scales.to(dtype)
+            scales = scales.unsqueeze(-1).unbind(0)
+            self._state = StepState(
+                sample_ids=sample_ids,
+                scales=scales
+                if known.all()
+                else tuple(s if k else None for s, k in zip(scales, known, strict=True)),
+            )
 
-    def loss_weights(self, sample_ids: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Per-sample loss weights ``w = N c`` that make this step a plain backward.
+    def reweight(self, sample_ids: torch.Tensor | None = None) -> bool:
+        """Switch this step to a reweighted loss if it can be one; whether it did.
 
-        Network scope, after ``prepare()`` found this batch's coefficients: returns ``w``
-        (N,), detached, in the parameters' dtype and on their device, and switches the step
-        to *reweighted*: the blocks run their module's own op, nothing custom runs in
-        backward, and ``step()`` only keeps its books. Reduce ``w * l`` (``l``: per-sample
-        losses whose mean, resp. sum, is the ordinary batch loss) as the loss is reduced:
-        ``(w * l).mean()`` for ``loss_reduction="mean"``, ``(w * l).sum()`` for ``"sum"``;
-        its gradient is the FNGD gradient of every block (and ``G c`` for other parameters).
-        Returns None, changing nothing, in layer scope, for ``share="none"``, before
-        ``prepare()`` or when the batch must invert: then backpropagate the ordinary loss.
-        ``sample_ids``, when given, must be the prepared ones.
+        Network scope, after ``prepare()`` found this batch's coefficients: True, and the
+        step is *reweighted*: the blocks run their module's own op, nothing custom runs in
+        backward, and ``step()`` only keeps its books. Backpropagate
+        ``reweighted_loss(l)`` (``l``: per-sample losses whose mean, resp. sum, is the
+        ordinary batch loss); its gradient is the FNGD gradient of every block (and ``G c``
+        for other parameters). False, changing nothing, in layer scope, for
+        ``share="none"``, before ``prepare()`` or when the batch must invert: then
+        backpropagate the ordinary loss. ``sample_ids``, when given, must be the prepared
+        ones. Call it before the forward pass.
         """
         state = self._state
-        if state is None or state.weights is None:
-            return None
+        if state is None or state.coefficients is None:
+            return False
         prepared = state.sample_ids
         if (
             sample_ids is not None
@@ -315,12 +316,45 @@ class FNGD:
             and sample_ids is not prepared
             and not torch.equal(_host_ids(sample_ids), prepared)
         ):
-            raise RuntimeError("loss_weights() got other sample_ids than prepare()")
+            raise RuntimeError("reweight() got other sample_ids than prepare()")
         if not state.reweighted:
             state.reweighted = True
             state.scales = None  # a block function already in the graph must not scale again
             self._set_plain(True)
+        return True
+
+    def loss_weights(self, sample_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``reweight()``, returning the per-sample loss weights ``w = N c`` (N,), or None.
+
+        ``w`` is detached, in the parameters' dtype and on their device. Reduce ``w * l`` as
+        the loss is reduced: ``(w * l).mean()`` for ``loss_reduction="mean"``,
+        ``(w * l).sum()`` for ``"sum"`` (``reweighted_loss(l)`` computes the same in one op).
+        """
+        if not self.reweight(sample_ids):
+            return None
+        state = self._state
+        assert state is not None and state.coefficients is not None
+        if state.weights is None:
+            c = state.coefficients
+            state.weights = torch.mul(c, len(c)).to(self._dtype)
         return state.weights
+
+    def reweighted_loss(self, losses: torch.Tensor) -> torch.Tensor:
+        """The reweighted batch loss of per-sample ``losses`` (N,), after ``reweight()``.
+
+        ``(w * losses).mean()`` for ``loss_reduction="mean"`` (``.sum()`` for ``"sum"``)
+        computed as one dot product, ``sum_i c_i l_i`` (``sum_i N c_i l_i``): one autograd
+        node instead of two, which is most of what a reweighted step adds to an SGD step.
+        """
+        state = self._state
+        if state is None or not state.reweighted or state.coefficients is None:
+            raise RuntimeError("reweighted_loss() needs reweight() to have returned True")
+        weights = state.coefficients
+        if self.loss_reduction == "sum":
+            weights = weights * len(weights)
+        if weights.dtype != losses.dtype:
+            weights = weights.to(losses.dtype)
+        return losses @ weights
 
     @torch.no_grad()
     def step(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:
@@ -367,7 +401,7 @@ class FNGD:
     def _finish_reweighted(self, state: StepState) -> None:
         """A reweighted step: the loss carried ``N c``, so autograd's gradients are FNGD's.
 
-        A block whose forward ran before ``loss_weights()`` stashed its pair: its plain
+        A block whose forward ran before ``reweight()`` stashed its pair: its plain
         weight gradient (unit scale) is the reweighted loss's.
         """
         self._set_plain(False)
@@ -671,10 +705,14 @@ def _loss_scale(grad_scaler: Any) -> float:
 
 
 def _host_ids(sample_ids: torch.Tensor) -> torch.Tensor:
-    ids = torch.as_tensor(sample_ids)
-    if ids.device.type == "cpu" and ids.dtype == torch.int64 and ids.dim() == 1:
-        return ids
-    return ids.detach().to("cpu", torch.int64).reshape(-1)
+    if (
+        isinstance(sample_ids, torch.Tensor)
+        and sample_ids.is_cpu
+        and sample_ids.dtype is torch.int64
+        and sample_ids.ndim == 1
+    ):
+        return sample_ids  # the loaders' ids, as they are
+    return torch.as_tensor(sample_ids).detach().to("cpu", torch.int64).reshape(-1)
 
 
 def _direction(block: Block, pair: Pair, coeffs: torch.Tensor) -> torch.Tensor:

@@ -24,12 +24,36 @@ class StepState:
     #: The ids ``prepare()`` announced (host int64), checked against ``step()``'s.
     sample_ids: torch.Tensor | None = None
     #: Per block, ``N c`` as an (N, 1) column when known before backward, else None.
-    scales: tuple[torch.Tensor | None, ...] | None = None
+    scales: tuple[torch.Tensor | None, ...] | SharedScale | None = None
     #: Blocks whose weighted sum already ran inside backward (in backward order).
     summed: list[Block] = field(default_factory=list)
     #: Per block, the (input, grad_output) pairs kept for ``step()`` to turn into gradients.
     stash: dict[Block, list[Pair]] = field(default_factory=dict)
-    #: Network scope with known coefficients: the per-sample loss weights ``N c`` (N,).
+    #: Network scope with known coefficients: the stored coefficients ``c`` (N,), as looked
+    #: up (the table's dtype) ...
+    coefficients: torch.Tensor | None = None
+    #: ... and the per-sample loss weights ``N c`` once ``loss_weights()`` asked for them.
     weights: torch.Tensor | None = None
-    #: ``loss_weights()`` was called: the loss carries ``N c``, the blocks run plain ops.
+    #: ``reweight()`` was called: the loss carries ``N c``, the blocks run plain ops.
     reweighted: bool = False
+
+
+class SharedScale:
+    """Every block's scale in network scope: one (N, 1) column ``N c``, made on first use.
+
+    A reweighted step never reads it (its blocks run plain ops), so it costs nothing there.
+    """
+
+    __slots__ = ("coefficients", "dtype", "_column")
+
+    def __init__(self, coefficients: torch.Tensor, dtype: torch.dtype) -> None:
+        self.coefficients = coefficients
+        self.dtype = dtype
+        self._column: torch.Tensor | None = None
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        column = self._column
+        if column is None:
+            c = self.coefficients
+            column = self._column = torch.mul(c, len(c)).to(self.dtype).unsqueeze(-1)
+        return column

@@ -370,3 +370,48 @@ def test_optimiser_surface_delegates_loss_weights() -> None:
     assert build("sgd", make()[0]).loss_weights() is None
     assert KFAC(make()[0]).loss_weights() is None
     assert build("kfac", make()[0]).loss_weights() is None
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_reweighted_loss_is_the_weighted_reduction_and_gives_the_same_step(reduction: str) -> None:
+    """``reweighted_loss(l)`` is ``(w * l).mean()`` (``.sum()``) and backpropagates to the
+    same ``.grad``; it needs ``reweight()`` first."""
+    grads = []
+    for use_dot in (False, True):
+        model, x, y = make()
+        pre = FNGD(model, damping=DAMPING, scope="network", loss_reduction=reduction)
+        ids = BATCHES[0]
+        step(model, pre, x, y, ids)
+        model.zero_grad(set_to_none=True)
+        pre.prepare(sample_ids=ids)
+        with pytest.raises(RuntimeError, match="needs reweight"):
+            pre.reweighted_loss(torch.ones(4, dtype=torch.float64))
+        assert pre.reweight(ids) is True
+        losses = ce(model(x[ids]), y[ids])
+        w = pre.loss_weights(ids)
+        expected = reduce(w * losses, reduction)
+        objective = pre.reweighted_loss(losses)
+        assert objective.shape == () and rel_err(objective.detach(), expected.detach()) < 1e-12
+        (objective if use_dot else expected).backward()
+        pre.step(sample_ids=ids)
+        assert pre.mode == "weighted_sum"
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert rel_err(b, a) < 1e-12
+
+
+def test_optimiser_surface_reweights_only_fngd_network_scope() -> None:
+    model, x, y = make()
+    opt = build("fngd", model, scope="network", damping=DAMPING, lr=0.1)
+    ids = BATCHES[0]
+    for expect in (False, True):  # the first batch inverts, the second reuses
+        opt.zero_grad()
+        opt.prepare(sample_ids=ids)
+        assert opt.reweight(ids) is expect
+        losses = ce(model(x[ids]), y[ids])
+        (opt.reweighted_loss(losses) if expect else losses.mean()).backward()
+        opt.step(sample_ids=ids)
+    for other in (build("sgd", make()[0]), build("kfac", make()[0]), KFAC(make()[0])):
+        assert other.reweight() is False
+        with pytest.raises(RuntimeError, match="per-sample loss weights"):
+            other.reweighted_loss(torch.ones(4))

@@ -284,3 +284,28 @@ def test_checkpoint_resumes_in_a_fresh_preconditioner(share: str) -> None:
     for m, p in ((model, pre), (model2, pre2)):  # epoch 2: the refresh inverts again
         train_step(m, p, x, y, batches[0], prepare=True)
         assert p.mode == "inversion"
+
+
+def test_sample_table_fast_lookup_equals_the_general_one() -> None:
+    """Once slots 0..k-1 are known the lookup is one gather on ``values[:, :k]``; ids beyond
+    the prefix, negative ids, partly known batches and a later store behave as before."""
+    from fngd.coefficients import SampleTable
+
+    table = SampleTable(num_blocks=2)
+    coeffs = torch.arange(12, dtype=torch.float64).reshape(2, 6)
+    table.store(torch.tensor([0, 1, 2, 3, 4, 5]), coeffs, epoch=0, blocks=[0, 1])
+    table.store(torch.tensor([7, 8]), coeffs[:, :2] + 100, epoch=0, blocks=[0])  # block 1 lacks
+    prefix = table.known_prefix
+    assert prefix is not None and prefix.shape == (2, 6)  # slot 6 is unknown
+    values, known = table.lookup(torch.tensor([5, 0, 3]), epoch=1)
+    assert torch.equal(values, coeffs[:, [5, 0, 3]]) and known.tolist() == [True, True]
+    values, known = table.lookup(torch.tensor([1, 7]), epoch=1)  # 7: beyond the prefix
+    assert known.tolist() == [True, False] and values[0].tolist() == [1.0, 100.0]
+    assert table.lookup(torch.tensor([1, 6]), epoch=1) is None  # 6 never stored
+    assert table.lookup(torch.tensor([1, -1]), epoch=1) is None
+    assert table.lookup(torch.tensor([1, 50]), epoch=1) is None
+    table.store(torch.tensor([6, 7]), coeffs[:, :2] + 200, epoch=1, blocks=[0, 1])
+    assert table.known_prefix.shape == (2, 8)  # 0..7 now known by both blocks (8: block 0)
+    values, _ = table.lookup(torch.tensor([7, 2]), epoch=2)
+    assert values[:, 0].tolist() == [201.0, 207.0] and values[:, 1].tolist() == [2.0, 8.0]
+    assert SampleTable(num_blocks=1, refresh_epochs=2).known_prefix is None

@@ -130,10 +130,11 @@ def test_other_ids_messages() -> None:
     pre = FNGD(model, scope="network")
     run_step(model, pre, x, y, ids)
     pre.prepare(sample_ids=ids)
-    with pytest.raises(
-        RuntimeError, match=r"^loss_weights\(\) got other sample_ids than prepare\(\)$"
-    ):
-        pre.loss_weights(ids + 1)
+    for ask in (pre.reweight, pre.loss_weights):
+        with pytest.raises(
+            RuntimeError, match=r"^reweight\(\) got other sample_ids than prepare\(\)$"
+        ):
+            ask(ids + 1)
     sq(model(x), y).mean().backward()
     with pytest.raises(
         RuntimeError,
@@ -287,14 +288,19 @@ def test_prepared_scales_are_n_times_the_stored_coefficients(scope) -> None:
     state = pre.state
     assert state.sample_ids.dtype == torch.int64
     assert torch.equal(state.sample_ids, ids)
-    assert len(state.scales) == 2
-    for i, s in enumerate(state.scales):
+    if scope == "layer":
+        assert len(state.scales) == 2
+    for i in range(2):  # network scope: one shared column serves every block index
+        s = state.scales[i]
         row = 0 if scope == "network" else i
         assert s.shape == (6, 1)
         assert s.dtype == torch.float64
         torch.testing.assert_close(s[:, 0], coeffs[row].double() * 6)
     if scope == "network":
-        torch.testing.assert_close(state.weights, coeffs[0].double() * 6)
+        assert state.scales[0] is state.scales[1]
+        assert state.weights is None  # made only when asked for
+        torch.testing.assert_close(pre.loss_weights(), coeffs[0].double() * 6)
+        assert state.weights is not None and state.weights.dtype == torch.float64
 
 
 def test_prepared_scales_in_float32_model() -> None:

@@ -74,7 +74,7 @@ def _opt(model: nn.Module, share: str = "sample"):
 def test_reweighted_step_matches_plain_pattern(share: str) -> None:
     reweighted, plain = Tiny(), Tiny()
     opt_r, opt_p = _opt(reweighted.model, share), _opt(plain.model, share)
-    opt_p.loss_weights = lambda sample_ids=None: None  # the plain pattern: no reweighting
+    opt_p.reweight = lambda sample_ids=None: False  # the plain pattern: no reweighting
     for epoch in range(3):
         for (x, y, ids), _ in zip(reweighted.batches(epoch), plain.batches(epoch), strict=True):
             rec_r, rec_p = Nesting(), Nesting()

@@ -224,8 +224,8 @@ class ModeOptimizer:
     def prepare(self, sample_ids=None):
         pass
 
-    def loss_weights(self, sample_ids=None):
-        return None
+    def reweight(self, sample_ids=None):
+        return False
 
     def step(self, sample_ids=None):
         self.inner.step()

@@ -90,6 +90,13 @@ class KFACPytorch:
         """None: kfac-pytorch has no per-sample loss weights (the common surface)."""
         return None
 
+    def reweight(self, sample_ids: torch.Tensor | None = None) -> bool:
+        """False: kfac-pytorch's step is never a reweighted loss (the common surface)."""
+        return False
+
+    def reweighted_loss(self, losses: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("kfac-pytorch has no per-sample loss weights: reweight() is False")
+
     def step(self, sample_ids: torch.Tensor | None = None) -> None:
         """kfac-pytorch's ``step()``: factors, inverses when due, preconditioned ``.grad``.
 

@@ -240,6 +240,13 @@ class KFAC:
         """None: KFAC has no per-sample loss weights (the common surface)."""
         return None
 
+    def reweight(self, sample_ids: torch.Tensor | None = None) -> bool:
+        """False: KFAC's step is never a reweighted loss (the common surface)."""
+        return False
+
+    def reweighted_loss(self, losses: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("KFAC has no per-sample loss weights: reweight() is False")
+
     @torch.no_grad()
     def step(self, sample_ids: torch.Tensor | None = None) -> None:
         """Update factors / eigendecompositions when due, then precondition every ``.grad``.

@@ -30,6 +30,14 @@ class Preconditioner(Protocol):
 
     def prepare(self, sample_ids: torch.Tensor | None = None) -> None: ...
 
+    def reweight(self, sample_ids: torch.Tensor | None = None) -> bool:
+        """Make this step a plain backward of ``reweighted_loss``, if it can be one."""
+        ...
+
+    def reweighted_loss(self, losses: torch.Tensor) -> torch.Tensor:
+        """The batch loss of per-sample ``losses`` with this step's weights."""
+        ...
+
     def loss_weights(self, sample_ids: torch.Tensor | None = None) -> torch.Tensor | None:
         """Per-sample loss weights that make this step a plain backward, or None."""
         ...
@@ -87,6 +95,22 @@ class BenchOptimizer:
         if self.preconditioner is None:
             return None
         return self.preconditioner.loss_weights(sample_ids=sample_ids)
+
+    def reweight(self, sample_ids: torch.Tensor | None = None) -> bool:
+        """Whether this step (after ``prepare``) is a plain backward of ``reweighted_loss``.
+
+        True for FNGD in network scope with this batch's coefficients known: backpropagate
+        ``reweighted_loss(per_sample_losses)`` and the step costs an SGD step. False:
+        backpropagate the ordinary loss. Call it before the forward pass.
+        """
+        return self.preconditioner is not None and self.preconditioner.reweight(sample_ids)
+
+    def reweighted_loss(self, losses: torch.Tensor) -> torch.Tensor:
+        """``(w * losses).mean()`` with this step's weights ``w``, in one op; only after
+        ``reweight`` returned True."""
+        if self.preconditioner is None:
+            raise RuntimeError(f"{self.name} has no per-sample loss weights")
+        return self.preconditioner.reweighted_loss(losses)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
