@@ -38,6 +38,7 @@ class SampleTable:
         self._all_known = np.ones(num_blocks, dtype=bool)
         self._known_cache: np.ndarray | None = None
         self._prefix_cache: torch.Tensor | None = None  # see known_prefix
+        self._row_cache: torch.Tensor | None = None  # its one row (lookup_row)
 
     @property
     def all_blocks_known(self) -> np.ndarray:
@@ -62,6 +63,21 @@ class SampleTable:
             if k:
                 self._prefix_cache = self.values[:, :k]
         return self._prefix_cache
+
+    def lookup_row(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """A one-block table's coefficients (N,) for ``ids`` when every id lies in the
+        known prefix (on the CPU, where a failed bounds check raises), else None: then
+        ``lookup`` decides. One gather, the whole cost of a later step's lookup."""
+        row = self._row_cache
+        if row is None:
+            prefix = self.known_prefix
+            if prefix is None or not prefix.is_cpu or self.num_blocks != 1:
+                return None
+            row = self._row_cache = prefix[0]
+        try:
+            return row.index_select(0, ids)
+        except (IndexError, RuntimeError):
+            return None  # an id beyond the prefix (or negative)
 
     def lookup(self, ids: torch.Tensor, epoch: int) -> Lookup:
         """``(coefficients (blocks, N), known (blocks,))`` for ``ids`` (host int64); None if
@@ -113,7 +129,7 @@ class SampleTable:
         cols = ids.to(self.values.device)
         self.values[rows.unsqueeze(1), cols.unsqueeze(0)] = coeffs[rows].to(self.values.dtype)
         self.stored_epoch[np.ix_(blocks, idx)] = epoch
-        self._known_cache = self._prefix_cache = None
+        self._known_cache = self._prefix_cache = self._row_cache = None
 
     def nbytes(self) -> int:
         return tensor_bytes(self.values)
@@ -128,7 +144,7 @@ class SampleTable:
         # (blocks, capacity); explicit capacity, as reshape(0, -1) is ambiguous for no blocks
         capacity = stored.size // self.num_blocks if self.num_blocks else 0
         self.stored_epoch = stored.reshape(self.num_blocks, capacity).copy()
-        self._known_cache = self._prefix_cache = None
+        self._known_cache = self._prefix_cache = self._row_cache = None
 
 
 class IterationTable:

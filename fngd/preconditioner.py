@@ -264,13 +264,22 @@ class FNGD:
 
         Anything a previous backward left without a ``step()`` is dropped.
         """
-        self.discard()
+        if self._state is not None:
+            self.discard()
         if self.share == "sample" and sample_ids is None:
             return
         if sample_ids is not None:
             sample_ids = _host_ids(sample_ids)
         n = None if sample_ids is None else len(sample_ids)
         with phase(FNGD_WEIGHTED_SUM):
+            if self.scope == "network" and self.share == "sample" and self.blocks:
+                # a later epoch's common case, in one gather (``SampleTable.lookup_row``)
+                c = self.sample_table.lookup_row(sample_ids)
+                if c is not None:
+                    self._state = StepState(
+                        sample_ids=sample_ids, scales=SharedScale(c, self._dtype), coefficients=c
+                    )
+                    return
             stored = self._stored(sample_ids, self.epoch(epoch), n)
             if stored is None:
                 return
@@ -364,22 +373,18 @@ class FNGD:
         the others' (input, output-gradient) pairs are turned into it here, inverting
         where no stored coefficient fits.
         """
-        ep = self.epoch(epoch)
         state, self._state = self._state, None  # dropped whatever happens next
         if state is not None:
-            self._finish(state, sample_ids, ep)
+            if state.reweighted:
+                self._finish_reweighted(state, sample_ids)
+            else:
+                self._finish(state, sample_ids, self.epoch(epoch))
         self.steps += 1
 
-    def _finish(self, state: StepState, sample_ids: torch.Tensor | None, epoch: int) -> None:
-        """The gradients of the blocks the backward pass left to ``step()``; the mode."""
-        summed = state.summed
+    def _check_prepared_ids(self, state: StepState, sample_ids: torch.Tensor | None) -> None:
         prepared = state.sample_ids
-        if state.reweighted:
-            self._finish_reweighted(state)
-            summed = self.blocks  # for the ids check and the finite check below
         if (
-            summed
-            and sample_ids is not None
+            sample_ids is not None
             and prepared is not None
             and sample_ids is not prepared
             and not torch.equal(_host_ids(sample_ids), prepared)
@@ -388,9 +393,13 @@ class FNGD:
                 "step() got other sample_ids than prepare(): the weighted sum "
                 "already used the prepared batch's coefficients"
             )
+
+    def _finish(self, state: StepState, sample_ids: torch.Tensor | None, epoch: int) -> None:
+        """The gradients of the blocks the backward pass left to ``step()``; the mode."""
+        summed = state.summed
+        if summed:
+            self._check_prepared_ids(state, sample_ids)
         stashed = sorted(state.stash, key=_index) if state.stash else []
-        if state.reweighted:
-            stashed = []  # _finish_reweighted gave them their gradients
         inverted = self._step_from_stash(stashed, state, sample_ids, epoch) if stashed else False
         if summed or stashed:
             self._mode = "inversion" if inverted else "weighted_sum"
@@ -398,18 +407,23 @@ class FNGD:
             if self.check_finite and not inverted:
                 self._check_finite(sorted({*summed, *stashed}, key=_index))
 
-    def _finish_reweighted(self, state: StepState) -> None:
+    def _finish_reweighted(self, state: StepState, sample_ids: torch.Tensor | None) -> None:
         """A reweighted step: the loss carried ``N c``, so autograd's gradients are FNGD's.
 
         A block whose forward ran before ``reweight()`` stashed its pair: its plain
         weight gradient (unit scale) is the reweighted loss's.
         """
         self._set_plain(False)
+        self._check_prepared_ids(state, sample_ids)
         for b, pairs in state.stash.items():
             for x, grad_out in pairs:
                 ones = grad_out.new_ones(grad_out.shape[0], 1)
                 for p, g in zip(b.params, b.weighted_grads(x, grad_out, ones), strict=False):
                     _accumulate(p, g)
+        self._mode = "weighted_sum"
+        self.counts["weighted_sum"] += 1
+        if self.check_finite:
+            self._check_finite(self.blocks)
 
     def _step_from_stash(
         self,

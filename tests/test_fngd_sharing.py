@@ -309,3 +309,19 @@ def test_sample_table_fast_lookup_equals_the_general_one() -> None:
     values, _ = table.lookup(torch.tensor([7, 2]), epoch=2)
     assert values[:, 0].tolist() == [201.0, 207.0] and values[:, 1].tolist() == [2.0, 8.0]
     assert SampleTable(num_blocks=1, refresh_epochs=2).known_prefix is None
+
+
+def test_sample_table_lookup_row_gathers_one_blocks_known_prefix() -> None:
+    from fngd.coefficients import SampleTable
+
+    table = SampleTable(num_blocks=1)
+    assert table.lookup_row(torch.tensor([0])) is None  # nothing stored
+    table.store(torch.tensor([2, 0, 1]), torch.tensor([[3.0, 1.0, 2.0]]), epoch=0, blocks=[0])
+    assert table.lookup_row(torch.tensor([1, 2, 0])).tolist() == [2.0, 3.0, 1.0]
+    assert table.lookup_row(torch.tensor([1, 3])) is None  # 3: never stored
+    assert table.lookup_row(torch.tensor([-1])) is None
+    table.store(torch.tensor([3]), torch.tensor([[4.0]]), epoch=1, blocks=[0])
+    assert table.lookup_row(torch.tensor([3, 0])).tolist() == [4.0, 1.0]  # after a store
+    two = SampleTable(num_blocks=2)
+    two.store(torch.tensor([0]), torch.ones(2, 1), epoch=0, blocks=[0, 1])
+    assert two.lookup_row(torch.tensor([0])) is None  # only a one-block table has a row

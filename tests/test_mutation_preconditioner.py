@@ -144,6 +144,19 @@ def test_other_ids_messages() -> None:
         pre.step(sample_ids=ids + 1)
 
 
+def test_reweighted_step_checks_its_ids_too() -> None:
+    model, (x, y) = mlp(), data()
+    ids = torch.arange(6)
+    pre = FNGD(model, scope="network")
+    run_step(model, pre, x, y, ids)
+    pre.prepare(sample_ids=ids)
+    assert pre.reweight(ids)
+    pre.reweighted_loss(sq(model(x), y)).backward()
+    with pytest.raises(RuntimeError, match=r"^step\(\) got other sample_ids than prepare\(\)"):
+        pre.step(sample_ids=ids + 1)
+    assert not any(is_plain(b) for b in pre.blocks)  # the block forwards are back
+
+
 def test_module_run_twice_message() -> None:
     model, (x, y) = mlp(), data()
     pre = FNGD(model)
