@@ -219,7 +219,9 @@ def test_staleness_figure_with_many_variants_lays_out_without_warnings(tmp_path:
     recs = []
     labels = [f"fngd-v{i}" for i in range(LEGEND_BESIDE_MAX + 16)]
     for label in labels:
-        recs += [_stale(label, "fngd", NET, 0, e, "network", 0.9 - 0.1 * e, 1.0 + e) for e in (1, 2)]
+        recs += [
+            _stale(label, "fngd", NET, 0, e, "network", 0.9 - 0.1 * e, 1.0 + e) for e in (1, 2)
+        ]
     table = staleness(_frame(tmp_path, recs))
     setting = table.iloc[0]
     with warnings.catch_warnings():
