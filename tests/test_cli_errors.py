@@ -160,7 +160,7 @@ def test_report_out_is_a_directory(tmp_path, capsys):
 
 def test_resume_with_other_settings(tiny, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "res"
-    base = ["run", "--workload", "tiny", "--optimizer", "sgd", "--out", str(out)]
+    base = ["run", "--workload", "tiny", "--optimizer", "sgd", "--out", str(out), "--seeds", "0"]
     quiet = ["--no-report", "--no-overhead", "--no-progress"]
     assert cli.main([*base, "--epochs", "1", *quiet]) == 0
     capsys.readouterr()

@@ -99,6 +99,7 @@ def test_run_to_a_file_prints_lines_stages_and_set_aside_notes(
 ):
     out = tmp_path / "res"
     args = ["run", "--workload", "tiny", "--optimizer", "sgd", "adamw", "--out", str(out)]
+    args += ["--seeds", "0"]
     assert cli.main([*args, "--epochs", "2"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("cell 1/2 tiny__sgd__s0: finished, 2/2 epochs, ")
