@@ -23,7 +23,8 @@ strategy as a suffix, adding to its overrides:
 
 | suffix   | overrides                                                               |
 | -------- | ----------------------------------------------------------------------- |
-| `-rel`   | `damping_mode="relative"`: the shift is damping x the mean eigenvalue   |
+| `-rel`   | `damping_mode="relative"`, `damping=RELATIVE_DAMPING`: the shift is 3x  |
+|          | the Gram's mean eigenvalue                                              |
 | `-norm`  | `normalize=True`: stored coefficients sum to 1                          |
 | `-sched` | `damping=DAMPING_SCHEDULE` (an ``fngd.damping`` spec, 1.0 down to 0.01) |
 
@@ -76,6 +77,11 @@ class Variant:
 #: network is far from a minimum, 100x weaker after ``200`` steps (the first epochs).
 DAMPING_SCHEDULE = "geometric:1.0:0.01:200"
 
+#: The ``-rel`` variants' damping: the shift is this many times the Gram's mean eigenvalue.
+#: Measured on cnn-mnist1d (seed 0, 30 epochs, fngd-net-rel): 0.1 and 0.3 collapse to chance
+#: accuracy, 1.0 reaches 0.64 and 3.0 reaches 0.89 (constant damping 0.1: about 0.89).
+RELATIVE_DAMPING = 3.0
+
 #: Coefficient scope and sharing of the FNGD/NGD labels: (label, family, overrides, note).
 _NGD_FAMILY: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("ngd", "ngd", {}, "exact NGD (N x N solve every step)"),
@@ -98,7 +104,11 @@ _NGD_FAMILY: tuple[tuple[str, str, dict[str, Any], str], ...] = (
 #: Damping strategies, as label suffixes: (suffix, overrides, note).
 _DAMPINGS: tuple[tuple[str, dict[str, Any], str], ...] = (
     ("", {}, ""),
-    ("-rel", {"damping_mode": "relative"}, ", relative damping"),
+    (
+        "-rel",
+        {"damping_mode": "relative", "damping": RELATIVE_DAMPING},
+        f", relative damping {RELATIVE_DAMPING}",
+    ),
     ("-norm", {"normalize": True}, ", normalised coefficients"),
     ("-sched", {"damping": DAMPING_SCHEDULE}, f", damping {DAMPING_SCHEDULE}"),
 )

@@ -10,6 +10,7 @@ Protocol
   for every optimiser. Trials draw their hyperparameters (``bench.search_spaces``) from a
   seeded scrambled Sobol sequence (``optuna.samplers.QMCSampler``; Optuna learns the space
   from the first trial, which its seeded random sampler draws).
+  ``OUT/trials.csv`` lists every trial of every study (its hyperparameters and outcome).
 - **Objective**: training time (evaluation excluded) until the workload's metric on its
   *validation* split (held out from the training data; the test split stays for the final
   runs) reaches the workload's target, within ``epochs`` epochs, with seed ``seed``. A trial
@@ -52,6 +53,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
+import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
@@ -81,6 +83,7 @@ __all__ = [
 
 #: The file ``tune`` writes under ``--out``: the best trial of every study.
 BEST_FILE = "best_hparams.json"
+TRIALS_FILE = "trials.csv"
 #: A RUNNING trial whose process sent no heartbeat for this long is marked FAIL.
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
@@ -482,6 +485,7 @@ def tune(
         failed = [p.name for p in procs if p.exitcode not in (0, None)]
         if failed:
             raise RuntimeError(f"tuning workers failed: {', '.join(failed)}")
+    export_trials(config, config.out / TRIALS_FILE)
     return export_best(config, config.out / BEST_FILE)
 
 
@@ -542,6 +546,22 @@ def export_best(config: TuneConfig, path: Path) -> dict[str, Any]:
     data = {"storage": config.storage_url, "trials": config.trials, "studies": studies}
     path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
     return data
+
+
+def export_trials(config: TuneConfig, path: Path) -> pd.DataFrame:
+    """Every trial of every study of ``config``, one row each, as CSV at ``path``: the
+    whole budget's outcomes (Optuna's ``trials_dataframe``: number, value, state,
+    ``params_*``, ``user_attrs_*``), so a study can be judged without its database."""
+    storage = open_storage(config.storage_url)
+    frames = []
+    for workload, label in config.studies():
+        name = study_name(workload, label)
+        frame = optuna.load_study(study_name=name, storage=storage).trials_dataframe()
+        frame.insert(0, "study", name)
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    table.to_csv(path, index=False)
+    return table
 
 
 def load_best(source: str) -> dict[str, Best]:

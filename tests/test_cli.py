@@ -123,6 +123,7 @@ def test_real_registry_names_are_checked(tmp_path, capsys):
 def test_run_end_to_end(tiny, fake_report, tmp_path, capsys):
     out = tmp_path / "res"
     args = ["run", "--out", str(out), "--workload", "tiny", "tiny-nan", "--optimizer", "sgd"]
+    args += ["--seeds", "0"]
     code = cli.main([*args, "--epochs", "2", "--no-progress"])
     assert code == 0
     stdout = capsys.readouterr().out

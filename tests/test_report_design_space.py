@@ -208,3 +208,26 @@ def test_design_space_section_reaches_the_report(tmp_path: Path) -> None:
     assert csv.loc["fngd-net", "ws_step_ratio"] == pytest.approx(1.2)
     stale = pd.read_csv(tmp_path / "r_staleness.csv")
     assert len(stale) == 4
+
+
+def test_staleness_figure_with_many_variants_lays_out_without_warnings(tmp_path: Path) -> None:
+    """The ablation's 24 variants: the legend goes below the axes, the layout still fits."""
+    import warnings
+
+    from reports.topics.design_space import LEGEND_BESIDE_MAX, staleness_figure
+
+    recs = []
+    labels = [f"fngd-v{i}" for i in range(LEGEND_BESIDE_MAX + 16)]
+    for label in labels:
+        recs += [
+            _stale(label, "fngd", NET, 0, e, "network", 0.9 - 0.1 * e, 1.0 + e) for e in (1, 2)
+        ]
+    table = staleness(_frame(tmp_path, recs))
+    setting = table.iloc[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "constrained_layout not applied"
+        fig = staleness_figure(table, setting)
+        assert fig is not None
+        fig.canvas.draw()  # the layout runs at draw time
+    assert fig.legends and len(fig.legends[0].get_texts()) == len(labels)
+    assert not any(ax.get_legend() for ax in fig.axes)

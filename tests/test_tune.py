@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
@@ -106,6 +107,11 @@ def test_interrupted_study_resumes_to_exactly_the_budget(tmp_path: Path) -> None
         ("mlp-digits__sgd", 4, "study mlp-digits__sgd trial 4", "tune")
     }
     assert records[-1]["name"] == "finished"
+
+    trials = pd.read_csv(tune_dir / "trials.csv")  # the whole budget, failed trial included
+    assert len(trials) == 5 and set(trials["study"]) == {"mlp-digits__sgd"}
+    assert (trials["state"] == "COMPLETE").sum() == 4 and (trials["state"] == "FAIL").sum() == 1
+    assert {"params_lr", "user_attrs_status", "value"} <= set(trials.columns)
 
     assert tune(config, log=lines.append)["studies"] == best["studies"]  # nothing more to do
     assert len(_states(config)) == 5

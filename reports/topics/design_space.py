@@ -315,6 +315,11 @@ def staleness_summary(table: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("_o").drop(columns="_o").reset_index(drop=True)[STALENESS_SUMMARY.csv]
 
 
+#: The staleness figure's legend sits beside the axes up to this many lines, else below.
+LEGEND_BESIDE_MAX = 8
+LEGEND_COLUMNS = 4
+
+
 def _style(row: pd.Series) -> tuple[tuple, tuple[float, ...]]:
     """(colour, dashes) of an optimizer's line: colour by scope x sharing, dash by damping."""
     colors = sns.color_palette("colorblind", 10)
@@ -330,9 +335,14 @@ def staleness_figure(table: pd.DataFrame, setting: pd.Series) -> Figure | None:
     if t.empty:
         return None
     with plot.style(), plot.context():
-        fig = Figure(figsize=(plot.WIDTH, 3.8), layout="constrained")
+        labels = plot.opt_labels(t)
+        # Many variants (the ablation has 24): the legend goes below, in columns, and the
+        # figure grows with it instead of squeezing the axes.
+        below = len(labels) > LEGEND_BESIDE_MAX
+        rows = math.ceil(len(labels) / LEGEND_COLUMNS) if below else 0
+        fig = Figure(figsize=(plot.WIDTH, 3.8 + 0.22 * rows), layout="constrained")
         ax_cos, ax_norm = fig.subplots(1, 2)
-        for opt in plot.opt_labels(t):
+        for opt in labels:
             g = t.loc[t["opt"] == opt].sort_values("epoch")
             color, dashes = _style(g.iloc[0])
             for ax, c in ((ax_cos, "cosine"), (ax_norm, "norm_ratio")):
@@ -350,7 +360,13 @@ def staleness_figure(table: pd.DataFrame, setting: pd.Series) -> Figure | None:
         for ax in (ax_cos, ax_norm):
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_norm.legend(title="", fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        if below:
+            handles, names = ax_norm.get_legend_handles_labels()
+            fig.legend(
+                handles, names, fontsize=7, loc="outside lower center", ncol=LEGEND_COLUMNS
+            )
+        else:
+            ax_norm.legend(title="", fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         plot.title(
             fig, "Staleness of stored coefficients, whole network (median; band: min–max)", setting
         )
