@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import textwrap
@@ -12,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from bench import distributed
 from bench.env import cpu_threads
 from bench.presets import PRESETS, VARIANTS
-from bench.progress import Progress
+from bench.progress import Progress, as_progress
 from bench.step_ratio import DEFAULT_VARIANTS as DEFAULT_RATIO_VARIANTS
 from bench.step_variants import STEP_VARIANTS
 
@@ -48,6 +50,11 @@ The runner's own timing overhead is measured and written as OUT/overhead__*.json
 --resume skips cells that are already complete (finished, diverged or oom) in OUT and
 reruns the others from the start; an interrupted attempt is renamed to *.partial so that
 the report counts each cell once.
+
+--nproc K (or `torchrun --nproc-per-node K -m bench.cli run ...`) trains every cell on K
+processes in DistributedDataParallel (gloo on the CPU, one GPU per process with CUDA), each
+global batch split across them: cells are OUT/<workload>__<optimizer>__s<seed>__wK.jsonl,
+written by rank 0, a step's time the slowest rank's (bench/distributed.py).
 
 Optimizer labels: {labels}
 Presets:
@@ -224,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
         "`hparams_source`",
     )
     _warm_start_arg(run)
+    run.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="train every cell on K local processes at once: starts `torchrun "
+        "--nproc-per-node K -m bench.cli run ...` with the other options (default: 1)",
+    )
 
     tune = sub.add_parser(
         "tune",
@@ -484,7 +499,44 @@ def _build_report(results: Sequence[Path], out: Path) -> Path | None:
 # -- subcommands -------------------------------------------------------------------------------
 
 
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` without its ``--nproc K`` (or ``--nproc=K``)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``fngd-bench run --nproc K``: the same run under torchrun, on K processes."""
+    import subprocess
+
+    argv = _without_nproc(args.argv)
+    command = distributed.torchrun_command(args.nproc, argv)
+    print("starting: " + " ".join(command[1:]), flush=True)
+    return subprocess.run(command, check=False).returncode
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    launched = distributed.from_env()
+    if args.nproc > 1 and not launched.distributed:
+        return _launch(args)
+    if launched.distributed and args.nproc not in (1, launched.size):
+        raise UsageError(f"--nproc {args.nproc}, but torchrun started {launched.size} processes")
+    world = distributed.start(args.device)
+    try:
+        return _run(args, world)
+    finally:
+        distributed.finish()
+
+
+def _run(args: argparse.Namespace, world: distributed.World) -> int:
     from bench.sweep import resume_conflicts, run_sweep
 
     preset = PRESETS[args.preset]
@@ -504,8 +556,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if args.hparams_from:
         _apply_hparams_from(args.hparams_from, cells, study_epochs=args.epochs is None)
+    if world.distributed:
+        cells = [dataclasses.replace(c, world_size=world.size) for c in cells]
     if args.resume:
-        conflicts = resume_conflicts(cells, out)
+        # rank 0 reads the directory before any rank writes to it
+        conflicts = distributed.broadcast(resume_conflicts(cells, out) if world.main else None)
         if conflicts:
             more = f" and {len(conflicts) - 1} more" if len(conflicts) > 1 else ""
             raise UsageError(
@@ -514,7 +569,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
     overhead = [] if args.no_overhead else preset.overhead_for(args.workloads, args.optimizers)
 
-    progress = Progress.auto(not args.no_progress)
+    progress = Progress.auto(not args.no_progress) if world.main else as_progress(False)
     start = time.perf_counter()
     try:
         with cpu_threads(args.threads, args.device):
@@ -532,6 +587,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err(f"interrupted; records so far are in {out}. Rerun with --resume to continue.")
         return EXIT_INTERRUPTED
     minutes = (time.perf_counter() - start) / 60
+    if not world.main:  # rank 0 prints and writes the report
+        return 0 if all(s != "error" for s in result.statuses.values()) else 1
 
     counts = Counter(result.statuses.values())
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing run"
@@ -701,11 +758,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand. Mistakes on the command line print one line and return 2; any
     other error prints one line and returns 1, or is raised again under ``--debug``."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -81,7 +81,9 @@ STEP_FIELDS = ("parent", "warmup", "mode")
 #: were (cut to), ``replay_first_epoch`` whether later epochs replay the first one's batches;
 #: ``hparams_source`` says where the cell's hyperparameter overrides came from (``preset``,
 #: or ``study <name> trial <n>``), ``study`` names the tuning study (``bench.tune``) the cell
-#: is a trial of or took them from, and ``trial`` the trial the cell is (tuning runs only).
+#: is a trial of or took them from, and ``trial`` the trial the cell is (tuning runs only);
+#: ``rank`` is the process that wrote the record and ``world_size`` how many trained the cell
+#: at once (torchrun: ``bench.distributed``; rank 0 writes, 1 and 0 in one process).
 CELL_FIELDS = (
     "family",
     "attempt",
@@ -94,6 +96,8 @@ CELL_FIELDS = (
     "hparams_source",
     "study",
     "trial",
+    "rank",
+    "world_size",
 )
 #: Every field a ``RecordWriter`` writes on every record (``None`` where unset), in order.
 FIELDS = BASE_FIELDS + STEP_FIELDS + CELL_FIELDS
@@ -115,6 +119,8 @@ KINDS = (
 TRAINING_KINDS = ("phase", "step", "epoch", "eval", "memory", "target", "staleness", "cell")
 #: Fields only records of one kind carry (absent, not null, on the others).
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    # a cell on several processes: every rank's time of the step (``seconds``: the slowest)
+    "step": ("rank_seconds",),
     "epoch": ("steps", "train_seconds"),  # steps run in the epoch; cumulative training time
     "eval": ("eval_seconds", "split"),  # evaluation time; ``test`` or ``val`` (tuning)
     # the metric, its value and split when the target was met; evaluation time until then

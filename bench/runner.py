@@ -50,6 +50,7 @@ from typing import Any
 
 import torch
 
+from bench.distributed import device_for, merge_timings, world
 from bench.env import (
     environment,
     memory_baseline,
@@ -108,10 +109,14 @@ class CellSpec:
     #: End the cell after the epoch whose evaluation first reaches the target (tuning
     #: trials: their score is the time to target, and later epochs cannot change it).
     stop_at_target: bool = False
+    #: Processes the cell trains on at once (torchrun; ``bench.distributed``).
+    world_size: int = 1
 
     @property
     def run_id(self) -> str:
         run_id = f"{self.workload}__{self.optimizer}__s{self.seed}"
+        if self.world_size > 1:
+            run_id += f"__w{self.world_size}"
         return run_id if self.trial is None else f"{run_id}__t{self.trial}"
 
     @property
@@ -131,6 +136,9 @@ class Cell:
     steps_per_epoch: int
     replay: bool  # every epoch replays the first epoch's batches (``replays_first_epoch``)
     scheduler: torch.optim.lr_scheduler.LambdaLR | None = None  # per step (bench.schedules)
+    #: What the training loop's forward pass calls: the workload's model, or it in
+    #: ``DistributedDataParallel`` under torchrun (evaluation uses the workload's own).
+    model: torch.nn.Module | None = None
 
     def loop_state(self) -> LoopState:
         return LoopState(warmup_steps=self.spec.warmup_steps)
@@ -185,7 +193,16 @@ def build_cell(
     data_root: str | os.PathLike[str] | None = None,
     workload_factory: WorkloadFactory | None = None,
 ) -> Cell:
-    """Seed, build the workload and the optimiser, and decide how the cell is driven."""
+    """Seed, build the workload and the optimiser, and decide how the cell is driven.
+
+    Under torchrun (``spec.world_size`` processes) each rank takes its part of every global
+    batch and the optimiser gets the model in ``DistributedDataParallel``.
+    """
+    w = world()
+    if spec.world_size != w.size:
+        raise ValueError(
+            f"cell {spec.run_id} is for {spec.world_size} process(es), this run has {w.size}"
+        )
     factory = workload_factory or default_workload_factory()
     seed_everything(spec.seed)
     workload = factory(
@@ -197,13 +214,17 @@ def build_cell(
         size=spec.size,
     )
     loader = workload.train_loader
+    model: torch.nn.Module = workload.model
+    if w.distributed:
+        loader.shard(w.rank, w.size)
+        model = _ddp(model, device)
     per_epoch = steps_per_epoch(spec, loader)
     family = spec.family
     schedule, hp = split_schedule(cell_hparams(spec, workload))
     if "steps_per_epoch" in DEFAULTS.get(family, {}) and hp.get("steps_per_epoch") is None:
         hp["steps_per_epoch"] = per_epoch
     epochs = int(spec.epochs if spec.epochs is not None else workload.epochs)
-    opt = build(family, workload.model, **hp)
+    opt = build(family, model, **hp)
     opt.hparams.update(schedule)
     return Cell(
         spec=spec,
@@ -214,6 +235,15 @@ def build_cell(
         steps_per_epoch=per_epoch,
         replay=replays_first_epoch(spec, loader),
         scheduler=make_scheduler(opt, schedule, epochs * per_epoch),
+        model=model,
+    )
+
+
+def _ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
     )
 
 
@@ -240,6 +270,8 @@ def record_base(
         "hparams_source": spec.hparams_source,
         "study": spec.study,
         "trial": spec.trial,
+        "rank": world().rank,
+        "world_size": spec.world_size,
         **environment(device),
     }
     if cell is not None:
@@ -315,11 +347,13 @@ def run_steps(
     loss_sum: torch.Tensor,
     on_step: OnStep | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    model: torch.nn.Module | None = None,
 ) -> int:
     """Up to ``n`` steps from ``batches``, timed by ``timer`` (a ``NullTimer``: untimed);
     adds each loss into ``loss_sum`` (on the device); steps ``scheduler`` (the cell's
-    learning-rate schedule) after each step, inside its time. Returns the number of steps
-    done (fewer when ``batches`` runs out)."""
+    learning-rate schedule) after each step, inside its time. ``model``: what the forward
+    pass calls (``Cell.model``; default the workload's). Returns the number of steps done
+    (fewer when ``batches`` runs out)."""
     on_cuda = device.type == "cuda"
     # The ``data`` phase calls the timer directly, and carries the profiler label only while
     # a profiler runs: ``record_function`` costs microseconds even when nothing listens.
@@ -346,7 +380,7 @@ def run_steps(
             if batch is None:
                 timer.discard_step()
                 break
-            loss = train_step(workload, opt, inputs, targets, sample_ids)
+            loss = train_step(workload, opt, inputs, targets, sample_ids, model)
             if scheduler is not None:
                 scheduler.step()
         except BaseException:
@@ -379,7 +413,7 @@ def run_cell(
     Exceptions (including out-of-memory and ``KeyboardInterrupt``) propagate; records
     written so far are flushed first.
     """
-    dev = resolve_device(device)
+    dev = device_for(resolve_device(device), world())
     if dev.type == "cuda" and dev.index is not None:
         torch.cuda.set_device(dev)
     writer.update_base(**record_base(spec, dev, preset=spec.preset, attempt=attempt))
@@ -448,6 +482,7 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple
                     loss_sum=loss_sum,
                     on_step=shown.on_step,
                     scheduler=cell.scheduler,
+                    model=cell.model,
                 )
             except FloatingPointError as exc:  # an optimiser's own finiteness check
                 writer.write_many(timer.flush())
@@ -459,9 +494,12 @@ def _train(cell: Cell, writer: RecordWriter, progress: bool | Progress) -> tuple
                 raise RuntimeError(f"{spec.workload}: the train loader gave no batch")
             synchronize(dev)
             epoch_seconds = time.perf_counter() - t0
+            # under torchrun: the slowest rank's step and epoch times, the ranks' mean loss
+            timings, epoch_seconds, train_loss = merge_timings(
+                timer.flush(), epoch_seconds, float(loss_sum.item()) / done
+            )
             train_seconds += epoch_seconds
-            writer.write_many(timer.flush())
-            train_loss = float(loss_sum.item()) / done
+            writer.write_many(timings)
             writer.write(
                 {
                     "kind": "epoch",

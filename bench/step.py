@@ -16,6 +16,7 @@ def train_step(
     inputs: Any,
     targets: torch.Tensor,
     sample_ids: torch.Tensor | None = None,
+    model: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """forward, backward, the optimiser's own phases and the update; returns the loss.
 
@@ -24,12 +25,14 @@ def train_step(
     losses ``l``: FNGD's step through plain autograd, at SGD's cost. The loss returned is
     still the ordinary batch loss ``l.mean()``, so train-loss curves compare across
     optimisers. It comes back as a device tensor: reading it would synchronise the GPU.
+    ``model`` is what the forward pass calls (under torchrun the workload's model in
+    ``DistributedDataParallel``); default: ``workload.model``.
     """
     opt.zero_grad(set_to_none=True)
     opt.prepare(sample_ids=sample_ids)
     reweighted = opt.reweight(sample_ids)
     with phase("forward"):
-        outputs = workload.forward(workload.model, inputs)
+        outputs = workload.forward(workload.model if model is None else model, inputs)
         if reweighted:
             losses = workload.per_sample_loss(outputs, targets)
             loss = losses.mean()  # reported only: not in the backward graph

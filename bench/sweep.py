@@ -30,6 +30,12 @@ A cell is *complete* when its file has a ``finished``, ``diverged`` or ``oom`` r
 Renamed files do not end in ``.jsonl``, so the report never sees them; every record carries
 ``attempt`` (1 for the first run of a cell, N+1 after N earlier attempts) to tell them apart.
 Overhead files are measured again unless ``resume`` and they hold an ``overhead`` record.
+
+Under torchrun (``bench.distributed``) rank 0 decides what to skip or set aside and writes;
+the other ranks train alongside it and write nothing. A cell that raises there ends the run
+(after rank 0 wrote its ``error`` record): a rank left waiting for the others would hang,
+and torchrun stops every rank instead. The overhead measurement, which times one process's
+loop, is skipped.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from typing import Any
 
 import torch
 
+from bench import distributed
 from bench.env import resolve_device
 from bench.progress import Progress, as_progress
 from bench.records import CELL_STATUSES, RecordWriter, iter_jsonl
@@ -185,19 +192,17 @@ def run_one(
 ) -> str:
     """Run (or skip) one cell; returns its status (``skipped`` when resume skipped it)."""
     path = out / f"{spec.run_id}.jsonl"
-    previous = cell_status(path) if path.exists() else None
-    if path.exists():
-        if resume and previous in COMPLETE:
-            return "skipped"
-        aside = _set_aside(out, path, spec.run_id, previous)
-        progress.note(
-            f"earlier {previous or 'unfinished'} run of {spec.run_id} set aside as {aside}"
-            + ("" if resume else " (--resume keeps complete cells)")
-        )
-    attempt = _attempts(out, spec.run_id) + 1
+    world = distributed.world()
+    attempt = 0  # 0: skipped (rank 0 decides, under torchrun)
+    if world.main:
+        attempt = _prepare_file(spec, out, path, resume=resume, progress=progress)
+    attempt = distributed.broadcast(attempt)
+    if attempt == 0:
+        return "skipped"
 
-    writer = RecordWriter(path)
+    writer = RecordWriter(path) if world.main else distributed.NullWriter()
     status, message, extra = "error", "", {}
+    fatal: BaseException | None = None
     try:
         status, message = run_cell(
             spec,
@@ -216,14 +221,34 @@ def run_one(
         message = f"{type(exc).__name__}: {exc}".strip()
         if status == "error":
             extra = {"traceback": traceback.format_exc()}
+        if world.distributed:
+            fatal = exc
     try:
         if "started" not in writer.statuses:
             writer.write({"kind": "cell", "name": "started", "value": ""})
         writer.write({"kind": "cell", "name": status, "value": message, **extra}, flush=True)
     finally:
         writer.close()
+    if fatal is not None:
+        raise fatal
     _free(device)  # the exception and its frames (and their tensors) are gone by now
     return status
+
+
+def _prepare_file(
+    spec: CellSpec, out: Path, path: Path, *, resume: bool, progress: Progress
+) -> int:
+    """Set an earlier attempt of the cell aside; its attempt number, or 0 to skip it."""
+    previous = cell_status(path) if path.exists() else None
+    if path.exists():
+        if resume and previous in COMPLETE:
+            return 0
+        aside = _set_aside(out, path, spec.run_id, previous)
+        progress.note(
+            f"earlier {previous or 'unfinished'} run of {spec.run_id} set aside as {aside}"
+            + ("" if resume else " (--resume keeps complete cells)")
+        )
+    return _attempts(out, spec.run_id) + 1
 
 
 def run_overhead(
@@ -296,7 +321,8 @@ def run_sweep(
     discarded warm-up run of the first cell first (``bench.warm_start``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
+    world = distributed.world()
+    dev = distributed.device_for(resolve_device(device), world)
     cells = list(cells)
     shown = as_progress(progress)
     result = SweepResult()
@@ -327,6 +353,10 @@ def run_sweep(
                 result.statuses[spec.run_id] = status
     finally:
         shown.end_sweep()
+    if world.distributed and overhead:
+        if world.main:
+            shown.write("timer overhead not measured: it times one process's loop")
+        overhead = ()
     for workload, label in overhead:
         key = f"{workload}__{label}"
         like = next((c for c in cells if c.workload == workload), CellSpec(workload, label))

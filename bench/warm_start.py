@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from bench.distributed import device_for, world
 from bench.env import resolve_device, synchronize
 from bench.runner import CellSpec, WorkloadFactory, build_cell, run_steps
 from bench.timing import NullTimer
@@ -39,8 +40,12 @@ def warm_up(
     workload_factory: WorkloadFactory | None = None,
     seconds: float = WARM_SECONDS,
 ) -> int:
-    """Train a throwaway copy of ``spec`` for about ``seconds``; returns the steps run."""
-    dev = resolve_device(device)
+    """Train a throwaway copy of ``spec`` for about ``seconds``; returns the steps run.
+
+    Under torchrun one epoch instead: every rank must run the same steps.
+    """
+    dev = device_for(resolve_device(device), world())
+    distributed = world().distributed
     cell = build_cell(
         dataclasses.replace(spec, epochs=1, trial=None),
         dev,
@@ -51,7 +56,7 @@ def warm_up(
     loss_sum = torch.zeros((), device=dev)
     steps, epoch = 0, 0
     deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
+    while (epoch < 1) if distributed else (time.perf_counter() < deadline):
         batches = iter(cell.workload.train_loader)
         try:
             done = run_steps(
@@ -64,6 +69,7 @@ def warm_up(
                 state=state,
                 device=dev,
                 loss_sum=loss_sum,
+                model=cell.model,
             )
         except FloatingPointError:  # diverged: warm enough, nothing to keep
             break

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from fngd import damping as damping_mod
+from fngd import distributed as dist_mod
 from fngd import gram as gram_mod
 from fngd import solve as solve_mod
 from fngd.blocks import Block, block_type
@@ -63,6 +64,8 @@ SCOPES = ("layer", "network")
 NETWORK = "network"
 REDUCTIONS = ("mean", "sum")
 GRAM_CHOICES = ("auto", "pairwise", "explicit")
+#: How the inversion phase runs under ``DistributedDataParallel`` (``FNGD``'s ``distributed``).
+DISTRIBUTED = ("global", "local")
 #: Whether the weighted-sum phase checks for non-finite gradients unless told otherwise (the
 #: optimiser factory's default too); why it is off: ``FNGD``'s ``check_finite``.
 CHECK_FINITE = False
@@ -121,6 +124,36 @@ class FNGD:
             SGD step, and the check is a host synchronisation per step that SGD does not pay
             (on a GPU it stalls the queue); a NaN still shows in the loss. The inversion phase
             always checks, as its solve needs finite Gram matrices.
+        distributed: the inversion phase under ``DistributedDataParallel`` (pass the DDP
+            model; see "Under DistributedDataParallel" below): ``"global"`` solves with the
+            Gram matrix of the whole global batch -- the operands the Gram needs are
+            gathered from every rank -- so a step equals single-process FNGD on the ranks'
+            batches concatenated in rank order; ``"local"``: each rank solves for its own
+            samples only (no operand gathered; block-diagonal across ranks), and the
+            directions are averaged as DDP averages gradients.
+        process_group: the ranks to communicate with (default: the DDP model's group).
+
+    Under DistributedDataParallel (``FNGD(ddp_model)``): the blocks are the inner module's
+    (the same names as without DDP), and ``prepare(sample_ids)`` is required before every
+    forward pass, with the rank's own ids (global dataset ids), because it decides whether
+    DDP's reducer runs:
+
+    - weighted-sum phase: every coefficient is known before backward, so the blocks return
+      their weighted gradients from backward and DDP all-reduces them as it does SGD's --
+      one gradient all-reduce, overlapped with backward; FNGD itself sends nothing (a
+      reweighted step, ``reweight()``, is a plain DDP backward);
+    - inversion phase: the step runs with DDP's reducer off (``no_sync``): the gradients
+      exist only after ``step()`` has solved, so ``step()`` gathers what the solve needs and
+      then averages every parameter's gradient in one all-reduce of its own.
+
+    Coefficients are kept as the global batch's: each rank's weighted sum is scaled by the
+    world size so that DDP's average is the sum over the global batch. With
+    ``share="sample"`` every rank stores every rank's coefficients, keyed by global sample
+    id, so a distributed sampler that reshuffles samples across ranks finds them in later
+    epochs. Every rank must take the same phase at every step (the collectives must match):
+    true when every global batch of an epoch holds fresh samples on every rank, as with
+    ``bench.workloads.loader.TensorLoader``'s ``rank``/``world_size`` split (a sampler that
+    pads a short epoch with repeated samples can break it).
 
     ``mode`` says what the last step did: ``"inversion"`` (some block solved for its
     coefficients) or ``"weighted_sum"`` (every block reused stored ones); None before the
@@ -144,6 +177,8 @@ class FNGD:
         gram: str = "auto",
         skip_layers: Iterable[str] = (),
         check_finite: bool = CHECK_FINITE,
+        distributed: str = "global",
+        process_group: Any = None,
     ) -> None:
         if share not in SHARES:
             raise ValueError(f"unknown share {share!r}; valid: {', '.join(SHARES)}")
@@ -158,6 +193,10 @@ class FNGD:
         if damping_mode not in DAMPING_MODES:
             raise ValueError(
                 f"unknown damping_mode {damping_mode!r}; valid: {', '.join(DAMPING_MODES)}"
+            )
+        if distributed not in DISTRIBUTED:
+            raise ValueError(
+                f"unknown distributed {distributed!r}; valid: {', '.join(DISTRIBUTED)}"
             )
         self.damping = damping_mod.resolve(damping)
         if share == "iteration" and not steps_per_epoch:
@@ -175,6 +214,13 @@ class FNGD:
         self.gram = gram
         self.skip_layers = list(skip_layers)
         self.check_finite = check_finite
+        self.distributed = distributed
+        model, ddp = dist_mod.unwrap(model)
+        #: DDP's sync switch and FNGD's own collectives (None without DDP).
+        self.comm = None if ddp is None else dist_mod.Comm(process_group, ddp)
+        self._world = 1 if self.comm is None else self.comm.world_size
+        self._prepared = False  # under DDP: prepare() ran for the coming step
+        self._unsynced = False  # under DDP: this step's backward runs without DDP's reducer
 
         self.blocks: list[Block] = []
         for name, module in model.named_modules():
@@ -247,6 +293,8 @@ class FNGD:
         state, self._state = self._state, None
         if state is not None and state.reweighted:
             self._set_plain(False)
+        if self.comm is not None:
+            self._end_distributed_step()
 
     def _set_plain(self, plain: bool) -> None:
         for b in self.blocks:
@@ -262,10 +310,30 @@ class FNGD:
     def prepare(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:
         """Announce the next batch; with known coefficients the weighted sum runs in backward.
 
-        Anything a previous backward left without a ``step()`` is dropped.
+        Anything a previous backward left without a ``step()`` is dropped. Under DDP it also
+        decides whether DDP's reducer runs in the coming backward pass (the class docstring).
         """
         if self._state is not None:
             self.discard()
+        self._lookup(sample_ids, epoch)
+        comm = self.comm
+        if comm is not None:
+            self._prepared = True
+            self._unsynced = not self._known_before_backward()
+            comm.sync(not self._unsynced)
+
+    def _known_before_backward(self) -> bool:
+        """Whether every block's coefficients are known for the prepared batch."""
+        state = self._state
+        if state is None:
+            return False
+        if state.coefficients is not None:  # network scope
+            return True
+        scales = state.scales
+        return isinstance(scales, tuple) and all(s is not None for s in scales)
+
+    def _lookup(self, sample_ids: torch.Tensor | None, epoch: int | None) -> None:
+        """``prepare()``'s lookup: this step's state when the batch's coefficients are known."""
         if self.share == "sample" and sample_ids is None:
             return
         if sample_ids is not None:
@@ -277,7 +345,9 @@ class FNGD:
                 c = self.sample_table.lookup_row(sample_ids)
                 if c is not None:
                     self._state = StepState(
-                        sample_ids=sample_ids, scales=SharedScale(c, self._dtype), coefficients=c
+                        sample_ids=sample_ids,
+                        scales=SharedScale(c, self._dtype, self._world),
+                        coefficients=c,
                     )
                     return
             stored = self._stored(sample_ids, self.epoch(epoch), n)
@@ -288,10 +358,12 @@ class FNGD:
             if self.scope == "network":  # one row, known (else no lookup): every block's
                 c = coeffs.view(-1)
                 self._state = StepState(
-                    sample_ids=sample_ids, scales=SharedScale(c, dtype), coefficients=c
+                    sample_ids=sample_ids,
+                    scales=SharedScale(c, dtype, self._world),
+                    coefficients=c,
                 )
                 return
-            scales = torch.mul(coeffs, coeffs.shape[1])
+            scales = torch.mul(coeffs, coeffs.shape[1] * self._world)
             if scales.dtype != dtype:
                 scales = scales.to(dtype)
             scales = scales.unsqueeze(-1).unbind(0)
@@ -345,7 +417,7 @@ class FNGD:
         assert state is not None and state.coefficients is not None
         if state.weights is None:
             c = state.coefficients
-            state.weights = torch.mul(c, len(c)).to(self._dtype)
+            state.weights = torch.mul(c, len(c) * self._world).to(self._dtype)
         return state.weights
 
     def reweighted_loss(self, losses: torch.Tensor) -> torch.Tensor:
@@ -359,8 +431,10 @@ class FNGD:
         if state is None or not state.reweighted or state.coefficients is None:
             raise RuntimeError("reweighted_loss() needs reweight() to have returned True")
         weights = state.coefficients
-        if self.loss_reduction == "sum":
-            weights = weights * len(weights)
+        # Under DDP, world times: DDP averages the ranks' gradients (the class docstring).
+        factor = (len(weights) if self.loss_reduction == "sum" else 1) * self._world
+        if factor != 1:
+            weights = weights * factor
         if weights.dtype != losses.dtype:
             weights = weights.to(losses.dtype)
         return losses @ weights
@@ -374,12 +448,49 @@ class FNGD:
         where no stored coefficient fits.
         """
         state, self._state = self._state, None  # dropped whatever happens next
-        if state is not None:
-            if state.reweighted:
-                self._finish_reweighted(state, sample_ids)
-            else:
-                self._finish(state, sample_ids, self.epoch(epoch))
+        comm = self.comm
+        if comm is not None:
+            self._check_distributed_step(state)
+        try:
+            if state is not None:
+                if state.reweighted:
+                    self._finish_reweighted(state, sample_ids)
+                else:
+                    self._finish(state, sample_ids, self.epoch(epoch))
+        except BaseException:
+            if comm is not None:
+                self._end_distributed_step()
+            raise
+        if comm is not None:
+            if self._unsynced:  # DDP's reducer was off: average every gradient here, once
+                with phase(FNGD_WEIGHTED_SUM):
+                    comm.average([p.grad for p in self._params if p.grad is not None])
+            self._end_distributed_step()
         self.steps += 1
+
+    def _check_distributed_step(self, state: StepState | None) -> None:
+        """Under DDP: ``prepare()`` ran, and a step DDP reduced left nothing to ``step()``."""
+        if not self._prepared:
+            self._end_distributed_step()
+            raise RuntimeError(
+                "under DistributedDataParallel FNGD needs prepare(sample_ids) before every "
+                "forward pass: it decides there whether DDP reduces the backward pass"
+            )
+        if not self._unsynced and state is not None and state.stash:
+            names = ", ".join(sorted(b.name for b in state.stash))
+            self._end_distributed_step()
+            raise RuntimeError(
+                f"block(s) {names} left their gradient to step() in a step DDP reduced "
+                "(a module run twice, a batch of another size than prepared, or reweight() "
+                "after the forward pass); under DistributedDataParallel each block must run "
+                "once per step, on the prepared batch"
+            )
+
+    def _end_distributed_step(self) -> None:
+        """DDP's reducer on again, for whatever runs next without FNGD."""
+        self._prepared = self._unsynced = False
+        assert self.comm is not None
+        self.comm.sync(True)
 
     def _check_prepared_ids(self, state: StepState, sample_ids: torch.Tensor | None) -> None:
         prepared = state.sample_ids
@@ -442,19 +553,23 @@ class FNGD:
         coeffs = None if stored is None else stored[0]
         if invert:
             try:
-                fresh = self._invert(invert, pairs, n)
+                fresh, table_ids, table = self._invert(invert, pairs, n, sample_ids)
             except NonFiniteGradientError:
                 if self.grad_scaler is None:
                     raise
                 self._write_plain(stashed, pairs)  # an overflow: the scaler skips this step
                 return True
-            self._store(fresh, sample_ids, epoch, sorted({rows[b.index] for b in invert}))
+            inverted_rows = sorted({rows[b.index] for b in invert})
+            if self.share == "sample":  # every rank's samples, under DDP
+                self._store(table, table_ids, epoch, inverted_rows)
+            else:
+                self._store(fresh, sample_ids, epoch, inverted_rows)
             coeffs = fresh if coeffs is None else torch.where(
                 torch.as_tensor(known, device=fresh.device).unsqueeze(1), coeffs.to(fresh), fresh
             )
         assert coeffs is not None
         with phase(FNGD_WEIGHTED_SUM):
-            scales = (coeffs * n).unsqueeze(-1)
+            scales = (coeffs * (n * self._world)).unsqueeze(-1)
             for b in stashed:
                 x, grad_out = pairs[b]
                 grads = b.weighted_grads(x, grad_out, scales[rows[b.index]].to(grad_out.dtype))
@@ -469,26 +584,136 @@ class FNGD:
             for p, g in zip(b.params, b.weighted_grads(x, grad_out, ones), strict=False):
                 _accumulate(p, g)
 
-    def _invert(self, active: list[Block], pairs: dict[Block, Pair], n: int) -> torch.Tensor:
-        """Gram matrices and the damped solve for ``active``; (table rows, N) coefficients."""
+    def _invert(
+        self,
+        active: list[Block],
+        pairs: dict[Block, Pair],
+        n: int,
+        sample_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Gram matrices and the damped solve for ``active``.
+
+        Returns this rank's coefficients (table rows, n) and what the sample table keeps:
+        the ids and coefficients (table rows, N) of every rank's samples (of this process's
+        alone without DDP). Under DDP they are the global batch's coefficients (the class
+        docstring): ``"global"`` solves the global batch's Gram; ``"local"`` solves this
+        rank's and divides by the world size, then shares them.
+        """
+        comm = self.comm
+        if comm is not None and comm.world_size > 1 and self.distributed == "global":
+            return self._invert_global(comm, active, pairs, n, sample_ids)
         with phase(FNGD_GRAM):
             grams = self._grams(active, pairs, n)
             self.counts["gram"] += 1
+        if comm is None or comm.world_size == 1:
+            with phase(FNGD_SOLVE):
+                c, report = self._solve(grams, [b.name for b in active])
+                self.counts["solve"] += 1
+            self.last_solve = report
+            full = self._table_rows(active, c)
+            return full, sample_ids, full
+        return self._invert_local(comm, active, grams, n, sample_ids)
+
+    def _invert_local(
+        self,
+        comm: dist_mod.Comm,
+        active: list[Block],
+        grams: torch.Tensor,
+        n: int,
+        sample_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``distributed="local"``: this rank's solve, then every rank's coefficients.
+
+        The coefficients are gathered whatever ``share`` is, so that a rank whose solve
+        failed (non-finite gradients) fails on every rank, and the collectives stay matched.
+        """
+        failure: NonFiniteGradientError | None = None
+        report: SolveReport | None = None
         with phase(FNGD_SOLVE):
-            c, report = self._solve(grams, [b.name for b in active])
+            try:
+                c, report = self._solve(grams, [b.name for b in active])
+                self.counts["solve"] += 1
+            except NonFiniteGradientError as exc:
+                failure = exc
+                rows = 1 if self.scope == "network" else len(active)
+                c = grams.new_full((rows, n), float("nan"))
+            c = c / comm.world_size
+        with phase(FNGD_GRAM):  # sharing them: what a later epoch's lookup needs
+            sizes = comm.sizes(n, c.device)
+            (everyone,) = comm.gather([c.T.contiguous()], sizes)
+            ids = None
+            if self.share == "sample":
+                assert sample_ids is not None
+                ids = comm.gather([_host_ids(sample_ids).to(c.device)], sizes)[0].cpu()
+        if failure is not None:
+            raise failure
+        if not bool(torch.isfinite(everyone).all()):
+            raise NonFiniteGradientError("non-finite per-sample gradients on another rank")
+        self.last_solve = report
+        return self._table_rows(active, c), ids, self._table_rows(active, everyone.T)
+
+    def _invert_global(
+        self,
+        comm: dist_mod.Comm,
+        active: list[Block],
+        pairs: dict[Block, Pair],
+        n: int,
+        sample_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``distributed="global"``: the Gram of the global batch from gathered operands.
+
+        Per block, what its Gram path needs: ``(A, D)`` for the pairwise path, the
+        per-sample gradients for the explicit one (the path chosen for the global batch),
+        all in one ``all_gather``; every rank then forms the same N x N Gram matrices and
+        solves them, and keeps its own slice of ``c``.
+        """
+        device = pairs[active[0]][1].device
+        with phase(FNGD_GRAM):
+            sizes = comm.sizes(n, device)
+            total = sum(sizes)
+            operands = self._operands(active, pairs, n)
+            paths = [self._gram_path(a, d, total) for a, d in operands]
+            send: list[torch.Tensor] = []
+            for (a, d), path in zip(operands, paths, strict=True):
+                send.extend((a, d) if path == "pairwise" else (gram_mod.per_sample_grads(a, d),))
+            got = iter(comm.gather(send, sizes))
+            grams = []
+            for b, path in zip(active, paths, strict=True):
+                self.gram_paths[b.name] = path
+                if path == "pairwise":
+                    grams.append(gram_mod.gram_pairwise(next(got), next(got)))
+                else:
+                    g = next(got)
+                    grams.append(g @ g.T)
+            ids = None
+            if self.share == "sample":
+                assert sample_ids is not None
+                ids = comm.gather([_host_ids(sample_ids).to(device)], sizes)[0].cpu()
+            self.counts["gram"] += 1
+        with phase(FNGD_SOLVE):
+            c, report = self._solve(torch.stack(grams), [b.name for b in active])
             self.counts["solve"] += 1
         self.last_solve = report
+        table = self._table_rows(active, c)
+        start = sum(sizes[: comm.rank])
+        return table[:, start : start + n], ids, table
+
+    def _table_rows(self, active: list[Block], c: torch.Tensor) -> torch.Tensor:
+        """``c`` of ``active`` as the tables' rows: (blocks, N) in layer scope, (1, N) else."""
         if self.scope == "network":
             return c
-        full = c.new_zeros(len(self.blocks), n)
+        full = c.new_zeros(len(self.blocks), c.shape[-1])
         full[[b.index for b in active]] = c
         return full
 
-    def _grams(self, active: list[Block], pairs: dict[Block, Pair], n: int) -> torch.Tensor:
-        """``K_b`` (len(active), N, N) of the per-sample losses, unscaled by the loss scale."""
+    def _operands(
+        self, active: list[Block], pairs: dict[Block, Pair], n: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each block's Gram operands ``(A, D)`` for the per-sample losses, in the solve's
+        dtype and unscaled by the loss scale."""
         dtype = _solve_dtype(pairs[active[0]][1].dtype)
         unscale = None if self.grad_scaler is None else 1.0 / _loss_scale(self.grad_scaler)
-        grams = []
+        out = []
         for b in active:
             x, grad_out = pairs[b]
             a, d = b.gram_operands(x, grad_out)
@@ -497,6 +722,13 @@ class FNGD:
                 d = d * n  # the hook saw delta_i / N
             if unscale is not None:
                 d = d * unscale  # K / S^2: the damping stays lambda under a scaled loss
+            out.append((a, d))
+        return out
+
+    def _grams(self, active: list[Block], pairs: dict[Block, Pair], n: int) -> torch.Tensor:
+        """``K_b`` (len(active), N, N) of the per-sample losses, unscaled by the loss scale."""
+        grams = []
+        for b, (a, d) in zip(active, self._operands(active, pairs, n), strict=True):
             path = self._gram_path(a, d)
             self.gram_paths[b.name] = path
             grams.append(gram_mod.gram(a, d, path))
@@ -512,11 +744,12 @@ class FNGD:
             c = c / c.sum(-1, keepdim=True)
         return c, report
 
-    def _gram_path(self, a: torch.Tensor, d: torch.Tensor) -> str:
+    def _gram_path(self, a: torch.Tensor, d: torch.Tensor, n: int | None = None) -> str:
+        """The Gram path for operands ``a``, ``d`` of a batch of ``n`` samples (default: a's)."""
         if self.gram != "auto":
             return self.gram
-        n, t, p = a.shape
-        return gram_mod.choose(n, t, p, d.shape[-1])
+        rows, t, p = a.shape
+        return gram_mod.choose(rows if n is None else n, t, p, d.shape[-1])
 
     def _store(
         self, coeffs: torch.Tensor, sample_ids: torch.Tensor | None, epoch: int, blocks: list[int]
@@ -614,7 +847,9 @@ class FNGD:
             row = rows[b.index]
             fresh_dirs[b.name] = _direction(b, pairs[b], fresh[0 if self.scope == "network" else j])
             if stored is not None and known[row]:
-                stored_dirs[b.name] = _direction(b, pairs[b], stored[row])
+                # under DDP the stored coefficients are the global batch's: world times
+                # them weighs this rank's probe batch as a fresh local solve does
+                stored_dirs[b.name] = _direction(b, pairs[b], stored[row] * self._world)
         names = [b.name for b in blocks]
         result = {}
         if self.scope == "layer":

@@ -42,18 +42,22 @@ class SharedScale:
     """Every block's scale in network scope: one (N, 1) column ``N c``, made on first use.
 
     A reweighted step never reads it (its blocks run plain ops), so it costs nothing there.
+    Under DDP with ``world`` ranks the column is ``world N c``: DDP averages the ranks'
+    weighted sums, and the global batch's direction is their sum.
     """
 
-    __slots__ = ("coefficients", "dtype", "_column")
+    __slots__ = ("coefficients", "dtype", "world", "_column")
 
-    def __init__(self, coefficients: torch.Tensor, dtype: torch.dtype) -> None:
+    def __init__(self, coefficients: torch.Tensor, dtype: torch.dtype, world: int = 1) -> None:
         self.coefficients = coefficients
         self.dtype = dtype
+        self.world = world
         self._column: torch.Tensor | None = None
 
     def __getitem__(self, index: int) -> torch.Tensor:
         column = self._column
         if column is None:
             c = self.coefficients
-            column = self._column = torch.mul(c, len(c)).to(self.dtype).unsqueeze(-1)
+            column = torch.mul(c, len(c) * self.world).to(self.dtype).unsqueeze(-1)
+            self._column = column
         return column

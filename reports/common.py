@@ -1,11 +1,13 @@
 """What every topic of the report shares: the setting and optimizer keys, how a table's
 columns are declared, and the pandas helpers the tables are built from.
 
-Vocabulary: a *setting* is one (workload, size, data source, device, device name, batch
-size); numbers are only ever compared within a setting. An optimizer is identified by its
-``family`` (the factory: sgd, adamw, kfac, ngd, fngd), its ``optimizer`` label (``kfac``,
-``kfac-inv1``, ``fngd-iter``, ...) and ``impl``; ``opt`` is its display label (the label, plus
-the implementation when the records hold several implementations of one label). A *run*
+Vocabulary: a *setting* is one (workload, size, data source, device, device name, number of
+processes a cell trained on at once, batch size); numbers are only ever compared within a
+setting (the "Distributed runs" topic compares settings that differ in their processes
+alone). An optimizer is identified by its ``family`` (the factory: sgd, adamw, kfac, ngd,
+fngd), its ``optimizer`` label (``kfac``, ``kfac-inv1``, ``fngd-iter``, ...) and ``impl``;
+``opt`` is its display label (the label, plus the implementation when the records hold
+several implementations of one label). A *run*
 (column ``run``) is one training cell in one setting: ``run_id`` plus the setting, so that
 results from several machines or batch sizes never merge; overhead measurements and profiles
 are not runs (``count_runs``). Times are seconds. Records flagged
@@ -72,6 +74,7 @@ _SETTING = (
     col("data_source", "data"),
     col("device"),
     col("device_name", "device"),
+    col("world_size", "processes", "int"),
     col("batch_size", "batch", "int"),
 )
 #: The setting's columns (the page shows them as group rows, see reports/html.py).
@@ -158,6 +161,8 @@ def workload_label(row: pd.Series | dict) -> str:
 def setting_label(row: pd.Series | dict) -> str:
     """``workload · device name · batch N`` (plus a SYNTHETIC DATA flag) for figure titles."""
     parts = [workload_label(row), str(row["device_name"])]
+    if int(row.get("world_size", 1) or 1) > 1:
+        parts.append(f"{int(row['world_size'])} processes")
     if int(row["batch_size"]):
         parts.append(f"batch {int(row['batch_size'])}")
     label = " · ".join(parts)
@@ -169,8 +174,11 @@ def setting_label(row: pd.Series | dict) -> str:
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``opt`` (display label) and normalise ``mode``; returns a copy."""
+    """Add ``opt`` (display label), normalise ``mode`` and ``world_size`` (1 where records
+    predate it); returns a copy."""
     df = df.copy()
+    world = df["world_size"] if "world_size" in df.columns else pd.Series(1, index=df.index)
+    df["world_size"] = pd.to_numeric(world, errors="coerce").fillna(1).astype("int64")
     if df.empty:
         df["opt"] = pd.Series(dtype=object)
         df["run"] = pd.Series(dtype=object)

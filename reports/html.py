@@ -26,6 +26,7 @@ from reports.topics import (
     cells,
     convergence,
     design_space,
+    distributed,
     environment,
     epoch_time,
     memory,
@@ -58,6 +59,7 @@ TOPICS = (
     design_space,
     memory,
     batch_size,
+    distributed,
     profile,
     cells,
     problems,
@@ -170,6 +172,8 @@ def _group_label(row: pd.Series, cols: list[str]) -> tuple[str, bool]:
         workload_label(row) if "size" in cols else str(row["workload"]),
         str(row["device_name"]),
     ]
+    if "world_size" in cols and int(row.get("world_size", 1) or 1) > 1:
+        parts.append(f"{int(row['world_size'])} processes")
     if "batch_size" in cols and int(row["batch_size"]):
         parts.append(f"batch {int(row['batch_size'])}")
     source = str(row["data_source"])

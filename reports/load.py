@@ -24,9 +24,9 @@ from bench.records import (
 from reports.vocabulary import family_of
 
 #: Per-kind fields the tables read (``bench.records.KIND_FIELDS``): the steps an epoch record
-#: covers, the metric of a target record, a staleness record's norm ratio, and the
-#: evaluation's own time of an eval record.
-KIND_COLUMNS = ("steps", "metric", "norm_ratio", "eval_seconds")
+#: covers, the metric of a target record, a staleness record's norm ratio, the
+#: evaluation's own time of an eval record, and every rank's time of a distributed step.
+KIND_COLUMNS = ("steps", "metric", "norm_ratio", "eval_seconds", "rank_seconds")
 #: Columns of the frame :func:`load_records` returns (``source`` is ``file:line``).
 COLUMNS = BASE_FIELDS + STEP_FIELDS + CELL_FIELDS + KIND_COLUMNS + ("hparams_json", "source")
 _KINDS = frozenset(KINDS)

@@ -27,7 +27,9 @@ class TableBlock:
     max_rows: int = 0  # rows shown in the HTML (0: all); the CSV has every row
     collapsed: bool = False  # shown folded (an HTML <details> element)
     #: columns shown as one group row per distinct value instead of as columns
-    group: tuple[str, ...] = ("workload", "size", "data_source", "device_name", "batch_size")
+    group: tuple[str, ...] = (
+        "workload", "size", "data_source", "device_name", "world_size", "batch_size"
+    )
     drop_constant: tuple[str, ...] = ()  # columns left out of the HTML when all rows agree
 
 

@@ -179,3 +179,41 @@ def test_adapter_remove_detaches_hooks():
     assert all(not m._forward_pre_hooks and not m._backward_hooks for m in model.modules())
     F.cross_entropy(model(torch.randn(*shape)), torch.randint(0, 3, (shape[0],))).backward()
     assert all(layer._a_batch is None for _, layer in pre.inner._layers.values())
+
+
+class _Recorder:
+    """Stands in for ``kfac.preconditioner.KFACPreconditioner``: keeps what it was given."""
+
+    def __init__(self, model, **settings):
+        self.model, self.settings = model, settings
+
+
+def _fake_kfac(monkeypatch) -> None:
+    import types
+
+    package = types.ModuleType("kfac")
+    module = types.ModuleType("kfac.preconditioner")
+    module.KFACPreconditioner = _Recorder
+    package.preconditioner = module
+    monkeypatch.setitem(sys.modules, "kfac", package)
+    monkeypatch.setitem(sys.modules, "kfac.preconditioner", module)
+
+
+def test_adapter_passes_kfac_pytorchs_distributed_settings_through(monkeypatch):
+    from fngd.optimizers import build
+
+    _fake_kfac(monkeypatch)
+    plain = kfac_pytorch.make_preconditioner(nn.Linear(2, 2), **HP).inner.settings
+    assert {k: plain[k] for k in kfac_pytorch.ONE_PROCESS} == kfac_pytorch.ONE_PROCESS
+    options = {"grad_worker_fraction": 0.5, "allreduce_bucket_cap_mb": 25}
+    opt = build("kfac", nn.Linear(2, 2), impl="kfac-pytorch", kfac_pytorch_options=options)
+    settings = opt.preconditioner.inner.settings
+    assert {k: settings[k] for k in options} == options
+    assert opt.hparams["kfac_pytorch_options"] == options
+
+
+def test_kfac_pytorch_options_need_the_kfac_pytorch_impl():
+    from fngd.optimizers import build
+
+    with pytest.raises(ValueError, match="need impl='kfac-pytorch'"):
+        build("kfac", nn.Linear(2, 2), kfac_pytorch_options={"grad_worker_fraction": 0.5})

@@ -268,7 +268,8 @@ def test_report_renders_in_chromium(browser: DevTools, tmp_path_factory, tmp_pat
     assert len(images) >= 10
     assert [i["alt"] for i in images if not i["ok"]] == []
     headings = cdp.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
-    assert headings == list(fixture.SECTION_TITLES)
+    # every section with data; the fixture has no distributed cell
+    assert headings == list(fixture.SECTION_TITLES) + ["Not shown"]
     assert cdp.evaluate("document.getElementById('synthetic-banner') !== null")
 
     assert cdp.evaluate(OVERFLOWING_TABLES) == []
@@ -318,8 +319,8 @@ def test_report_renders_in_chromium(browser: DevTools, tmp_path_factory, tmp_pat
 
 
 def test_sections_without_data_are_listed_not_shown(browser: DevTools, tmp_path: Path) -> None:
-    """Records like the quick preset's (one batch size, no profile): the two sections left
-    out of the page and of its navigation, listed once at the end."""
+    """Records like the quick preset's (one batch size, no profile, one process): the
+    sections left out of the page and of its navigation, listed once at the end."""
     fixture = _fixture_module()
     records = fixture.generate_records(
         workloads=("transformer-multi30k",), seeds=(0,), failures=False
@@ -330,7 +331,7 @@ def test_sections_without_data_are_listed_not_shown(browser: DevTools, tmp_path:
     headings = browser.evaluate(
         "Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"
     )
-    left_out = ("Cost against batch size", "Profile")
+    left_out = ("Cost against batch size", "Distributed runs", "Profile")
     assert headings == [t for t in fixture.SECTION_TITLES if t not in left_out] + ["Not shown"]
     links = browser.evaluate("Array.from(document.querySelectorAll('nav a')).map(a => a.text)")
     assert links == headings

@@ -470,3 +470,41 @@ def test_mlp_digits_learns() -> None:
             loss.backward()
             opt.step()
     assert w.eval_fn(w.model)["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize(("n", "batch", "world"), [(21, 8, 2), (17, 8, 2), (25, 8, 3), (9, 4, 4)])
+def test_shard_splits_every_global_batch_in_rank_order(n, batch, world):
+    X, y = torch.randn(n, 3), torch.arange(n)
+    whole = TensorLoader(X, y, batch, seed=3)
+    parts = []
+    for rank in range(world):
+        loader = TensorLoader(X, y, batch, seed=3)
+        loader.shard(rank, world)
+        parts.append(loader)
+    assert len({len(p) for p in parts}) == 1
+    for epoch in range(2):
+        for p in parts:
+            p.set_epoch(epoch)
+        whole.set_epoch(epoch)
+        ranks = [list(iter(p)) for p in parts]
+        got = [torch.cat([r[b][2] for r in ranks]) for b in range(len(ranks[0]))]
+        assert all(len(r[b][2]) > 0 for r in ranks for b in range(len(got)))
+        # the ranks' batches, concatenated, are one process's order, every sample once
+        assert torch.equal(torch.cat(got), torch.cat([ids for _, _, ids in whole]))
+        assert sorted(torch.cat(got).tolist()) == list(range(n))
+        for r in ranks:
+            for x, t, ids in r:
+                assert torch.equal(t, ids) and torch.equal(x, X[ids])
+        sizes = [len(g) for g in got]
+        if n % batch and n % batch < world:  # a last batch too small to share: joined
+            assert len(got) == n // batch and sizes[-1] == batch + n % batch
+        else:
+            assert sizes == [len(ids) for _, _, ids in whole]
+
+
+def test_shard_refuses_what_cannot_be_shared():
+    loader = TensorLoader(torch.randn(3, 2), torch.arange(3), 2)
+    with pytest.raises(ValueError, match="rank 2 is not in a world of 2"):
+        loader.shard(2, 2)
+    with pytest.raises(ValueError, match="3 samples cannot be shared by 4 ranks"):
+        loader.shard(0, 4)

@@ -6,6 +6,14 @@ the ``data`` phase noisy. The shuffle is drawn on the CPU from a ``torch.Generat
 from ``(seed, epoch)``, so epoch ``e`` of a run is the same whatever happened before it, and
 the sample ids are handed out as a CPU int64 tensor: FNGD looks its stored coefficients up by
 these ids without having to synchronise with the GPU.
+
+Under ``torchrun`` (``shard(rank, world_size)``) every process draws the same order and takes
+its part of each global batch: the batch is cut into ``world_size`` contiguous parts in rank
+order (sizes differing by at most one), so the ranks' batches concatenated are exactly the
+one-process batch, and every sample is met once per epoch by one rank. A last global batch
+smaller than the world size is joined to the one before it, so that every rank gets samples
+(and none only samples met before in the epoch: distributed FNGD needs every rank to take
+the same phase).
 """
 
 from __future__ import annotations
@@ -72,6 +80,7 @@ class TensorLoader:
         self.augment = augment
         self.device = targets.device
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
         self._tuple_inputs = isinstance(inputs, tuple | list)
 
     @property
@@ -79,8 +88,24 @@ class TensorLoader:
         return len(self.targets)
 
     def __len__(self) -> int:
+        return len(self._bounds())
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Yield rank ``rank``'s part of every global batch of ``batch_size`` (module doc)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size}")
+        if self.num_samples < world_size:
+            raise ValueError(f"{self.num_samples} samples cannot be shared by {world_size} ranks")
+        self.rank, self.world_size = int(rank), int(world_size)
+
+    def _bounds(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each global batch in the epoch's order."""
         n, b = self.num_samples, self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        stop = (n // b) * b if self.drop_last else n
+        bounds = [(i, min(i + b, stop)) for i in range(0, stop, b)]
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < self.world_size:
+            bounds[-2:] = [(bounds[-2][0], bounds[-1][1])]
+        return bounds
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` produce epoch ``epoch``'s order."""
@@ -109,10 +134,11 @@ class TensorLoader:
         if self.augment is not None:
             aug_gen = torch.Generator(device=self.device)
             aug_gen.manual_seed(epoch_seed(self.seed, epoch, stream=1))
-        n, b = self.num_samples, self.batch_size
-        stop = (n // b) * b if self.drop_last else n
-        for start in range(0, stop, b):
-            ids = order[start : start + b]
+        world = self.world_size
+        for start, stop in self._bounds():
+            ids = order[start:stop]
+            if world > 1:
+                ids = torch.tensor_split(ids, world)[self.rank]
             dev_ids = ids if self.device.type == "cpu" else ids.to(self.device, non_blocking=True)
             inputs = self._gather(dev_ids)
             if self.augment is not None:

@@ -1,10 +1,17 @@
 """kfac-pytorch's ``KFACPreconditioner`` behind the same surface as ``fngd.KFAC``.
 
 kfac-pytorch (https://github.com/gpauloski/kfac-pytorch) is optional and not on PyPI; it is
-imported only when a preconditioner is asked for. It is built single-process: eigen method,
-every worker a gradient worker (``grad_worker_fraction=1``), no allreduce bucketing, no AMP
-grad scaler. With the same hyperparameters it gives the same preconditioned gradients as the
-built-in ``fngd.KFAC`` (``tests/test_kfac_pytorch_adapter.py``).
+imported only when a preconditioner is asked for. By default it is built as for one process:
+eigen method, every worker a gradient worker (``grad_worker_fraction=1``), no allreduce
+bucketing, no AMP grad scaler. With the same hyperparameters it gives the same preconditioned
+gradients as the built-in ``fngd.KFAC`` (``tests/test_kfac_pytorch_adapter.py``).
+
+Distributed. kfac-pytorch runs on ``torch.distributed`` by itself (it communicates whenever a
+process group is initialised); its own distributed settings (``grad_worker_fraction``,
+``allreduce_bucket_cap_mb``, ``assignment_strategy``, ``colocate_factors``, ...) pass through
+``make_preconditioner(..., **options)`` unchanged (the factory's ``kfac_pytorch_options``),
+so the adapter never decides for it. Under DDP its G factor is ``world**2`` times the
+single-process one (see ``fngd.kfac``'s docstring); the built-in KFAC corrects that.
 
 Phases. kfac-pytorch does its factor, inverse and preconditioning work inside one
 ``step()`` (and computes each call's batch covariances inside its forward/backward hooks, in
@@ -33,6 +40,11 @@ MISSING_MESSAGE = (
     "`pip install git+https://github.com/gpauloski/kfac-pytorch`, or from a clone with "
     "`pip install /path/to/kfac-pytorch`."
 )
+
+
+#: kfac-pytorch's distributed settings as the adapter sets them unless told otherwise: every
+#: worker computes every preconditioned gradient, no bucketing of the factor all-reduce.
+ONE_PROCESS: dict[str, Any] = {"allreduce_bucket_cap_mb": 0, "grad_worker_fraction": 1.0}
 
 
 def _import() -> Any:
@@ -148,34 +160,38 @@ def make_preconditioner(
     skip_layers: Iterable[str] | str | None = (),
     update_factors_in_hook: bool = False,
     compute_eigenvalue_outer_product: bool = True,
+    **options: Any,
 ) -> KFACPytorch:
     """Build kfac-pytorch's preconditioner with ``fngd.KFAC``'s hyperparameter names.
 
     ``update_factors_in_hook`` defaults to False, as in ``fngd.KFAC`` (kfac-pytorch's own
     default is True); with one call per module and step both give the same factors.
     ``kl_clip=None`` disables the scaling: kfac-pytorch documents None but its constructor
-    rejects it, so it is set after construction.
+    rejects it, so it is set after construction. ``options`` go to ``KFACPreconditioner``
+    as they are, over the one-process defaults (``ONE_PROCESS``): kfac-pytorch's own
+    distributed settings (``grad_worker_fraction``, ``allreduce_bucket_cap_mb``,
+    ``assignment_strategy``, ``colocate_factors``, ...).
     """
     cls = _import()
     if isinstance(skip_layers, str):
         skip_layers = [skip_layers]
-    inner = cls(
-        model,
-        factor_update_steps=factor_update_steps,
-        inv_update_steps=inv_update_steps,
-        damping=damping,
-        factor_decay=factor_decay,
-        kl_clip=0.001 if kl_clip is None else kl_clip,
-        lr=lr,
-        accumulation_steps=1,
-        allreduce_bucket_cap_mb=0,
-        compute_method="eigen",
-        compute_eigenvalue_outer_product=compute_eigenvalue_outer_product,
-        grad_worker_fraction=1.0,
-        grad_scaler=None,
-        skip_layers=list(skip_layers or []),
-        update_factors_in_hook=update_factors_in_hook,
-    )
+    settings: dict[str, Any] = {
+        "factor_update_steps": factor_update_steps,
+        "inv_update_steps": inv_update_steps,
+        "damping": damping,
+        "factor_decay": factor_decay,
+        "kl_clip": 0.001 if kl_clip is None else kl_clip,
+        "lr": lr,
+        "accumulation_steps": 1,
+        "compute_method": "eigen",
+        "compute_eigenvalue_outer_product": compute_eigenvalue_outer_product,
+        "grad_scaler": None,
+        "skip_layers": list(skip_layers or []),
+        "update_factors_in_hook": update_factors_in_hook,
+        **ONE_PROCESS,
+        **options,
+    }
+    inner = cls(model, **settings)
     if kl_clip is None:
         inner._kl_clip = None
     return KFACPytorch(inner)

@@ -34,8 +34,12 @@ class KFACBlock:
         factor_dtype: torch.dtype | None = None,
         inv_dtype: torch.dtype = torch.float32,
         prediv_eigenvalues: bool = True,
+        g_scale: float = 1.0,
     ) -> None:
         self.helper = helper
+        #: Factor of every batch G (under DDP ``1 / world**2``: the ranks' output gradients
+        #: carry their local mean's ``1 / n``, the concatenated batch's ``1 / (world n)``).
+        self.g_scale = g_scale
         self.factor_dtype = factor_dtype
         self.inv_dtype = inv_dtype
         self.prediv_eigenvalues = prediv_eigenvalues
@@ -77,6 +81,8 @@ class KFACBlock:
     def add_grad_output(self, g: torch.Tensor) -> None:
         """Add one call's G (from the gradient w.r.t. the module output)."""
         gg = self.helper.g_factor(g.to(self._dtype(g)))
+        if self.g_scale != 1.0:
+            gg = gg * self.g_scale
         self._g_batch = gg if self._g_batch is None else self._g_batch + gg
         self._g_count += 1
 

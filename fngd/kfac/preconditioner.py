@@ -33,6 +33,17 @@ and folded into the running averages in the hooks, as nested ``kfac/factors`` ph
 a module called several times per step gets one averaged update in the first mode and one
 update per call in the second, exactly like kfac-pytorch.
 
+Under ``torch.distributed`` (kfac-pytorch's rule: whenever a process group of more than one
+process is initialised, or the given ``process_group``): the gradients are DDP's average, and
+on every factor-update step the running factors of every block are averaged over the ranks in
+one all-reduce (kfac-pytorch's ``allreduce`` of the factors); every rank then decomposes every
+factor itself (kfac-pytorch can spread that work, ``grad_worker_fraction``). One correction
+makes the preconditioned gradient equal the single-process one on the ranks' batches
+concatenated: a rank's output gradients carry ``1 / n`` of its local mean loss, not the global
+``1 / (world n)``, so G is divided by ``world**2`` (kfac-pytorch leaves it ``world**2`` times
+the single-process G, which moves the balance between G and the damping with the world size).
+A ``DistributedDataParallel`` model is unwrapped: layer names are the inner module's.
+
 Deliberate departures from kfac-pytorch, none of which changes a supported case: factors are
 computed in at least float32 (kfac-pytorch keeps the activations' dtype); with
 ``inv_dtype=torch.float64`` the eigendecomposition runs in float64 (kfac-pytorch always runs
@@ -53,6 +64,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from fngd import distributed as dist_mod
 from fngd import phases
 from fngd.kfac.block import KFACBlock
 from fngd.kfac.layers import find_layers
@@ -88,6 +100,7 @@ class KFAC:
         compute_eigenvalue_outer_product: bool = True,
         factor_dtype: torch.dtype | None = None,
         inv_dtype: torch.dtype = torch.float32,
+        process_group: Any = None,
     ) -> None:
         _check(lr, "lr", lambda v: v >= 0, ">= 0")
         _check(damping, "damping", lambda v: v > 0, "> 0")
@@ -119,6 +132,15 @@ class KFAC:
         self.factor_dtype = factor_dtype
         self.inv_dtype = inv_dtype
 
+        model, ddp = dist_mod.unwrap(model)
+        if process_group is None:
+            process_group = getattr(ddp, "process_group", None) or dist_mod.default_group()
+        #: The factors' all-reduce across ranks (None in one process).
+        self.comm = None if process_group is None else dist_mod.Comm(process_group)
+        if self.comm is not None and self.comm.world_size == 1:
+            self.comm = None
+        world = 1 if self.comm is None else self.comm.world_size
+
         self._steps = 0
         #: What the last ``step()`` did: "inverse" (eigendecompositions updated) or
         #: "no_inverse"; None before the first step.
@@ -136,6 +158,7 @@ class KFAC:
                 factor_dtype=factor_dtype,
                 inv_dtype=inv_dtype,
                 prediv_eigenvalues=compute_eigenvalue_outer_product,
+                g_scale=1.0 / world**2,
             )
             self.blocks[helper.name] = block
             self._by_module[helper.module] = block
@@ -254,9 +277,13 @@ class KFAC:
         Call after ``loss.backward()`` and before ``optimizer.step()``; ``sample_ids`` is
         accepted for the common surface and ignored.
         """
-        if not self.update_factors_in_hook and self._steps % self.factor_update_steps == 0:
+        factor_step = self._steps % self.factor_update_steps == 0
+        if factor_step and (not self.update_factors_in_hook or self.comm is not None):
             with phase(KFAC_FACTORS):
-                self._update_factors()
+                if not self.update_factors_in_hook:
+                    self._update_factors()
+                if self.comm is not None:
+                    self._average_factors()
         self.reset_batch()
 
         inverse = self._steps % self.inv_update_steps == 0
@@ -283,6 +310,17 @@ class KFAC:
                 block.add_grad_output(g)
             block.update_a_factor(decay)
             block.update_g_factor(decay)
+
+    def _average_factors(self) -> None:
+        """Every block's running A and G averaged over the ranks, in one all-reduce."""
+        assert self.comm is not None
+        factors = [
+            f
+            for block in self.blocks.values()
+            for f in (block.a_factor, block.g_factor)
+            if f is not None
+        ]
+        self.comm.average(factors)
 
     def _precondition(self) -> None:
         damping = self.damping

@@ -10,7 +10,8 @@
   per-step finite check of the weighted-sum phase is ``FNGD``'s own default
   (``fngd.preconditioner.CHECK_FINITE``, off: on a GPU it would add a host synchronisation
   per step that SGD does not pay; the runner detects divergence from the loss instead, and
-  the inversion phase always checks).
+  the inversion phase always checks). Under DDP the global batch's Gram
+  (``distributed="global"``: the same steps as one process on the concatenated batch).
 
 A workload may override any of these (``Workload.hparams``); what was used is recorded.
 """
@@ -39,6 +40,9 @@ KFAC: dict[str, Any] = {
     "factor_update_steps": 1,
     "inv_update_steps": 10,
     "skip_layers": [],
+    # kfac-pytorch's own settings (its distributed ones: grad_worker_fraction, ...), passed
+    # through to it as they are; impl "kfac-pytorch" only
+    "kfac_pytorch_options": {},
 }
 
 FNGD: dict[str, Any] = {
@@ -55,6 +59,9 @@ FNGD: dict[str, Any] = {
     "gram": "auto",
     "skip_layers": [],
     "check_finite": CHECK_FINITE,
+    # under DistributedDataParallel: the global batch's Gram ("global") or each rank's own
+    # ("local"); see fngd.preconditioner.FNGD
+    "distributed": "global",
 }
 
 NGD: dict[str, Any] = {k: v for k, v in FNGD.items() if k not in ("share", "refresh_epochs")}

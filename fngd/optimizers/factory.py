@@ -105,14 +105,20 @@ def _build_kfac(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
             "skip_layers",
         )
     }
+    options = dict(hp["kfac_pytorch_options"] or {})
     if impl == "builtin":
         from fngd.kfac import KFAC
 
+        if options:
+            raise ValueError(
+                "kfac_pytorch_options are kfac-pytorch's own settings: they need "
+                "impl='kfac-pytorch'"
+            )
         pre: Preconditioner = KFAC(model, **kfac_hp)
     elif impl == "kfac-pytorch":
         from fngd.adapters import kfac_pytorch
 
-        pre = kfac_pytorch.make_preconditioner(model, **kfac_hp)
+        pre = kfac_pytorch.make_preconditioner(model, **kfac_hp, **options)
     else:
         raise ValueError(f"unknown KFAC impl {impl!r}; valid: {', '.join(KFAC_IMPLS)}")
     return BenchOptimizer("kfac", _sgd(model, hp), impl=impl, hparams=hp, preconditioner=pre)

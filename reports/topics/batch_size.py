@@ -111,7 +111,7 @@ def section(ctx: Context) -> Section:
         "Step time against batch size",
         bs,
         BATCH_SCALING.shown,
-        group=("workload", "size", "data_source", "device_name"),
+        group=("workload", "size", "data_source", "device_name", "world_size"),
     )
     if not bs.empty:
         sec.figure(figure(bs), "Step time against batch size")
