@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from bench.records import TRAINING_KINDS
+from bench.records import PHASE_COLUMN, TRAINING_KINDS
 from reports.vocabulary import family_rank, phase_rank
 
 # ----------------------------------------------------------------------------- columns
@@ -201,6 +201,34 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
 def training(df: pd.DataFrame) -> pd.DataFrame:
     """The records of training cells: overhead measurements and profiles are not runs."""
     return df.loc[df["kind"].isin(TRAINING_KINDS)] if not df.empty else df
+
+
+#: The rows that hold phase times (``reports.load``): steps, and phase records of earlier
+#: versions that had no step record to join.
+TIMED_KINDS = ("step", "phase")
+
+
+def phase_columns(df: pd.DataFrame) -> list[str]:
+    """The ``phase:<phase_key>`` columns of a records frame (``reports.load``)."""
+    return [c for c in df.columns if c.startswith(PHASE_COLUMN)]
+
+
+def record_count(df: pd.DataFrame) -> int:
+    """Records in ``df`` as they were measured: a step with its phase entries counts one
+    record for the step and one per phase entry (``phase_count``), as earlier versions
+    wrote them."""
+    if df.empty:
+        return 0
+    return int((df["kind"] != "phase").sum() + df["phase_count"].sum())
+
+
+def kinds_present(df: pd.DataFrame) -> set[str]:
+    """The record kinds in ``df``; ``phase`` when any step holds a phase time."""
+    kinds = set(df["kind"]) - {"phase"} if not df.empty else set()
+    columns = phase_columns(df)
+    if columns and df[columns].notna().any().any():
+        kinds.add("phase")
+    return kinds
 
 
 def count_runs(df: pd.DataFrame) -> int:

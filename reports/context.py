@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from reports import hygiene
-from reports.common import settings
+from reports.common import kinds_present, settings
 from reports.topics import convergence, epoch_time, phases, speedup, step_time
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,6 @@ class Context:
         """What to say when there are no records of ``kind`` (so ``what``)."""
         if self.empty:
             return [self.no_records()]
-        if kind not in set(self.records["kind"]):
+        if kind not in kinds_present(self.records):
             return [f"No {kind!r} records, so {what}."]
         return []

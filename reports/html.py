@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from reports.common import count_runs, prepare, workload_label
+from reports.common import count_runs, prepare, record_count, workload_label
 from reports.context import Context
 from reports.load import load_records
 from reports.section import Section, TableBlock
@@ -244,7 +244,7 @@ def _summary(df: pd.DataFrame, inputs: list[str], n_problems: int) -> dict:
     return {
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "inputs": inputs,
-        "records": len(df),
+        "records": record_count(df),
         "runs": count_runs(df),
         "workloads": sorted(set(df["workload"])) if len(df) else [],
         "optimizers": [display_name(o) for o in opts],

@@ -1,8 +1,19 @@
-"""Read benchmark records (JSON Lines) into one pandas DataFrame.
+"""Read benchmark records (Parquet and JSON Lines) into one pandas DataFrame.
 
-Every ``*.jsonl`` file under the given directories (recursively) is read line by line. A line
+Every records file under the given directories (recursively; ``bench.records.record_files``)
+is read: a closed cell's Parquet file column by column, taking only the columns the report
+uses (the cell's constants come once, from the file's metadata), and the JSON Lines of a
+running or interrupted cell, or of results written by earlier versions, line by line. A line
 that is not a JSON object, or lacks the fields every record needs, is skipped and reported as
 ``file:line: reason`` so that one corrupt line never hides the rest of a run.
+
+One row per record, and one per training step: a ``step`` row holds the step's phase times
+in ``phase:<phase_key>`` columns (``bench.records.phase_key``: a phase, or ``parent>phase``)
+and ``phase_count``, the phase intervals it timed. Files from earlier versions hold one
+``phase`` record per phase entry: each is added to the row of its step (same cell, epoch,
+step, warm-up flag and mode); phase records without such a step record form a ``phase`` row
+of their own (no step time). So every file gives the same frame, whichever way it was
+written.
 """
 
 from __future__ import annotations
@@ -10,28 +21,37 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.records import (
     BASE_FIELDS,
     CELL_FIELDS,
+    KIND_FIELDS,
     KINDS,
+    PHASE_COLUMN,
     STEP_FIELDS,
     iter_numbered,
-    jsonl_files,
+    phase_column,
+    phase_key,
+    record_files,
 )
+from reports.common import phase_columns
 from reports.vocabulary import family_of
 
 #: Per-kind fields the tables read (``bench.records.KIND_FIELDS``): the steps an epoch record
-#: covers, the metric of a target record, a staleness record's norm ratio, and the
-#: evaluation's own time of an eval record.
-KIND_COLUMNS = ("steps", "metric", "norm_ratio", "eval_seconds")
-#: Columns of the frame :func:`load_records` returns (``source`` is ``file:line``).
+#: covers, the metric of a target record, a staleness record's norm ratio, the evaluation's
+#: own time of an eval record, and the phase intervals a step timed.
+KIND_COLUMNS = ("steps", "metric", "norm_ratio", "eval_seconds", "phase_count")
+#: Columns of the frame :func:`load_records` returns (``source`` is ``file:line`` for JSON
+#: Lines, the file for Parquet), followed by one ``phase:<phase_key>`` column per phase key.
 COLUMNS = BASE_FIELDS + STEP_FIELDS + CELL_FIELDS + KIND_COLUMNS + ("hparams_json", "source")
 _KINDS = frozenset(KINDS)
 #: Fields without which a record cannot be placed in any table.
 REQUIRED = ("kind", "workload", "optimizer")
+_PHASES, _PHASE_COUNT = KIND_FIELDS["step"]
 
 _NUMERIC = (
     "seed",
@@ -46,6 +66,7 @@ _NUMERIC = (
     "steps",
     "norm_ratio",
     "eval_seconds",
+    "phase_count",
 )
 _TEXT_KEYS = ("run_id", "impl", "device", "device_name", "data_source")
 _TEXT = _TEXT_KEYS + (
@@ -68,6 +89,24 @@ _FIELDS = COLUMNS[:-2]
 _NUMERIC_SET = frozenset(_NUMERIC)
 #: value types that need no further check (strings are checked where numbers are due)
 _PLAIN = (int, float, str)
+#: What makes a phase record (earlier versions) part of a step: the cell, then the step.
+_STEP_KEY = (
+    "run_id",
+    "workload",
+    "optimizer",
+    "impl",
+    "seed",
+    "device",
+    "device_name",
+    "data_source",
+    "batch_size",
+    "attempt",
+    "size",
+    "family",
+    "epoch",
+    "step",
+    "mode",
+)
 
 
 def _as_paths(dirs: Iterable[Path | str] | Path | str) -> list[Path]:
@@ -82,7 +121,7 @@ def _files(dirs: list[Path], problems: list[str]) -> list[Path]:
         if d.is_file():
             files.append(d)
         elif d.is_dir():
-            files.extend(jsonl_files(d, recursive=True))
+            files.extend(record_files(d, recursive=True))
         else:
             problems.append(f"{d}: no such file or directory")
     seen: set[Path] = set()
@@ -121,6 +160,9 @@ def _check(record: dict) -> str | None:
         v = record.get(key)
         if type(v) is str and _number(v) is None:
             return f"{key} is not a number ({v!r})"
+    phases = record.get(_PHASES)
+    if phases is not None and not isinstance(phases, dict):
+        return f"{_PHASES} is not an object ({type(phases).__name__})"
     return None
 
 
@@ -142,42 +184,136 @@ def _hparams_json(hp: object) -> str:
     return json.dumps(hp, sort_keys=True, default=str)
 
 
-def _read_file(path: Path, problems: list[str]) -> list[dict]:
-    """The usable rows of one file; each skipped line is a ``file:line: why`` problem."""
+def _row(record: dict, source: str) -> dict:
+    """The frame's fields of one usable record (its phases not yet added)."""
+    row = {k: record.get(k) for k in _FIELDS}
+    for key in _TEXT:
+        if row[key] is not None and not isinstance(row[key], str):
+            row[key] = str(row[key])
+    if isinstance(row["value"], (dict, list)):
+        row["value"] = json.dumps(row["value"], sort_keys=True)
+    row["hparams_json"] = _hparams_json(record.get("hparams"))
+    row["source"] = source
+    return row
+
+
+def _add_phase(row: dict, key: str, seconds: object) -> None:
+    value = _number(seconds)
+    if value is not None:
+        column = phase_column(key)
+        row[column] = row.get(column, 0.0) + value
+
+
+def _step_key(record: dict) -> tuple:
+    return (*(record.get(k) for k in _STEP_KEY), _flag(record.get("warmup")))
+
+
+def _read_jsonl(path: Path, problems: list[str]) -> list[dict]:
+    """The usable rows of one JSON Lines file; each skipped line is a ``file:line: why``
+    problem. Phase records (earlier versions) are added to their step's row."""
     found: list[str] = []
 
     def skipped(_path: Path, lineno: int, _line: str, why: str) -> None:
         found.append(f"{path}:{lineno}: {why}, line skipped")
 
+    rows: list[dict] = []
+    steps: dict[tuple, dict] = {}  # step key -> the row of its (first) step record
+    phase_records: list[tuple[int, dict]] = []
     try:
-        records = list(iter_numbered(path, on_error=skipped))
+        for lineno, record in iter_numbered(path, on_error=skipped):
+            why = _check(record)
+            if why is not None:
+                found.append(f"{path}:{lineno}: {why}, line skipped")
+                continue
+            if record["kind"] == "phase":
+                phase_records.append((lineno, record))
+                continue
+            row = _row(record, f"{path}:{lineno}")
+            rows.append(row)
+            if record["kind"] == "step":
+                row[_PHASE_COUNT] = _number(record.get(_PHASE_COUNT)) or 0
+                for key, seconds in (record.get(_PHASES) or {}).items():
+                    _add_phase(row, str(key), seconds)
+                steps.setdefault(_step_key(record), row)
     except OSError as exc:
         problems.append(f"{path}: cannot be read ({exc.strerror or exc})")
         return []
-    rows: list[dict] = []
-    for lineno, record in records:
-        why = _check(record)
-        if why is not None:
-            found.append(f"{path}:{lineno}: {why}, line skipped")
-            continue
-        row = {k: record.get(k) for k in _FIELDS}
-        for key in _TEXT:
-            if row[key] is not None and not isinstance(row[key], str):
-                row[key] = str(row[key])
-        if isinstance(row["value"], (dict, list)):
-            row["value"] = json.dumps(row["value"], sort_keys=True)
-        row["hparams_json"] = _hparams_json(record.get("hparams"))
-        row["source"] = f"{path}:{lineno}"
-        rows.append(row)
+    holders: dict[tuple, dict] = {}  # phase records of no step record: a row of their own
+    for lineno, record in phase_records:
+        key = _step_key(record)
+        row = steps.get(key) or holders.get(key)
+        if row is None:
+            row = holders[key] = _row({**record, "phase": None, "parent": None,
+                                       "seconds": None}, f"{path}:{lineno}")
+            row[_PHASE_COUNT] = 0
+            rows.append(row)
+        row[_PHASE_COUNT] = (row.get(_PHASE_COUNT) or 0) + 1
+        name = record.get("phase")
+        if name is not None:
+            parent = record.get("parent")
+            _add_phase(row, phase_key(str(name), None if parent is None else str(parent)),
+                       record.get("seconds"))
     problems.extend(found)
     return rows
+
+
+def _read_parquet(path: Path, problems: list[str]) -> pd.DataFrame | None:
+    """The usable rows of one Parquet records file, only the columns the report uses."""
+    from bench import columnar  # pyarrow: imported only when there is Parquet to read
+
+    try:
+        names, _meta = columnar.file_metadata(path)
+        wanted = [c for c in names if c in _FIELD_SET or c.startswith(PHASE_COLUMN)]
+        table, meta = columnar.read_table(path, wanted)
+    except columnar.UNREADABLE as exc:
+        problems.append(f"{path}: cannot be read ({exc})")
+        return None
+    constants: dict[str, Any] = meta["constants"]
+    stored = set(table.column_names)
+    missing = [k for k in REQUIRED if k not in stored and constants.get(k) in (None, "")]
+    if missing:
+        problems.append(f"{path}: missing {', '.join(missing)}, file skipped")
+        return None
+    n = table.num_rows
+    df = table.to_pandas()
+    for col in set(meta.get("json_columns", ())) & stored:
+        values = [v if v is None else json.loads(v) for v in table.column(col).to_pylist()]
+        if col == "value":  # as the JSON Lines reader gives it: objects as JSON text
+            values = [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+                      for v in values]
+        df[col] = pd.Series(values, index=df.index, dtype=object)
+    for field in _FIELDS:
+        if field not in stored:
+            df[field] = _constant(constants.get(field), n)
+    if "hparams" in stored:
+        df["hparams_json"] = [_hparams_json(v) for v in df["hparams"]]
+    else:
+        df["hparams_json"] = _constant(_hparams_json(constants.get("hparams")), n)
+    df["source"] = _constant(str(path), n)
+    usable = df["kind"].isin(_KINDS) & df["workload"].notna() & df["optimizer"].notna()
+    if not usable.all():
+        bad = df.loc[~usable, "kind"].astype(object).fillna("(none)")
+        for kind, count in bad.value_counts().items():
+            problems.append(f"{path}: {count} rows of kind {kind!r} unusable, rows skipped")
+        df = df.loc[usable]
+    return df
+
+
+_FIELD_SET = frozenset(_FIELDS)
+
+
+def _constant(value: object, n: int) -> np.ndarray:
+    """``value`` on ``n`` rows, one object shared by all of them."""
+    out = np.empty(n, dtype=object)
+    out[:] = [value] if n else []
+    return out
 
 
 def _flag(v: object) -> bool:
     """JSON true (or 1, or "true") is true; null, a missing field and anything else is not."""
     if isinstance(v, str):
         return v.strip().lower() in ("true", "1", "yes")
-    if isinstance(v, (bool, int)):
+    if isinstance(v, (bool, int, np.bool_)):
         return bool(v)
     return False
 
@@ -190,8 +326,11 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = None
-    df = df[list(COLUMNS)].copy()
+    phases = phase_columns(df)
+    df = df[list(COLUMNS) + phases].copy()
     for col in _NUMERIC:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    for col in phases:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     for col in ("workload", "optimizer", "kind", "phase", "name", "parent", "mode"):
         df[col] = df[col].astype(object).where(df[col].notna(), None)
@@ -207,6 +346,7 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     df["size"] = size.where(size.notna(), "").map(str)
     df["warmup"] = df["warmup"].map(_flag).astype(bool)
     df["batch_size"] = df["batch_size"].fillna(0).astype("int64")
+    df["phase_count"] = df["phase_count"].fillna(0.0)
     return df
 
 
@@ -217,13 +357,21 @@ def load_records(
 
     Returns ``(frame, problems)``: one row per usable record with the columns in
     :data:`COLUMNS` (``batch_size`` 0 where a record had none; ``hparams_json`` the
-    hyperparameters as sorted JSON; ``source`` the ``file:line`` it came from), and one
-    message per skipped line or unreadable path.
+    hyperparameters as sorted JSON; ``source`` where it came from), a step's phases in its
+    ``phase:<phase_key>`` columns (see the module docstring), and one message per skipped
+    line or unreadable path.
     """
     problems: list[str] = []
-    rows: list[dict] = []
+    frames: list[pd.DataFrame] = []
     for path in _files(_as_paths(dirs), problems):
-        rows.extend(_read_file(path, problems))
-    if not rows:
+        if path.suffix == ".parquet":
+            frame = _read_parquet(path, problems)
+        else:
+            rows = _read_jsonl(path, problems)
+            frame = pd.DataFrame.from_records(rows) if rows else None
+        if frame is not None and len(frame):
+            frames.append(frame)
+    if not frames:
         return empty_frame(), problems
-    return _normalise(pd.DataFrame.from_records(rows)), problems
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True, sort=False)
+    return _normalise(df.reset_index(drop=True)), problems

@@ -16,6 +16,7 @@ from reports.common import (
     empty,
     join,
     join_numbers,
+    record_count,
     training,
 )
 from reports.section import Section
@@ -76,7 +77,7 @@ def environment(df: pd.DataFrame) -> pd.DataFrame:
                 "workloads": join(g["workload"]),
                 "data_source": join(g["data_source"]),
                 "runs": count_runs(g),
-                "records": len(g),
+                "records": record_count(g),
             }
         )
     return pd.DataFrame(rows, columns=ENVIRONMENT.csv)
@@ -136,7 +137,11 @@ def hparams(df: pd.DataFrame) -> pd.DataFrame:
 def record_counts(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return empty(RECORD_COUNTS)
-    out = df["kind"].value_counts().rename_axis("kind").reset_index(name="records")
+    counts = df.loc[df["kind"] != "phase", "kind"].value_counts()
+    phases = int(df["phase_count"].sum())
+    if phases:  # one per phase entry, however the steps hold them (reports.load)
+        counts["phase"] = phases
+    out = counts.rename_axis("kind").reset_index(name="records")
     return out.sort_values("kind").reset_index(drop=True)
 
 
