@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -52,6 +53,7 @@ __all__ = [
     "file_metadata",
     "read_records",
     "read_table",
+    "to_numpy",
     "to_table",
     "write_table",
 ]
@@ -205,6 +207,22 @@ def read_table(
     table = pq.read_table(path, columns=list(dict.fromkeys([*wanted, "kind"])))
     table = table.filter(pc.is_in(table["kind"], pa.array(kinds, pa.string())))
     return table.select(wanted), meta
+
+
+def to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """A column as NumPy: numbers as float64 (null: NaN) or int64, text and flags as objects
+    in which equal values are one shared object (null: ``None``)."""
+    kind = column.type
+    if pa.types.is_floating(kind) or (pa.types.is_integer(kind) and column.null_count):
+        return column.to_numpy().astype("float64", copy=False)
+    if pa.types.is_integer(kind):
+        return column.to_numpy()
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    values = np.empty(len(encoded.dictionary) + 1, dtype=object)
+    values[:-1] = encoded.dictionary.to_pylist()
+    values[-1] = None
+    indices = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy()
+    return values[indices]
 
 
 def read_records(

@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from bench.records import PHASE_COLUMN, TRAINING_KINDS
@@ -122,6 +123,9 @@ def quantile(p: float) -> Callable[[pd.Series], float]:
 
 
 def join(values: Iterable[object]) -> str:
+    """The distinct values, as text, sorted and comma-separated (missing and empty left out)."""
+    if isinstance(values, pd.Series):
+        values = values.unique()
     out = sorted({str(v) for v in values if v is not None and not isnan(v) and str(v) != ""})
     return ", ".join(out)
 
@@ -168,33 +172,43 @@ def setting_label(row: pd.Series | dict) -> str:
     return label
 
 
+def _per_key(df: pd.DataFrame, keys: list[str], label: Callable[..., object]) -> pd.Series:
+    """``label(*values)`` of each row's ``keys``, computed once per distinct combination and
+    shared by its rows (a cell's steps share one object, not one string each)."""
+    codes = df.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    firsts = df[keys].assign(_code=codes).drop_duplicates("_code").sort_values("_code")
+    labels = np.empty(len(firsts), dtype=object)
+    for i, row in enumerate(firsts[keys].itertuples(index=False, name=None)):
+        labels[i] = label(*row)
+    return pd.Series(labels[codes], index=df.index, dtype=object)
+
+
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``opt`` (display label) and normalise ``mode``; returns a copy."""
-    df = df.copy()
+    """Add ``opt`` (display label) and ``run``, normalise ``mode``, keep each run's latest
+    attempt; returns a new frame (``df`` is left as it was)."""
+    df = df.copy(deep=False)
     if df.empty:
         df["opt"] = pd.Series(dtype=object)
         df["run"] = pd.Series(dtype=object)
         return df
     impls = df.groupby("optimizer")["impl"].nunique()
-    multi = df["optimizer"].map(impls).fillna(1).gt(1).to_numpy()
-    labels = (df["optimizer"] + " (" + df["impl"] + ")").astype(object)
-    df["opt"] = df["optimizer"].astype(object).where(~multi, labels)
+    several = set(impls.index[impls > 1])
+    df["opt"] = _per_key(
+        df, ["optimizer", "impl"], lambda o, i: f"{o} ({i})" if o in several else o
+    )
     mode = df["mode"].astype(object)
     df["mode"] = mode.where(mode.notna() & (mode != ""), None)
-    df["run"] = (
-        df["run_id"]
-        + " @ "
-        + df["device_name"]
-        + " / "
-        + df["size"]
-        + " / "
-        + df["batch_size"].astype(str)
-    ).astype(object)
+    df["run"] = _per_key(
+        df,
+        ["run_id", "device_name", "size", "batch_size"],
+        lambda r, d, s, b: f"{r} @ {d} / {s} / {b}",
+    )
     if df["attempt"].notna().any():
         # a cell run again: keep its latest attempt only
         attempt = df["attempt"].fillna(1)
         latest = attempt.groupby(df["run"]).transform("max")
-        df = df.loc[attempt == latest].copy()
+        if (attempt != latest).any():
+            df = df.loc[attempt == latest].copy()
     return df
 
 
@@ -268,9 +282,11 @@ def stats(frame: pd.DataFrame, keys: list[str], col: str = "seconds", prefix: st
     return out
 
 
-def timed(df: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """The non-warm-up records of ``kind`` that carry a time."""
-    return df.loc[(df["kind"] == kind) & ~df["warmup"] & df["seconds"].notna()]
+def timed(df: pd.DataFrame, kind: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The non-warm-up records of ``kind`` that carry a time (only ``columns``, if given: a
+    step table need not copy every field of half a million steps)."""
+    mask = (df["kind"] == kind) & ~df["warmup"] & df["seconds"].notna()
+    return df.loc[mask] if columns is None else df.loc[mask, columns]
 
 
 def epoch_records(df: pd.DataFrame) -> pd.DataFrame:

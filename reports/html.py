@@ -310,7 +310,9 @@ def build_report(results_dirs: Iterable[Path | str] | Path | str, out_html: Path
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     records, unusable = load_records(inputs)
-    ctx = Context(prepare(records), unusable, inputs)
+    records = prepare(records)  # the frame as read is not kept beside it
+    ctx = Context(records, unusable, inputs)
+    del records
     secs = build_sections(ctx)
     csv_names: dict[int, str] = {}
     for sec in secs:

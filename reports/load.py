@@ -184,6 +184,9 @@ def _hparams_json(hp: object) -> str:
     return json.dumps(hp, sort_keys=True, default=str)
 
 
+_hparams_shared: dict[str, object] = {}
+
+
 def _row(record: dict, source: str) -> dict:
     """The frame's fields of one usable record (its phases not yet added)."""
     row = {k: record.get(k) for k in _FIELDS}
@@ -192,7 +195,9 @@ def _row(record: dict, source: str) -> dict:
             row[key] = str(row[key])
     if isinstance(row["value"], (dict, list)):
         row["value"] = json.dumps(row["value"], sort_keys=True)
-    row["hparams_json"] = _hparams_json(record.get("hparams"))
+    hparams = row["hparams_json"] = _hparams_json(record.get("hparams"))
+    # one object per distinct set of hyperparameters, not one per record
+    row["hparams"] = _hparams_shared.setdefault(hparams, record.get("hparams"))
     row["source"] = source
     return row
 
@@ -257,8 +262,11 @@ def _read_jsonl(path: Path, problems: list[str]) -> list[dict]:
     return rows
 
 
-def _read_parquet(path: Path, problems: list[str]) -> pd.DataFrame | None:
-    """The usable rows of one Parquet records file, only the columns the report uses."""
+def _read_parquet(
+    path: Path, problems: list[str]
+) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The usable rows of one Parquet records file, only the columns the report uses, and
+    the file's constant fields (set on its rows once all files are read)."""
     from bench import columnar  # pyarrow: imported only when there is Parquet to read
 
     try:
@@ -268,35 +276,69 @@ def _read_parquet(path: Path, problems: list[str]) -> pd.DataFrame | None:
     except columnar.UNREADABLE as exc:
         problems.append(f"{path}: cannot be read ({exc})")
         return None
-    constants: dict[str, Any] = meta["constants"]
     stored = set(table.column_names)
+    constants = {k: v for k, v in meta["constants"].items() if k in _FIELD_SET and k not in stored}
     missing = [k for k in REQUIRED if k not in stored and constants.get(k) in (None, "")]
     if missing:
         problems.append(f"{path}: missing {', '.join(missing)}, file skipped")
         return None
-    n = table.num_rows
-    df = table.to_pandas()
-    for col in set(meta.get("json_columns", ())) & stored:
-        values = [v if v is None else json.loads(v) for v in table.column(col).to_pylist()]
-        if col == "value":  # as the JSON Lines reader gives it: objects as JSON text
-            values = [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-                      for v in values]
-        df[col] = pd.Series(values, index=df.index, dtype=object)
-    for field in _FIELDS:
-        if field not in stored:
-            df[field] = _constant(constants.get(field), n)
+    for key in _TEXT_SET & constants.keys():
+        if constants[key] is not None and not isinstance(constants[key], str):
+            constants[key] = str(constants[key])
+    decode = set(meta.get("json_columns", ()))
+    columns: dict[str, Any] = {}
+    for col in table.column_names:
+        if col in decode:
+            values = [v if v is None else json.loads(v) for v in table.column(col).to_pylist()]
+            if col == "value":  # as the JSON Lines reader gives it: objects as JSON text
+                values = [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+                          for v in values]
+            elif col in _TEXT_SET:
+                values = [v if v is None or isinstance(v, str) else str(v) for v in values]
+            columns[col] = np.array(values + [None], dtype=object)[:-1]
+        else:
+            columns[col] = columnar.to_numpy(table.column(col))
+    del table
+    df = pd.DataFrame({k: _series(v) for k, v in columns.items()})
     if "hparams" in stored:
         df["hparams_json"] = [_hparams_json(v) for v in df["hparams"]]
     else:
-        df["hparams_json"] = _constant(_hparams_json(constants.get("hparams")), n)
-    df["source"] = _constant(str(path), n)
-    usable = df["kind"].isin(_KINDS) & df["workload"].notna() & df["optimizer"].notna()
+        constants["hparams_json"] = _hparams_json(constants.get("hparams"))
+        constants["hparams"] = _hparams_shared.setdefault(
+            constants["hparams_json"], constants.get("hparams")
+        )
+    constants["source"] = str(path)
+    usable = df["kind"].isin(_KINDS) if "kind" in df else pd.Series(False, index=df.index)
+    for key in ("workload", "optimizer"):
+        if key in df:
+            usable &= df[key].notna()
     if not usable.all():
-        bad = df.loc[~usable, "kind"].astype(object).fillna("(none)")
-        for kind, count in bad.value_counts().items():
+        bad = pd.Series(df.get("kind"), index=df.index, dtype=object)
+        for kind, count in bad[~usable].fillna("(none)").value_counts().items():
             problems.append(f"{path}: {count} rows of kind {kind!r} unusable, rows skipped")
         df = df.loc[usable]
-    return df
+    return df, constants
+
+
+def _with_constants(df: pd.DataFrame, files: np.ndarray, constants: list[dict]) -> None:
+    """Set each file's constant fields on its rows (``files``: each row's file number), one
+    shared object per file and field."""
+    for field in dict.fromkeys(k for c in constants for k in c):
+        lookup = np.empty(len(constants), dtype=object)
+        has = np.zeros(len(constants), dtype=bool)
+        for i, c in enumerate(constants):
+            if field in c:
+                lookup[i], has[i] = c[field], True
+        values = lookup[files]
+        if field in df.columns and not has.all():
+            values = np.where(has[files], values, df[field].to_numpy(dtype=object))
+        df[field] = _series(values, df.index)
+
+
+def _series(values: np.ndarray, index: pd.Index | None = None) -> pd.Series:
+    """``values`` as a column as they are: text stays in its shared objects (pandas would
+    copy every row's text into a string array of its own)."""
+    return pd.Series(values, index=index, dtype=object if values.dtype == object else None)
 
 
 _FIELD_SET = frozenset(_FIELDS)
@@ -322,31 +364,48 @@ def empty_frame() -> pd.DataFrame:
     return _normalise(pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS}))
 
 
+def _shared(values: pd.Series, transform: Any = None, na: object = None) -> pd.Series:
+    """``values`` as an object column in which equal values are one shared object (a row
+    costs a pointer, however long its text: a cell's constants repeat on all its steps),
+    each distinct value passed through ``transform``; missing values become ``na``."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.empty(len(uniques) + 1, dtype=object)
+    for i, value in enumerate(uniques):
+        mapped[i] = value if transform is None else transform(value)
+    mapped[-1] = na  # code -1: missing
+    return pd.Series(mapped[codes], index=values.index, dtype=object)
+
+
+def _text(v: object) -> str:
+    return str(v)
+
+
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = None
     phases = phase_columns(df)
-    df = df[list(COLUMNS) + phases].copy()
+    df = df[list(COLUMNS) + phases].copy(deep=False)
     for col in _NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     for col in phases:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    for col in ("workload", "optimizer", "kind", "phase", "name", "parent", "mode"):
-        df[col] = df[col].astype(object).where(df[col].notna(), None)
+    for col in ("kind", "phase", "name", "parent", "mode"):
+        df[col] = _shared(df[col])
     for col in _TEXT_KEYS:
-        df[col] = df[col].astype(object).where(df[col].notna(), "unknown")
-        df[col] = df[col].map(str)
-    df["workload"] = df["workload"].map(lambda v: None if v is None else str(v))
-    df["optimizer"] = df["optimizer"].map(lambda v: None if v is None else str(v).lower())
-    family = df["family"].astype(object)
-    df["family"] = family.where(family.notna() & (family != ""), df["optimizer"].map(family_of))
-    df["family"] = df["family"].map(lambda v: str(v).lower())
-    size = df["size"].astype(object)
-    df["size"] = size.where(size.notna(), "").map(str)
-    df["warmup"] = df["warmup"].map(_flag).astype(bool)
+        df[col] = _shared(df[col], _text, na="unknown")
+    df["workload"] = _shared(df["workload"], _text)
+    df["optimizer"] = _shared(df["optimizer"], lambda v: str(v).lower())
+    family = _shared(df["family"], lambda v: v if v != "" else None)
+    family = family.where(family.notna(), _shared(df["optimizer"], family_of))
+    df["family"] = _shared(family, lambda v: str(v).lower(), na="none")
+    df["size"] = _shared(df["size"], _text, na="")
+    df["warmup"] = _shared(df["warmup"], _flag, na=False).astype(bool)
     df["batch_size"] = df["batch_size"].fillna(0).astype("int64")
     df["phase_count"] = df["phase_count"].fillna(0.0)
+    for col in ("torch_version", "cuda_version", "git_commit", "preset", "hparams_source",
+                "study", "metric", "hparams_json", "source"):
+        df[col] = _shared(df[col])
     return df
 
 
@@ -363,15 +422,21 @@ def load_records(
     """
     problems: list[str] = []
     frames: list[pd.DataFrame] = []
+    constants: list[dict[str, Any]] = []
     for path in _files(_as_paths(dirs), problems):
         if path.suffix == ".parquet":
-            frame = _read_parquet(path, problems)
+            read = _read_parquet(path, problems)
+            frame, fixed = read if read is not None else (None, {})
         else:
             rows = _read_jsonl(path, problems)
-            frame = pd.DataFrame.from_records(rows) if rows else None
+            frame, fixed = (pd.DataFrame.from_records(rows) if rows else None), {}
         if frame is not None and len(frame):
-            frames.append(frame)
+            frames.append(frame.assign(_file=np.int32(len(constants))))
+            constants.append(fixed)
     if not frames:
         return empty_frame(), problems
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True, sort=False)
-    return _normalise(df.reset_index(drop=True)), problems
+    del frames
+    df = df.reset_index(drop=True)
+    _with_constants(df, df.pop("_file").to_numpy(), constants)
+    return _normalise(df), problems

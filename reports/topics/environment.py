@@ -71,7 +71,7 @@ def environment(df: pd.DataFrame) -> pd.DataFrame:
                 "device_name": name,
                 "torch_version": join(g["torch_version"]),
                 "cuda_version": join(g["cuda_version"]) or "none",
-                "git_commit": join(str(c)[:12] for c in g["git_commit"] if c),
+                "git_commit": join(str(c)[:12] for c in g["git_commit"].unique() if c),
                 "first_record": date(g["time"].min()),
                 "last_record": date(g["time"].max()),
                 "workloads": join(g["workload"]),

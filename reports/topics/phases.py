@@ -82,8 +82,8 @@ def phase_times(df: pd.DataFrame) -> pd.DataFrame:
     columns = phase_columns(df)
     if df.empty or not columns:
         return empty(PHASE_TIMES)
-    rows = df.loc[df["kind"].isin(TIMED_KINDS) & ~df["warmup"]]
-    rows = rows.loc[rows[columns].notna().any(axis=1)]
+    ran = df[columns].notna().any(axis=1) & df["kind"].isin(TIMED_KINDS) & ~df["warmup"]
+    rows = df.loc[ran, SETTING + OPT + ["mode", *columns]]
     if rows.empty:
         return empty(PHASE_TIMES)
     key = SETTING + OPT + ["mode"]

@@ -59,7 +59,7 @@ def step_times(df: pd.DataFrame) -> pd.DataFrame:
     carry a mode (FNGD: inversion / weighted_sum; KFAC: inverse / no_inverse) also get one row
     per mode. ``ratio_to_sgd`` divides by SGD's median step (all steps) in the same setting.
     """
-    s = timed(df, "step") if not df.empty else df
+    s = timed(df, "step", SETTING + OPT + ["mode", "seconds"]) if not df.empty else df
     if s.empty:
         return empty(STEP_TIMES)
     out = [stats(s, SETTING + OPT).assign(mode="all")]
@@ -95,8 +95,7 @@ def overhead(df: pd.DataFrame) -> pd.DataFrame:
 
 def step_distribution(records: pd.DataFrame, setting: pd.Series) -> Figure | None:
     """Box plot of the non-warm-up step times per optimizer and mode."""
-    s = records.loc[(records["kind"] == "step") & ~records["warmup"] & records["seconds"].notna()]
-    s = select(s, setting)
+    s = select(timed(records, "step", SETTING + OPT + ["mode", "seconds"]), setting)
     if s.empty:
         return None
     labels = plot.opt_labels(s)
