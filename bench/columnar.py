@@ -38,7 +38,6 @@ from bench.records import (
     CONSTANT_FIELDS,
     FIELDS,
     KIND_FIELDS,
-    OPTIONAL_FIELDS,
     PHASE_COLUMN,
     RECORD_FIELDS,
     ErrorHandler,
@@ -229,15 +228,15 @@ def read_records(
     path: str | os.PathLike[str], *, kinds: Iterable[str] | None = None
 ) -> list[dict[str, Any]]:
     """The records of a Parquet records file as the JSON Lines reader gives them: every field
-    of ``FIELDS`` (null where unset), a kind's own fields on records of that kind, a step's
-    ``phases`` as a dict. ``kinds``: only the records of those kinds."""
+    of ``FIELDS`` (null where unset), any other field where it has a value (a kind's own
+    fields, ``KIND_FIELDS``, on records of that kind), a step's ``phases`` as a dict.
+    ``kinds``: only the records of those kinds."""
     table, meta = read_table(path, kinds=kinds)
     constants = meta["constants"]
     decode = frozenset(meta.get("json_columns", ()))
     out: list[dict[str, Any]] = []
     for row in table.to_pylist():
         record = {**_NONE, **constants}
-        own = KIND_FIELDS.get(row.get("kind"), ())
         phases: dict[str, float] = {}
         for name, value in row.items():
             if name.startswith(PHASE_COLUMN):
@@ -246,11 +245,9 @@ def read_records(
                 continue
             if value is not None and name in decode:
                 value = json.loads(value)
-            if value is not None or name in _NONE or name in own or name in OPTIONAL_FIELDS:
+            if value is not None or name in _NONE:
                 record[name] = value
-        for name in own:
-            record.setdefault(name, None)
-        if _PHASES in own:
+        if _PHASES in KIND_FIELDS.get(record["kind"], ()):
             record[_PHASES] = phases
         out.append(record)
     return out

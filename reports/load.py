@@ -248,23 +248,25 @@ def _read_jsonl(path: Path, problems: list[str]) -> list[dict]:
         key = _step_key(record)
         row = steps.get(key) or holders.get(key)
         if row is None:
-            row = holders[key] = _row({**record, "phase": None, "parent": None,
-                                       "seconds": None}, f"{path}:{lineno}")
+            row = holders[key] = _row(
+                {**record, "phase": None, "parent": None, "seconds": None}, f"{path}:{lineno}"
+            )
             row[_PHASE_COUNT] = 0
             rows.append(row)
         row[_PHASE_COUNT] = (row.get(_PHASE_COUNT) or 0) + 1
         name = record.get("phase")
         if name is not None:
             parent = record.get("parent")
-            _add_phase(row, phase_key(str(name), None if parent is None else str(parent)),
-                       record.get("seconds"))
+            _add_phase(
+                row,
+                phase_key(str(name), None if parent is None else str(parent)),
+                record.get("seconds"),
+            )
     problems.extend(found)
     return rows
 
 
-def _read_parquet(
-    path: Path, problems: list[str]
-) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+def _read_parquet(path: Path, problems: list[str]) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     """The usable rows of one Parquet records file, only the columns the report uses, and
     the file's constant fields (set on its rows once all files are read)."""
     from bench import columnar  # pyarrow: imported only when there is Parquet to read
@@ -291,8 +293,10 @@ def _read_parquet(
         if col in decode:
             values = [v if v is None else json.loads(v) for v in table.column(col).to_pylist()]
             if col == "value":  # as the JSON Lines reader gives it: objects as JSON text
-                values = [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-                          for v in values]
+                values = [
+                    json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+                    for v in values
+                ]
             elif col in _TEXT_SET:
                 values = [v if v is None or isinstance(v, str) else str(v) for v in values]
             columns[col] = np.array(values + [None], dtype=object)[:-1]
@@ -403,8 +407,17 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     df["warmup"] = _shared(df["warmup"], _flag, na=False).astype(bool)
     df["batch_size"] = df["batch_size"].fillna(0).astype("int64")
     df["phase_count"] = df["phase_count"].fillna(0.0)
-    for col in ("torch_version", "cuda_version", "git_commit", "preset", "hparams_source",
-                "study", "metric", "hparams_json", "source"):
+    for col in (
+        "torch_version",
+        "cuda_version",
+        "git_commit",
+        "preset",
+        "hparams_source",
+        "study",
+        "metric",
+        "hparams_json",
+        "source",
+    ):
         df[col] = _shared(df[col])
     return df
 

@@ -18,6 +18,7 @@ from bench.timing import StepTimer
 from bench.workloads import Workload
 from fngd import phases
 from fngd.optimizers import build
+from reports.load import load_records
 
 
 class TinyLoader:
@@ -291,17 +292,27 @@ def test_interrupted_sweep_resumes_with_every_cell_once(tmp_path):
     cells = make_cells(["tiny", "tiny-late-target", "tiny-nan"], ["sgd", "adamw"], [0], epochs=2)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cells, tmp_path, device="cpu", workload_factory=factory)
-    # the first two cells are complete; the third was cut in its second epoch
+    # the first two cells are complete (compacted to Parquet); the third was cut in its
+    # second epoch and keeps its JSON Lines
     assert cell_status(tmp_path / "tiny__sgd__s0.jsonl") == "finished"
+    assert (tmp_path / "tiny__sgd__s0.parquet").exists()
+    assert not (tmp_path / "tiny__sgd__s0.jsonl").exists()
     cut = tmp_path / "tiny-late-target__sgd__s0.jsonl"
     assert cell_status(cut) == "started"
+    assert not cut.with_suffix(".parquet").exists()
     assert any(r["kind"] == "epoch" for r in read_jsonl(cut))  # epoch 0 was flushed
     assert not (tmp_path / "tiny-late-target__adamw__s0.jsonl").exists()
+    # the report reads the cut cell's flushed epoch beside the compacted cells
+    frame, problems = load_records([tmp_path])
+    assert not problems
+    cut_epochs = frame.loc[(frame["run_id"] == cut.stem) & (frame["kind"] == "epoch")]
+    assert len(cut_epochs) == 1
 
     result = run_sweep(cells, tmp_path, device="cpu", workload_factory=factory, resume=True)
     assert sorted(result.skipped) == ["tiny__adamw__s0", "tiny__sgd__s0"]
     assert result.statuses["tiny-late-target__sgd__s0"] == "finished"
     assert (tmp_path / "tiny-late-target__sgd__s0.attempt1.partial").exists()
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == []  # every cell closed
 
     records = _records(tmp_path)
     done = collections.Counter(
@@ -325,11 +336,7 @@ def test_interrupted_sweep_resumes_with_every_cell_once(tmp_path):
 
 
 def _report_counts_each_cell_once(out, run_ids):
-    """The report's own reader (when present) sees one closing cell record per cell."""
-    try:
-        from reports.load import load_records
-    except ImportError:
-        return
+    """The report's own reader sees one closing cell record per cell."""
     frame, problems = load_records([out])
     assert not problems
     cells = frame[(frame["kind"] == "cell") & (frame["name"] != "started")]

@@ -105,9 +105,7 @@ def phase_times(df: pd.DataFrame) -> pd.DataFrame:
         )
         a = stats(t, ["_g"])
         b = stats(t, ["_g"], col="exclusive", prefix="excl_").drop(columns="excl_n")
-        parents = {
-            parent: set(group[rows[c].notna().to_numpy()]) for c, parent in own if parent
-        }
+        parents = {parent: set(group[rows[c].notna().to_numpy()]) for c, parent in own if parent}
         a["parent"] = [join(p for p, gs in parents.items() if g in gs) for g in a["_g"]]
         out.append(a.merge(b, on="_g").assign(phase=name))
     table = pd.concat(out, ignore_index=True).merge(keys[key + ["_g"]], on="_g", how="left")

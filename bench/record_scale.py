@@ -1,4 +1,5 @@
-"""A generated record set shaped like a paper schedule, written through the real writer.
+"""Records at scale: a generated record set shaped like a paper schedule, written through the
+real writer, and what reporting it costs.
 
 What the scale benchmark (``bench/test_records_scale.py``) and the report's scaling test
 (``tests/test_report_scale.py``) read: one cell per (workload, optimiser label) of the
@@ -15,14 +16,20 @@ full float64 values: every byte of their mantissas random, the hardest case for 
 (CUDA event times divided by 1000 look like that; CPU clock differences compress better).
 
 ``FULL``: 2 workloads x 7 labels x 100 epochs x 391 steps (CIFAR-100 at batch 128), about
-4.2 million step-phase entries (a step and each phase entry it timed), one seed of the
-paper schedule run to the end.
+4.1 million step-phase entries (a step and each phase entry it timed), one seed of the
+paper schedule run to the end. ``measure_report`` runs ``fngd-bench report`` on a record set
+in a child process: its wall time, CPU time and peak resident memory.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +40,7 @@ from bench.presets import PRESETS, resolve_label
 from bench.records import RecordWriter, phase_key
 from fngd import phases as ph
 
-__all__ = ["FULL", "RecordSet", "Schedule", "write_record_set"]
+__all__ = ["FULL", "RecordSet", "ReportCost", "Schedule", "measure_report", "write_record_set"]
 
 #: Weighted sums FNGD runs per step inside ``backward`` (one per block) in later epochs.
 BLOCKS = 5
@@ -118,15 +125,31 @@ def _step_kind(family: str, label: str, epoch: int, step: int) -> tuple[str | No
 
 def _base(workload: str, label: str, family: str, schedule: Schedule) -> dict[str, Any]:
     """The constant fields of a cell, as ``bench.runner.record_base`` gives them on a GPU."""
-    hparams = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False,
-               "schedule": "cosine", "warmup_fraction": 0.05}
+    hparams = {
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "nesterov": False,
+        "schedule": "cosine",
+        "warmup_fraction": 0.05,
+    }
     if family in ("fngd", "ngd"):
-        hparams.update(damping=1e-3, share="iteration" if "iter" in label else "sample",
-                       scope="layer", damping_mode="constant", normalize=False, gram="auto",
-                       steps_per_epoch=schedule.steps_per_epoch, skip_layers=[])
+        hparams.update(
+            damping=1e-3,
+            share="iteration" if "iter" in label else "sample",
+            scope="layer",
+            damping_mode="constant",
+            normalize=False,
+            gram="auto",
+            steps_per_epoch=schedule.steps_per_epoch,
+            skip_layers=[],
+        )
     if family == "kfac":
-        hparams.update(damping=1e-3, factor_decay=0.95,
-                       inv_update_steps=1 if label.endswith("inv1") else KFAC_INVERSE_EVERY)
+        hparams.update(
+            damping=1e-3,
+            factor_decay=0.95,
+            inv_update_steps=1 if label.endswith("inv1") else KFAC_INVERSE_EVERY,
+        )
     return {
         "run_id": f"{workload}__{label}__s{schedule.seed}",
         "workload": workload,
@@ -202,25 +225,54 @@ def _write_cell(path: Path, workload: str, label: str, schedule: Schedule) -> tu
             accuracy = 0.78 * (1 - math.exp(-(epoch + 1) / 25))
             writer.write_many(steps)
             out: list[dict[str, Any]] = [
-                {"kind": "epoch", "epoch": epoch, "seconds": seconds, "name": "train_loss",
-                 "value": loss, "steps": len(steps), "train_seconds": train},
+                {
+                    "kind": "epoch",
+                    "epoch": epoch,
+                    "seconds": seconds,
+                    "name": "train_loss",
+                    "value": loss,
+                    "steps": len(steps),
+                    "train_seconds": train,
+                },
             ]
             out += [
-                {"kind": "eval", "epoch": epoch, "name": name, "value": value,
-                 "seconds": train, "eval_seconds": 3.5, "split": "test"}
+                {
+                    "kind": "eval",
+                    "epoch": epoch,
+                    "name": name,
+                    "value": value,
+                    "seconds": train,
+                    "eval_seconds": 3.5,
+                    "split": "test",
+                }
                 for name, value in (("eval_loss", loss * 1.1), ("accuracy", accuracy))
             ]
             if not reached and accuracy >= 0.5:
                 reached = True
-                out.append({"kind": "target", "epoch": epoch, "name": "time_to_target",
-                            "value": 0.5, "seconds": train, "metric": "accuracy",
-                            "metric_value": accuracy, "split": "test",
-                            "eval_seconds": 3.5 * (epoch + 1)})
+                out.append(
+                    {
+                        "kind": "target",
+                        "epoch": epoch,
+                        "name": "time_to_target",
+                        "value": 0.5,
+                        "seconds": train,
+                        "metric": "accuracy",
+                        "metric_value": accuracy,
+                        "split": "test",
+                        "eval_seconds": 3.5 * (epoch + 1),
+                    }
+                )
             if family == "fngd" and epoch > 0:
                 out += [
-                    {"kind": "staleness", "epoch": epoch, "name": f"layer{b}",
-                     "value": rng.uniform(0.9, 1.0), "norm_ratio": rng.uniform(0.8, 1.2),
-                     "seconds": train, "probe_seconds": 0.02}
+                    {
+                        "kind": "staleness",
+                        "epoch": epoch,
+                        "name": f"layer{b}",
+                        "value": rng.uniform(0.9, 1.0),
+                        "norm_ratio": rng.uniform(0.8, 1.2),
+                        "seconds": train,
+                        "probe_seconds": 0.02,
+                    }
                     for b in range(BLOCKS)
                 ]
             writer.write_many(out)
@@ -254,3 +306,33 @@ def write_record_set(
             entries += e
             files.append(columnar.compact(path) if compact else path)
     return RecordSet(directory, files, schedule.steps, entries, records)
+
+
+@dataclass
+class ReportCost:
+    """What ``fngd-bench report`` took, measured from outside its process."""
+
+    seconds: float  # wall time, the interpreter's start and imports included
+    cpu_seconds: float  # user + system
+    peak_rss: int  # bytes: the process's peak resident set size
+
+
+def measure_report(directory: str | Path, out_html: str | Path) -> ReportCost:
+    """Run ``fngd-bench report directory -o out_html`` in a child process and measure it.
+
+    A child of its own, so the peak memory is the report's alone (not the generator's or the
+    test runner's). Raises ``RuntimeError`` with the child's error output if it fails."""
+    code = "import sys; from bench.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = [sys.executable, "-c", code, "report", str(directory), "-o", str(out_html)]
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+        _pid, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            err.seek(0)
+            message = err.read().decode(errors="replace").strip()
+            raise RuntimeError(f"fngd-bench report failed ({child.returncode}): {message}")
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return ReportCost(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * unit)
