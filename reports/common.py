@@ -131,6 +131,9 @@ def join(values: Iterable[object]) -> str:
 
 
 def join_numbers(values: Iterable[object]) -> str:
+    """The distinct numbers, as integers, sorted and comma-separated."""
+    if isinstance(values, pd.Series):
+        values = values.unique()
     return ", ".join(str(int(v)) for v in sorted({float(x) for x in values}))
 
 
@@ -172,7 +175,7 @@ def setting_label(row: pd.Series | dict) -> str:
     return label
 
 
-def _per_key(df: pd.DataFrame, keys: list[str], label: Callable[..., object]) -> pd.Series:
+def per_key(df: pd.DataFrame, keys: list[str], label: Callable[..., object]) -> pd.Series:
     """``label(*values)`` of each row's ``keys``, computed once per distinct combination and
     shared by its rows (a cell's steps share one object, not one string each)."""
     codes = df.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
@@ -193,12 +196,10 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         return df
     impls = df.groupby("optimizer")["impl"].nunique()
     several = set(impls.index[impls > 1])
-    df["opt"] = _per_key(
-        df, ["optimizer", "impl"], lambda o, i: f"{o} ({i})" if o in several else o
-    )
+    df["opt"] = per_key(df, ["optimizer", "impl"], lambda o, i: f"{o} ({i})" if o in several else o)
     mode = df["mode"].astype(object)
     df["mode"] = mode.where(mode.notna() & (mode != ""), None)
-    df["run"] = _per_key(
+    df["run"] = per_key(
         df,
         ["run_id", "device_name", "size", "batch_size"],
         lambda r, d, s, b: f"{r} @ {d} / {s} / {b}",

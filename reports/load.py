@@ -291,15 +291,7 @@ def _read_parquet(path: Path, problems: list[str]) -> tuple[pd.DataFrame, dict[s
     columns: dict[str, Any] = {}
     for col in table.column_names:
         if col in decode:
-            values = [v if v is None else json.loads(v) for v in table.column(col).to_pylist()]
-            if col == "value":  # as the JSON Lines reader gives it: objects as JSON text
-                values = [
-                    json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-                    for v in values
-                ]
-            elif col in _TEXT_SET:
-                values = [v if v is None or isinstance(v, str) else str(v) for v in values]
-            columns[col] = np.array(values + [None], dtype=object)[:-1]
+            columns[col] = _decoded(table.column(col), col)
         else:
             columns[col] = columnar.to_numpy(table.column(col))
     del table
@@ -322,6 +314,24 @@ def _read_parquet(path: Path, problems: list[str]) -> tuple[pd.DataFrame, dict[s
             problems.append(f"{path}: {count} rows of kind {kind!r} unusable, rows skipped")
         df = df.loc[usable]
     return df, constants
+
+
+def _decoded(column: Any, name: str) -> np.ndarray:
+    """A JSON text column's values, as the JSON Lines reader gives them (``value``: objects
+    as JSON text; text fields: text); only the rows with a value are decoded (a step has
+    none in most such columns)."""
+    out = np.empty(len(column), dtype=object)
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    decoded = np.empty(int(valid.sum()), dtype=object)
+    for i, text in enumerate(column.drop_null().to_pylist()):
+        value = json.loads(text)
+        if name == "value" and isinstance(value, (dict, list)):
+            value = json.dumps(value, sort_keys=True)
+        elif name in _TEXT_SET and value is not None and not isinstance(value, str):
+            value = str(value)
+        decoded[i] = value
+    out[valid] = decoded
+    return out
 
 
 def _with_constants(df: pd.DataFrame, files: np.ndarray, constants: list[dict]) -> None:

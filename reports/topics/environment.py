@@ -98,7 +98,7 @@ def data_sources(df: pd.DataFrame) -> pd.DataFrame:
             {
                 "workload": w,
                 "data_source": src,
-                "batch_size": join_numbers(b for b in g["batch_size"] if b),
+                "batch_size": join_numbers(b for b in g["batch_size"].unique() if b),
                 "seeds": join_numbers(g["seed"].dropna()),
                 "optimizers": ", ".join(opts),
                 "epochs": join_numbers(ep),

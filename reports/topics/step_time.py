@@ -21,6 +21,7 @@ from reports.common import (
     cols,
     empty,
     numeric_value,
+    per_key,
     select,
     setting_label,
     sort_rows,
@@ -105,10 +106,7 @@ def step_distribution(records: pd.DataFrame, setting: pd.Series) -> Figure | Non
     if not moded.empty:
         parts.append(
             moded.assign(
-                label=[
-                    plot.mode_label(o, m) for o, m in zip(moded["opt"], moded["mode"], strict=True)
-                ],
-                color_key=moded["opt"],
+                label=per_key(moded, ["opt", "mode"], plot.mode_label), color_key=moded["opt"]
             )
         )
     data = pd.concat(parts, ignore_index=True)
