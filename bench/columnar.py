@@ -41,7 +41,7 @@ from bench.records import (
     PHASE_COLUMN,
     RECORD_FIELDS,
     ErrorHandler,
-    read_jsonl,
+    iter_lines,
 )
 
 __all__ = [
@@ -66,6 +66,7 @@ UNREADABLE = (pa.ArrowException, OSError, ValueError, KeyError)
 _PHASES = KIND_FIELDS["step"][0]  # the step record's dict of phase times
 _KIND_ORDER = tuple(dict.fromkeys(f for fields in KIND_FIELDS.values() for f in fields))
 _NONE = dict.fromkeys(FIELDS)
+_CONSTANT = frozenset(CONSTANT_FIELDS)
 _JSON = {"allow_nan": False, "separators": (",", ":"), "sort_keys": True}
 
 
@@ -96,6 +97,27 @@ def to_table(records: Sequence[Mapping[str, Any]]) -> pa.Table:
         first = records[0].get(field)
         if (first is not None or field in _NONE) and all(r.get(field) == first for r in records):
             constants[field] = first
+    return _table(records, constants)
+
+
+def _lines_table(lines: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> pa.Table:
+    """A JSON Lines file's records as a table: under one base line whose fields are all
+    cell constants no record sets again (what the writer gives), its base is the constants
+    as it stands, with no scan of every record; otherwise each record read whole."""
+    bases = {id(base): base for _lineno, base, _record in lines}
+    keys: set[str] = set()
+    for _lineno, _base, record in lines:
+        keys.update(record)
+    base = next(iter(bases.values()), {})
+    if len(bases) > 1 or not set(base) <= _CONSTANT.difference(keys):
+        return to_table([{**_NONE, **b, **r} for _lineno, b, r in lines])
+    constants = {f: base.get(f) for f in CONSTANT_FIELDS if f in base or f in _NONE}
+    constants = {f: v for f, v in constants.items() if f not in keys}
+    return _table([record for _lineno, _base, record in lines], constants)
+
+
+def _table(records: Sequence[Mapping[str, Any]], constants: dict[str, Any]) -> pa.Table:
+    """``records`` as rows, but for the ``constants``: the file's metadata."""
     names: dict[str, None] = {}
     for r in records:
         names.update(dict.fromkeys(r))
@@ -162,7 +184,7 @@ def compact(path: str | os.PathLike[str], on_error: ErrorHandler | None = None) 
     """
     path = Path(path)
     target = path.with_suffix(".parquet")
-    write_table(to_table(read_jsonl(path, on_error)), target)
+    write_table(_lines_table(list(iter_lines(path, on_error))), target)
     with contextlib.suppress(OSError):  # the directory entry of the rename, on disk
         fd = os.open(target.parent, os.O_RDONLY)
         try:

@@ -56,6 +56,7 @@ __all__ = [
     "RecordWriter",
     "cell_file",
     "iter_jsonl",
+    "iter_lines",
     "iter_numbered",
     "iter_records",
     "json_safe",
@@ -344,6 +345,16 @@ def iter_numbered(
     ``{**FIELDS as None, **base, **record}`` (``base``: the last base line before it, if
     any); corrupt lines are reported to ``on_error(path, lineno, line, why)`` (default: a
     ``CorruptRecordWarning``) and skipped. Undecodable bytes are replaced, never fatal."""
+    for lineno, base, record in iter_lines(path, on_error):
+        yield lineno, {**_NONE, **base, **record}
+
+
+def iter_lines(
+    path: str | os.PathLike[str], on_error: ErrorHandler | None = None
+) -> Iterator[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """``(line number, base, record)`` for each record line of a JSON Lines file: the record
+    as written and the base in force for it (one dict, shared by the records after its base
+    line). ``iter_numbered`` merges the two; compaction keeps the base apart."""
     path = Path(path)
     report = on_error or _warn
     base: dict[str, Any] = {}
@@ -366,7 +377,7 @@ def iter_numbered(
                     continue
                 base = record[BASE_KEY]
                 continue
-            yield lineno, {**_NONE, **base, **record}
+            yield lineno, base, record
 
 
 def iter_jsonl(
