@@ -69,7 +69,7 @@ class Context:
 
     def no_records(self) -> str:
         where = ", ".join(self.inputs) or "(no directories given)"
-        return f"No records: no usable *.jsonl records were found under {where}."
+        return f"No records: no usable records (*.parquet, *.jsonl) were found under {where}."
 
     def kind_missing(self, kind: str, what: str) -> list[str]:
         """What to say when there are no records of ``kind`` (so ``what``)."""

@@ -299,7 +299,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def build_report(results_dirs: Iterable[Path | str] | Path | str, out_html: Path | str) -> Path:
-    """Read every ``*.jsonl`` under ``results_dirs`` and write the report to ``out_html``.
+    """Read every records file (``*.parquet``, ``*.jsonl``) under ``results_dirs`` and write the
+    report to ``out_html``.
 
     Also writes each table as ``<stem>_<table>.csv`` beside the HTML. Returns the HTML path.
     Missing or corrupt input never raises: the report says what is missing where.

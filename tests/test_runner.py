@@ -335,6 +335,38 @@ def test_interrupted_sweep_resumes_with_every_cell_once(tmp_path):
     assert {r["attempt"] for r in records if r["run_id"] == "tiny__sgd__s0"} == {2}
 
 
+def test_a_resumed_sweep_reports_what_an_uninterrupted_one_does(tmp_path):
+    """Interrupted (the cut cell's JSON Lines set aside) and resumed, a sweep gives the
+    report the same losses, metrics, steps, modes and phases as one run straight through
+    (seeded cells; only the timings are new measurements)."""
+    cells = make_cells(["tiny", "tiny-late-target"], ["sgd", "fngd"], [0], epochs=3)
+    run_sweep(cells, tmp_path / "straight", device="cpu", workload_factory=make_factory())
+    factory = make_factory(interrupt_once="tiny-late-target")
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cells, tmp_path / "resumed", device="cpu", workload_factory=factory)
+    run_sweep(cells, tmp_path / "resumed", device="cpu", workload_factory=factory, resume=True)
+
+    def figures(out):
+        frame, problems = load_records([out])
+        assert not problems
+        values = frame.loc[frame["kind"].isin(["epoch", "eval", "target"])]
+        values = values[["run_id", "kind", "epoch", "name", "value"]].sort_values(
+            ["run_id", "kind", "epoch", "name"]
+        )
+        steps = frame.loc[frame["kind"] == "step"]
+        phases = [c for c in steps.columns if c.startswith("phase:")]
+        shape = steps.assign(keys=steps[phases].notna().apply(tuple, axis=1))
+        shape = shape.groupby(["run_id", "epoch", "mode", "warmup", "keys"], dropna=False).size()
+        return values.reset_index(drop=True), shape
+
+    (values, shape), (resumed_values, resumed_shape) = (
+        figures(tmp_path / "straight"),
+        figures(tmp_path / "resumed"),
+    )
+    assert len(values) > 20 and values.equals(resumed_values)
+    assert shape.equals(resumed_shape)
+
+
 def _report_counts_each_cell_once(out, run_ids):
     """The report's own reader sees one closing cell record per cell."""
     frame, problems = load_records([out])
