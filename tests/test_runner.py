@@ -359,10 +359,8 @@ def test_a_resumed_sweep_reports_what_an_uninterrupted_one_does(tmp_path):
         shape = shape.groupby(["run_id", "epoch", "mode", "warmup", "keys"], dropna=False).size()
         return values.reset_index(drop=True), shape
 
-    (values, shape), (resumed_values, resumed_shape) = (
-        figures(tmp_path / "straight"),
-        figures(tmp_path / "resumed"),
-    )
+    values, shape = figures(tmp_path / "straight")
+    resumed_values, resumed_shape = figures(tmp_path / "resumed")
     assert len(values) > 20 and values.equals(resumed_values)
     assert shape.equals(resumed_shape)
 
