@@ -86,6 +86,7 @@ _TEXT = _TEXT_KEYS + (
 )
 _TEXT_SET = frozenset(_TEXT)
 _FIELDS = COLUMNS[:-2]
+_FIELD_SET = frozenset(_FIELDS)
 _NUMERIC_SET = frozenset(_NUMERIC)
 #: value types that need no further check (strings are checked where numbers are due)
 _PLAIN = (int, float, str)
@@ -353,16 +354,6 @@ def _series(values: np.ndarray, index: pd.Index | None = None) -> pd.Series:
     """``values`` as a column as they are: text stays in its shared objects (pandas would
     copy every row's text into a string array of its own)."""
     return pd.Series(values, index=index, dtype=object if values.dtype == object else None)
-
-
-_FIELD_SET = frozenset(_FIELDS)
-
-
-def _constant(value: object, n: int) -> np.ndarray:
-    """``value`` on ``n`` rows, one object shared by all of them."""
-    out = np.empty(n, dtype=object)
-    out[:] = [value] if n else []
-    return out
 
 
 def _flag(v: object) -> bool:
