@@ -2,7 +2,7 @@
 
 A cell writes JSON Lines while it runs (``bench.records.RecordWriter``: appended, flushed per
 epoch, crash-safe); once it is closed ``compact`` rewrites the file as ``<run_id>.parquet``
-and removes the JSON Lines. The schema is ``bench.records``'; the layout of a file:
+and removes the JSON Lines. The schema is the one in ``bench.records``; a file's layout:
 
 - one row per record, in the order written. Columns: the varying fields
   (``RECORD_FIELDS``), the per-kind fields (``KIND_FIELDS``), then one float column per
