@@ -17,6 +17,7 @@ from bench import distributed
 from bench.env import cpu_threads
 from bench.presets import PRESETS, VARIANTS
 from bench.progress import Progress, as_progress
+from bench.records import RECORD_SUFFIXES, record_files
 from bench.step_ratio import DEFAULT_VARIANTS as DEFAULT_RATIO_VARIANTS
 from bench.step_variants import STEP_VARIANTS
 
@@ -41,7 +42,8 @@ subcommands:
 RUN_HELP = """\
 Train every cell of a preset (workloads x optimizers x seeds), one after another.
 
-Each cell writes OUT/<workload>__<optimizer>__s<seed>.jsonl: per-step and per-phase times
+Each cell writes OUT/<workload>__<optimizer>__s<seed>.jsonl while it runs (JSON Lines,
+flushed per epoch) and .parquet once it is closed: per-step times with their phases
 (data, forward, backward, the optimizer's own phases, update), per-epoch train loss and
 evaluation, time to target, peak memory and optimizer-state memory, and a cell status
 (finished / diverged / oom / error). A failing cell is recorded and the sweep goes on.
@@ -79,7 +81,8 @@ missing. Parallel: --workers K processes, or several commands on one --storage.
 """
 
 REPORT_HELP = """\
-Build one HTML report (tables and figures) from the *.jsonl records of RESULTS_DIR(s).
+Build one HTML report (tables and figures) from the records (*.parquet, *.jsonl) of
+RESULTS_DIR(s).
 """
 
 PROFILE_HELP = """\
@@ -479,8 +482,8 @@ def _check_out_file(out: Path, flag: str = "--out") -> None:
 
 def _has_records(path: Path) -> bool:
     if path.is_file():
-        return path.suffix == ".jsonl"
-    return any(p.is_file() for p in path.rglob("*.jsonl"))
+        return path.suffix in RECORD_SUFFIXES
+    return bool(record_files(path, recursive=True))
 
 
 def _err(message: str) -> None:
@@ -679,11 +682,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     empty = [str(p) for p in args.results if not _has_records(p)]
     if len(empty) == len(args.results):
         raise UsageError(
-            f"no records (*.jsonl) in {', '.join(empty)}; no report written "
+            f"no records (*.parquet, *.jsonl) in {', '.join(empty)}; no report written "
             "(fngd-bench run --out DIR writes them)"
         )
     if empty:
-        _err(f"no records (*.jsonl) in {', '.join(empty)}; reporting the others")
+        _err(f"no records (*.parquet, *.jsonl) in {', '.join(empty)}; reporting the others")
     first = next(p for p in args.results if str(p) not in empty)
     out = args.out or first / "report" / "index.html"
     _check_out_file(out, "-o/--out")

@@ -146,7 +146,7 @@ def merge_timings(
     """One epoch's timer records, epoch time and train loss, merged over the ranks.
 
     Every rank calls it once per epoch (one ``all_gather``). Step records get ``seconds``
-    = the slowest rank's and ``rank_seconds`` = every rank's; phase records stay this
+    = the slowest rank's and ``rank_seconds`` = every rank's; their phase times stay this
     rank's. The epoch's time is the slowest rank's, the loss the mean over ranks.
     """
     w = world()

@@ -135,7 +135,7 @@ def measure_overhead(
     def timed() -> float:
         seconds = block(step_timer, steps)
         records = step_timer.flush()  # once per epoch in the runner, outside the epoch's time
-        counts.append(sum(r["kind"] == "phase" for r in records))
+        counts.append(sum(r["phase_count"] for r in records))
         return seconds
 
     previous = phases.set_recorder(None)

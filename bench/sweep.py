@@ -2,10 +2,13 @@
 
 Layout of an output directory
 -----------------------------
-One JSON Lines file per cell, ``<run_id>.jsonl`` with ``run_id =
-<workload>__<label>__s<seed>``, and one per overhead measurement,
-``overhead__<workload>__<label>__<device>.jsonl``. The report reads every ``*.jsonl`` of
-the directory, so what lies there is exactly the data to count, once.
+One file per cell, with ``run_id = <workload>__<label>__s<seed>``: ``<run_id>.jsonl`` while
+it runs (JSON Lines, appended and flushed per epoch: an interrupted cell keeps every flushed
+epoch), ``<run_id>.parquet`` once it is closed (``bench.columnar.compact``, with any status
+but an interruption); and one JSON Lines file per overhead measurement,
+``overhead__<workload>__<label>__<device>.jsonl``. The report reads every ``*.parquet`` and
+``*.jsonl`` of the directory (a cell's Parquet file, not a JSON Lines file left beside it),
+so what lies there is exactly the data to count, once.
 
 Cell status
 -----------
@@ -27,8 +30,9 @@ A cell is *complete* when its file has a ``finished``, ``diverged`` or ``oom`` r
   ``<run_id>.attempt<N>.partial`` (incomplete) or ``<run_id>.attempt<N>.replaced``
   (complete).
 
-Renamed files do not end in ``.jsonl``, so the report never sees them; every record carries
-``attempt`` (1 for the first run of a cell, N+1 after N earlier attempts) to tell them apart.
+Renamed files end in neither ``.jsonl`` nor ``.parquet``, so the report never sees them;
+every record carries ``attempt`` (1 for the first run of a cell, N+1 after N earlier attempts)
+to tell them apart.
 Overhead files are measured again unless ``resume`` and they hold an ``overhead`` record.
 
 Under torchrun (``bench.distributed``) rank 0 decides what to skip or set aside and writes;
@@ -54,7 +58,7 @@ import torch
 from bench import distributed
 from bench.env import resolve_device
 from bench.progress import Progress, as_progress
-from bench.records import CELL_STATUSES, RecordWriter, iter_jsonl
+from bench.records import CELL_STATUSES, RecordWriter, cell_file, iter_records
 from bench.runner import CellSpec, WorkloadFactory, run_cell
 
 __all__ = [
@@ -92,26 +96,33 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def _ignore(*_: object) -> None:
+    """Corrupt lines: the report lists them; resuming only needs the readable records."""
+
+
+def _cell_records(path: Path) -> list[dict[str, Any]]:
+    """The ``cell`` records of the cell whose file ``path`` names (either suffix)."""
+    found = cell_file(path)
+    return [] if found is None else list(iter_records(found, _ignore, kinds=("cell",)))
+
+
 def cell_status(path: str | os.PathLike[str]) -> str | None:
-    """The status of a cell file: its complete status if any, else the last one, else
+    """The status of a cell file (``<run_id>.jsonl`` or ``.parquet``: whichever holds the
+    cell, ``bench.records.cell_file``): its complete status if any, else the last one, else
     ``None`` (no cell record, or no file)."""
-    path = Path(path)
-    if not path.exists():
-        return None
     last = None
-    for record in iter_jsonl(path, on_error=lambda *a: None):
-        if record.get("kind") == "cell":
-            name = record.get("name")
-            if name in COMPLETE:
-                return str(name)
-            last = name
+    for record in _cell_records(Path(path)):
+        name = record.get("name")
+        if name in COMPLETE:
+            return str(name)
+        last = name
     return last
 
 
 def _has_overhead(path: Path) -> bool:
     if not path.exists():
         return False
-    return any(r.get("kind") == "overhead" for r in iter_jsonl(path, on_error=lambda *a: None))
+    return any(True for _ in iter_records(path, _ignore, kinds=("overhead",)))
 
 
 def _attempts(out: Path, run_id: str) -> int:
@@ -139,10 +150,7 @@ def resume_conflicts(cells: Iterable[CellSpec], out: str | os.PathLike[str]) -> 
         path = out / f"{spec.run_id}.jsonl"
         if cell_status(path) not in COMPLETE:
             continue
-        record = next(
-            (r for r in iter_jsonl(path, on_error=lambda *a: None) if r.get("kind") == "cell"),
-            {},
-        )
+        record = next(iter(_cell_records(path)), {})
         asked = {
             "preset": spec.preset,
             "size": spec.size,
@@ -190,7 +198,11 @@ def run_one(
     resume: bool,
     progress: Progress,
 ) -> str:
-    """Run (or skip) one cell; returns its status (``skipped`` when resume skipped it)."""
+    """Run (or skip) one cell; returns its status (``skipped`` when resume skipped it).
+
+    The cell writes ``<run_id>.jsonl``; once closed (any status: the closing ``cell``
+    record is written) it is compacted to ``<run_id>.parquet``. An interrupted cell keeps
+    its JSON Lines."""
     path = out / f"{spec.run_id}.jsonl"
     world = distributed.world()
     attempt = 0  # 0: skipped (rank 0 decides, under torchrun)
@@ -232,6 +244,8 @@ def run_one(
     if fatal is not None:
         raise fatal
     _free(device)  # the exception and its frames (and their tensors) are gone by now
+    if world.main:
+        _compact(path, progress)
     return status
 
 
@@ -239,16 +253,29 @@ def _prepare_file(
     spec: CellSpec, out: Path, path: Path, *, resume: bool, progress: Progress
 ) -> int:
     """Set an earlier attempt of the cell aside; its attempt number, or 0 to skip it."""
-    previous = cell_status(path) if path.exists() else None
-    if path.exists():
+    if path.exists() and path.with_suffix(".parquet").exists():
+        path.unlink()  # left by a stop between compaction's two steps; the Parquet is whole
+    earlier = cell_file(path)
+    previous = cell_status(earlier) if earlier is not None else None
+    if earlier is not None:
         if resume and previous in COMPLETE:
             return 0
-        aside = _set_aside(out, path, spec.run_id, previous)
+        aside = _set_aside(out, earlier, spec.run_id, previous)
         progress.note(
             f"earlier {previous or 'unfinished'} run of {spec.run_id} set aside as {aside}"
             + ("" if resume else " (--resume keeps complete cells)")
         )
     return _attempts(out, spec.run_id) + 1
+
+
+def _compact(path: Path, progress: Progress) -> None:
+    """Compact a closed cell to Parquet; if that fails, its JSON Lines stay and are read."""
+    from bench.columnar import compact
+
+    try:
+        compact(path, on_error=_ignore)
+    except Exception as exc:  # noqa: BLE001 - the records stay readable as JSON Lines
+        progress.note(f"{path.name} kept as JSON Lines: compaction failed: {exc}")
 
 
 def run_overhead(

@@ -29,6 +29,7 @@ import pytest
 import torch
 
 from bench.env import cpu_threads
+from bench.records import split_phase_key
 from bench.runner import run_steps
 from bench.step_variants import STEP_VARIANTS, HeldStep, StepVariant, prepare
 from bench.timing import StepTimer
@@ -75,7 +76,12 @@ def _phase_medians(held: HeldStep) -> dict[str, float]:
         phases.set_recorder(previous)
     by_phase: dict[str, list[float]] = defaultdict(list)
     for r in timer.flush():
-        by_phase[r["phase"] or "step"].append(r["seconds"])
+        by_phase["step"].append(r["seconds"])
+        per_name: dict[str, float] = defaultdict(float)
+        for key, seconds in r["phases"].items():
+            per_name[split_phase_key(key)[0]] += seconds
+        for name, seconds in per_name.items():
+            by_phase[name].append(seconds)
     return {f"{k}_median_s": statistics.median(v) for k, v in by_phase.items()}
 
 

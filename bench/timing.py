@@ -1,7 +1,9 @@
 """Phase and step timers: the ``fngd.phases.PhaseRecorder`` the runner installs.
 
 ``StepTimer`` groups every phase entered between ``start_step`` and ``end_step`` under that
-step and hands back plain dicts at ``flush()`` (the runner calls it once per epoch).
+step and hands back one ``step`` record per step at ``flush()`` (the runner calls it once per
+epoch): the whole step's time and its phases' (``bench.records``: seconds per ``phase_key``,
+summed over the phase's entries in the step).
 
 - CPU: ``time.perf_counter`` at ``begin`` and ``end``.
 - CUDA: a pair of ``torch.cuda.Event(enable_timing=True)`` recorded on the current stream,
@@ -16,7 +18,8 @@ while the main thread sits in ``backward``: its entry lands between ``backward``
 exit, so its parent is ``backward`` (a per-thread stack would lose that). ``list.append`` is
 atomic, so the hot path takes no lock; the replay removes an exit's token from the stack by
 identity even when it is not on top, so phases of two threads that overlap cannot corrupt
-the nesting.
+the nesting. A phase entered several times in a step (KFAC's factors in every layer's hooks,
+FNGD's weighted sum per block) is summed per ``(parent, name)``: one number per phase key.
 
 Phases entered outside a step (evaluation, set-up) are not timed: ``begin`` returns ``None``.
 The work per phase is two clock reads (or event records), a small list and two appends;
@@ -29,6 +32,8 @@ import time
 from typing import Any
 
 import torch
+
+from bench.records import phase_key
 
 __all__ = ["NullTimer", "StepTimer"]
 
@@ -141,9 +146,10 @@ class StepTimer:
     def flush(self) -> list[dict[str, Any]]:
         """Synchronise once (CUDA), read every closed step and phase, return their records.
 
-        Each step gives one ``kind="step"`` record followed by its ``kind="phase"`` records
-        in the order the phases ended. Fields: ``kind, step, epoch, phase, parent, seconds,
-        warmup, mode``.
+        One ``kind="step"`` record per step, in order: ``step, epoch, seconds`` (the whole
+        step), ``warmup, mode``, ``phases`` (``{phase_key(name, parent): seconds}``, in the
+        order the phases first ended, each summed over its entries) and ``phase_count``
+        (the phase intervals timed).
         """
         done, self._done = self._done, []
         if not done:
@@ -159,24 +165,17 @@ class StepTimer:
             def seconds(start: Any, stop: Any) -> float:
                 return stop - start
 
+        keys: dict[tuple[str, str | None], str] = {}  # (name, parent) -> phase key
         out: list[dict[str, Any]] = []
         for st in done:
-            common = {"step": st.step, "epoch": st.epoch, "warmup": st.warmup, "mode": st.mode}
-            out.append(
-                {
-                    "kind": "step",
-                    "phase": None,
-                    "parent": None,
-                    "seconds": seconds(st.start, st.stop),
-                    **common,
-                }
-            )
             stack: list[list[Any]] = []
             parents: dict[int, str | None] = {}
+            phases: dict[str, float] = {}
+            count = 0
             for token in st.log:
-                key = id(token)
-                if key not in parents:  # entry
-                    parents[key] = stack[-1][_NAME] if stack else None
+                ident = id(token)
+                if ident not in parents:  # entry
+                    parents[ident] = stack[-1][_NAME] if stack else None
                     stack.append(token)
                     continue
                 if stack and stack[-1] is token:  # exit
@@ -186,15 +185,24 @@ class StepTimer:
                         if stack[i] is token:
                             del stack[i]
                             break
-                out.append(
-                    {
-                        "kind": "phase",
-                        "phase": token[_NAME],
-                        "parent": parents[key],
-                        "seconds": seconds(token[_START], token[_STOP]),
-                        **common,
-                    }
-                )
+                pair = (token[_NAME], parents[ident])
+                key = keys.get(pair)
+                if key is None:
+                    key = keys[pair] = phase_key(*pair)
+                phases[key] = phases.get(key, 0.0) + seconds(token[_START], token[_STOP])
+                count += 1
+            out.append(
+                {
+                    "kind": "step",
+                    "step": st.step,
+                    "epoch": st.epoch,
+                    "seconds": seconds(st.start, st.stop),
+                    "warmup": st.warmup,
+                    "mode": st.mode,
+                    "phases": phases,
+                    "phase_count": count,
+                }
+            )
         if self.cuda:
             self._recycle(done)
         for st in done:

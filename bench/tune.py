@@ -24,8 +24,9 @@ Protocol
   error trials are complete trials that did not reach the target: they use up budget like
   any other, and never stop the study.
 - **Records**: each trial is an ordinary cell (``bench.runner``) whose records go to
-  ``OUT/trials/<study>/<run_id>.jsonl`` with ``study``, ``trial`` and ``hparams_source``
-  (``study <name> trial <n>``), ``preset`` ``tune`` and ``split`` ``val`` on its evaluations.
+  ``OUT/trials/<study>/<run_id>.parquet`` (``.jsonl`` while it runs) with ``study``,
+  ``trial`` and ``hparams_source`` (``study <name> trial <n>``), ``preset`` ``tune`` and
+  ``split`` ``val`` on its evaluations.
 
 Resume and parallel workers
 ---------------------------
@@ -60,7 +61,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bench.env import cpu_threads, resolve_device
 from bench.presets import resolve_label
 from bench.progress import Progress
-from bench.records import iter_jsonl
+from bench.records import cell_file, iter_records
 from bench.runner import CellSpec, WorkloadFactory, build_cell
 from bench.search_spaces import suggest
 from bench.sweep import run_one
@@ -205,8 +206,12 @@ class Outcome:
 
 
 def read_outcome(path: Path, metric: str, higher_is_better: bool, status: str) -> Outcome:
+    """What the records file ``path`` (a cell's, either suffix) says."""
     target, best, train, evals = math.inf, None, 0.0, 0.0
-    for r in iter_jsonl(path, on_error=lambda *a: None):
+    found = cell_file(path)
+    kinds = ("target", "eval", "epoch")
+    records = () if found is None else iter_records(found, lambda *a: None, kinds=kinds)
+    for r in records:
         kind = r.get("kind")
         if kind == "target" and r.get("seconds") is not None:
             target = min(target, float(r["seconds"]))
@@ -275,7 +280,7 @@ class Objective:
             resume=False,
             progress=self.progress,
         )
-        path = self.dir / f"{spec.run_id}.jsonl"
+        path = cell_file(self.dir / spec.run_id) or self.dir / f"{spec.run_id}.jsonl"
         outcome = read_outcome(path, self.metric, self.higher_is_better, status)
         for key, value in asdict(outcome).items():
             if key != "time_to_target":

@@ -20,9 +20,10 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from bench.records import TRAINING_KINDS
+from bench.records import PHASE_COLUMN, TRAINING_KINDS
 from reports.vocabulary import family_rank, phase_rank
 
 # ----------------------------------------------------------------------------- columns
@@ -125,11 +126,17 @@ def quantile(p: float) -> Callable[[pd.Series], float]:
 
 
 def join(values: Iterable[object]) -> str:
+    """The distinct values, as text, sorted and comma-separated (missing and empty left out)."""
+    if isinstance(values, pd.Series):
+        values = values.unique()
     out = sorted({str(v) for v in values if v is not None and not isnan(v) and str(v) != ""})
     return ", ".join(out)
 
 
 def join_numbers(values: Iterable[object]) -> str:
+    """The distinct numbers, as integers, sorted and comma-separated."""
+    if isinstance(values, pd.Series):
+        values = values.unique()
     return ", ".join(str(int(v)) for v in sorted({float(x) for x in values}))
 
 
@@ -173,10 +180,22 @@ def setting_label(row: pd.Series | dict) -> str:
     return label
 
 
+def per_key(df: pd.DataFrame, keys: list[str], label: Callable[..., object]) -> pd.Series:
+    """``label(*values)`` of each row's ``keys``, computed once per distinct combination and
+    shared by its rows (a cell's steps share one object, not one string each)."""
+    codes = df.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    firsts = df[keys].assign(_code=codes).drop_duplicates("_code").sort_values("_code")
+    labels = np.empty(len(firsts), dtype=object)
+    for i, row in enumerate(firsts[keys].itertuples(index=False, name=None)):
+        labels[i] = label(*row)
+    return pd.Series(labels[codes], index=df.index, dtype=object)
+
+
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``opt`` (display label), normalise ``mode`` and ``world_size`` (1 where records
-    predate it); returns a copy."""
-    df = df.copy()
+    """Add ``opt`` (display label) and ``run``, normalise ``mode`` and ``world_size`` (1
+    where records predate it), keep each run's latest attempt; returns a new frame (``df``
+    is left as it was)."""
+    df = df.copy(deep=False)
     world = df["world_size"] if "world_size" in df.columns else pd.Series(1, index=df.index)
     df["world_size"] = pd.to_numeric(world, errors="coerce").fillna(1).astype("int64")
     if df.empty:
@@ -184,31 +203,55 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         df["run"] = pd.Series(dtype=object)
         return df
     impls = df.groupby("optimizer")["impl"].nunique()
-    multi = df["optimizer"].map(impls).fillna(1).gt(1).to_numpy()
-    labels = (df["optimizer"] + " (" + df["impl"] + ")").astype(object)
-    df["opt"] = df["optimizer"].astype(object).where(~multi, labels)
+    several = set(impls.index[impls > 1])
+    df["opt"] = per_key(df, ["optimizer", "impl"], lambda o, i: f"{o} ({i})" if o in several else o)
     mode = df["mode"].astype(object)
     df["mode"] = mode.where(mode.notna() & (mode != ""), None)
-    df["run"] = (
-        df["run_id"]
-        + " @ "
-        + df["device_name"]
-        + " / "
-        + df["size"]
-        + " / "
-        + df["batch_size"].astype(str)
-    ).astype(object)
+    df["run"] = per_key(
+        df,
+        ["run_id", "device_name", "size", "batch_size"],
+        lambda r, d, s, b: f"{r} @ {d} / {s} / {b}",
+    )
     if df["attempt"].notna().any():
         # a cell run again: keep its latest attempt only
         attempt = df["attempt"].fillna(1)
         latest = attempt.groupby(df["run"]).transform("max")
-        df = df.loc[attempt == latest].copy()
+        if (attempt != latest).any():
+            df = df.loc[attempt == latest].copy()
     return df
 
 
 def training(df: pd.DataFrame) -> pd.DataFrame:
     """The records of training cells: overhead measurements and profiles are not runs."""
     return df.loc[df["kind"].isin(TRAINING_KINDS)] if not df.empty else df
+
+
+#: The rows that hold phase times (``reports.load``): steps, and phase records of earlier
+#: versions that had no step record to join.
+TIMED_KINDS = ("step", "phase")
+
+
+def phase_columns(df: pd.DataFrame) -> list[str]:
+    """The ``phase:<phase_key>`` columns of a records frame (``reports.load``)."""
+    return [c for c in df.columns if c.startswith(PHASE_COLUMN)]
+
+
+def record_count(df: pd.DataFrame) -> int:
+    """Records in ``df`` as they were measured: a step with its phase entries counts one
+    record for the step and one per phase entry (``phase_count``), as earlier versions
+    wrote them."""
+    if df.empty:
+        return 0
+    return int((df["kind"] != "phase").sum() + df["phase_count"].sum())
+
+
+def kinds_present(df: pd.DataFrame) -> set[str]:
+    """The record kinds in ``df``; ``phase`` when any step holds a phase time."""
+    kinds = set(df["kind"]) - {"phase"} if not df.empty else set()
+    columns = phase_columns(df)
+    if columns and df[columns].notna().any().any():
+        kinds.add("phase")
+    return kinds
 
 
 def count_runs(df: pd.DataFrame) -> int:
@@ -248,9 +291,11 @@ def stats(frame: pd.DataFrame, keys: list[str], col: str = "seconds", prefix: st
     return out
 
 
-def timed(df: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """The non-warm-up records of ``kind`` that carry a time."""
-    return df.loc[(df["kind"] == kind) & ~df["warmup"] & df["seconds"].notna()]
+def timed(df: pd.DataFrame, kind: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The non-warm-up records of ``kind`` that carry a time (only ``columns``, if given: a
+    step table need not copy every field of half a million steps)."""
+    mask = (df["kind"] == kind) & ~df["warmup"] & df["seconds"].notna()
+    return df.loc[mask] if columns is None else df.loc[mask, columns]
 
 
 def epoch_records(df: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from reports import hygiene
-from reports.common import settings
+from reports.common import kinds_present, settings
 from reports.topics import convergence, epoch_time, phases, speedup, step_time
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,12 @@ class Context:
 
     def no_records(self) -> str:
         where = ", ".join(self.inputs) or "(no directories given)"
-        return f"No records: no usable *.jsonl records were found under {where}."
+        return f"No records: no usable records (*.parquet, *.jsonl) were found under {where}."
 
     def kind_missing(self, kind: str, what: str) -> list[str]:
         """What to say when there are no records of ``kind`` (so ``what``)."""
         if self.empty:
             return [self.no_records()]
-        if kind not in set(self.records["kind"]):
+        if kind not in kinds_present(self.records):
             return [f"No {kind!r} records, so {what}."]
         return []

@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from reports.common import count_runs, prepare, workload_label
+from reports.common import count_runs, prepare, record_count, workload_label
 from reports.context import Context
 from reports.load import load_records
 from reports.section import Section, TableBlock
@@ -248,7 +248,7 @@ def _summary(df: pd.DataFrame, inputs: list[str], n_problems: int) -> dict:
     return {
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "inputs": inputs,
-        "records": len(df),
+        "records": record_count(df),
         "runs": count_runs(df),
         "workloads": sorted(set(df["workload"])) if len(df) else [],
         "optimizers": [display_name(o) for o in opts],
@@ -303,7 +303,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def build_report(results_dirs: Iterable[Path | str] | Path | str, out_html: Path | str) -> Path:
-    """Read every ``*.jsonl`` under ``results_dirs`` and write the report to ``out_html``.
+    """Read every records file (``*.parquet``, ``*.jsonl``) under ``results_dirs`` and write the
+    report to ``out_html``.
 
     Also writes each table as ``<stem>_<table>.csv`` beside the HTML. Returns the HTML path.
     Missing or corrupt input never raises: the report says what is missing where.
@@ -314,7 +315,9 @@ def build_report(results_dirs: Iterable[Path | str] | Path | str, out_html: Path
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     records, unusable = load_records(inputs)
-    ctx = Context(prepare(records), unusable, inputs)
+    records = prepare(records)  # the frame as read is not kept beside it
+    ctx = Context(records, unusable, inputs)
+    del records
     secs = build_sections(ctx)
     csv_names: dict[int, str] = {}
     for sec in secs:

@@ -37,7 +37,7 @@ def _later_epochs(df: pd.DataFrame) -> pd.DataFrame:
     if e.empty:
         return e
     e = e.loc[(e["epoch"] > 0) & e["seconds"].notna()]
-    s = df.loc[(df["kind"] == "step") & df["mode"].notna()]
+    s = df.loc[(df["kind"] == "step") & df["mode"].notna(), ["run", "epoch", "mode"]]
     if s.empty:
         return e.assign(modes="")
     modes = s.groupby(["run", "epoch"], sort=False)["mode"].agg(join).rename("modes")

@@ -148,7 +148,7 @@ def test_report_names_the_empty_folder_among_others(fake_report, tmp_path, capsy
     empty.mkdir()
     (full / "x.jsonl").write_text("{}\n")
     assert cli.main(["report", str(empty), str(full)]) == 0
-    assert f"no records (*.jsonl) in {empty}; reporting the others" in _one_line(capsys)
+    assert f"no records (*.parquet, *.jsonl) in {empty}; reporting the others" in _one_line(capsys)
     assert fake_report == [([empty, full], full / "report" / "index.html")]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import FIELDS, read_jsonl
+from bench.records import FIELDS, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = [
@@ -59,22 +59,24 @@ def test_distributed_quick_run_writes_complete_records(run):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 cells" in done.stdout and "2 finished" in done.stdout
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["mlp-digits__fngd-net__s0__w2.jsonl", "mlp-digits__sgd__s0__w2.jsonl"]
+    # closed cells are compacted to Parquet (bench.columnar)
+    assert files == ["mlp-digits__fngd-net__s0__w2.parquet", "mlp-digits__sgd__s0__w2.parquet"]
     for name in files:
-        records = read_jsonl(out / name)
+        records = read_records(out / name)
         assert [r["name"] for r in records if r["kind"] == "cell"] == ["started", "finished"]
         assert all(set(FIELDS) <= set(r) for r in records)
         assert {(r["rank"], r["world_size"]) for r in records} == {(0, 2)}
-        assert {r["run_id"] for r in records} == {name.removesuffix(".jsonl")}
+        assert {r["run_id"] for r in records} == {name.removesuffix(".parquet")}
         steps = [r for r in records if r["kind"] == "step"]
         assert [r["step"] for r in steps] == list(range(6))
         for r in steps:
             assert len(r["rank_seconds"]) == 2 and r["seconds"] == max(r["rank_seconds"])
+            assert r["phases"] and r["phase_count"] >= 4  # rank 0's own phase times
         epochs = [r for r in records if r["kind"] == "epoch"]
         assert [r["epoch"] for r in epochs] == [0, 1] and all(r["steps"] == 3 for r in epochs)
         kinds = {r["kind"] for r in records}
-        assert {"phase", "eval", "memory"} <= kinds
-    fngd = read_jsonl(out / files[0])
+        assert {"eval", "memory"} <= kinds
+    fngd = read_records(out / files[0])
     modes = [r["mode"] for r in fngd if r["kind"] == "step"]
     assert modes == ["inversion"] * 3 + ["weighted_sum"] * 3
     assert any(r["kind"] == "staleness" for r in fngd)
@@ -87,6 +89,6 @@ def test_distributed_resume_skips_complete_cells(run):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 skipped (complete)" in again.stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "mlp-digits__fngd-net__s0__w2.jsonl",
-        "mlp-digits__sgd__s0__w2.jsonl",
+        "mlp-digits__fngd-net__s0__w2.parquet",
+        "mlp-digits__sgd__s0__w2.parquet",
     ]

@@ -1,4 +1,5 @@
-"""Records: round trip, JSON-safe values, crash-safe appends, corrupt lines skipped."""
+"""Records: round trip, constants once per cell, JSON-safe values, crash-safe appends, corrupt
+lines skipped, a cell read once whichever files it left."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ import warnings
 import pytest
 import torch
 
+from bench.columnar import compact
 from bench.records import (
     FIELDS,
     CorruptRecordWarning,
     RecordWriter,
+    cell_file,
     json_safe,
+    phase_key,
     read_dir,
     read_jsonl,
+    read_records,
+    record_files,
+    split_phase_key,
 )
 
 
@@ -117,3 +124,68 @@ def test_read_dir_reads_only_jsonl(tmp_path):
         w.write({"kind": "step"})
     (tmp_path / "a.attempt1.partial").write_text('{"kind": "step"}\n')
     assert len(read_dir(tmp_path)) == 3
+
+
+def test_constants_are_written_once_and_read_on_every_record(tmp_path):
+    """A cell's constant fields go on one base line, not on every record."""
+    path = tmp_path / "a.jsonl"
+    base = {"run_id": "r", "workload": "w", "hparams": {"lr": 0.1}, "git_commit": "abc"}
+    with RecordWriter(path, base=base) as w:
+        for step in range(3):
+            w.write({"kind": "step", "step": step, "seconds": 0.5, "phases": {"data": 0.1}})
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0] == {"base": base}
+    assert all("run_id" not in line and "hparams" not in line for line in lines[1:])
+    assert len(lines) == 4
+    records = read_jsonl(path)
+    assert [r["step"] for r in records] == [0, 1, 2]
+    assert all(r["hparams"] == {"lr": 0.1} and r["git_commit"] == "abc" for r in records)
+    assert records[0]["phases"] == {"data": 0.1}
+
+
+def test_a_second_writer_does_not_inherit_the_first_ones_base(tmp_path):
+    path = tmp_path / "a.jsonl"
+    with RecordWriter(path, base={"run_id": "first"}) as w:
+        w.write({"kind": "cell", "name": "started"})
+    with RecordWriter(path) as w:
+        w.write({"kind": "cell", "name": "error"})
+    first, second = read_jsonl(path)
+    assert first["run_id"] == "first" and second["run_id"] is None
+
+
+def test_phase_keys_name_the_parent():
+    assert phase_key("update") == "update"
+    assert phase_key("fngd/weighted_sum", "backward") == "backward>fngd/weighted_sum"
+    assert split_phase_key("backward>fngd/weighted_sum") == ("fngd/weighted_sum", "backward")
+    assert split_phase_key("fngd/gram") == ("fngd/gram", None)
+    with pytest.raises(ValueError, match="contains"):
+        phase_key("a>b")
+
+
+def test_record_files_take_a_cells_parquet_over_its_json_lines(tmp_path):
+    """A stop between compaction's rename and its removal leaves both: read the cell once."""
+    with RecordWriter(tmp_path / "c.jsonl", base={"run_id": "c"}) as w:
+        w.write({"kind": "cell", "name": "finished"})
+    (tmp_path / "c.jsonl.bak").write_bytes((tmp_path / "c.jsonl").read_bytes())
+    parquet = compact(tmp_path / "c.jsonl")
+    assert not (tmp_path / "c.jsonl").exists()
+    (tmp_path / "c.jsonl.bak").rename(tmp_path / "c.jsonl")  # the leftover
+    with RecordWriter(tmp_path / "d.jsonl") as w:
+        w.write({"kind": "cell", "name": "started"})
+    assert record_files(tmp_path) == [parquet, tmp_path / "d.jsonl"]
+    assert len(read_dir(tmp_path)) == 2
+    assert cell_file(tmp_path / "c.jsonl") == parquet == cell_file(tmp_path / "c")
+    assert cell_file(tmp_path / "d.parquet") == tmp_path / "d.jsonl"
+    assert cell_file(tmp_path / "e.jsonl") is None
+
+
+def test_iter_records_reads_only_the_kinds_asked_for(tmp_path):
+    with RecordWriter(tmp_path / "c.jsonl", base={"run_id": "c"}) as w:
+        w.write({"kind": "cell", "name": "started"})
+        w.write({"kind": "step", "step": 0, "phases": {}})
+        w.write({"kind": "cell", "name": "finished"})
+    from_lines = read_records(tmp_path / "c.jsonl", kinds=("cell",))
+    from_parquet = read_records(compact(tmp_path / "c.jsonl"), kinds=("cell",))
+    for cells in (from_lines, from_parquet):
+        assert [r["name"] for r in cells] == ["started", "finished"]
+        assert all(r["run_id"] == "c" for r in cells)

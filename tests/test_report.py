@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from reports import build_report, load_records
-from reports.common import prepare
+from reports.common import prepare, record_count
 from reports.topics.epoch_time import epoch_times
 from reports.topics.phases import phase_times
 from reports.topics.speedup import speedup, time_to_target
@@ -736,7 +736,8 @@ def test_corrupt_line_is_reported_and_skipped(tmp_path: Path) -> None:
     lines.append(json.dumps({"kind": "step"}))  # no workload/optimizer
     path.write_text("\n".join(lines) + "\n")
     df, problems = load_records([tmp_path / "in"])
-    assert len(df) == good
+    assert record_count(df) == good  # a step's phase records are in its row, and counted
+    assert len(df) == good - 3  # 4 phase records: 3 in their step's row, 1 on its own
     assert len(problems) == 3
     assert problems[0].startswith(f"{path}:4:")
     assert f"{path}:{good + 2}:" in problems[1]

@@ -18,6 +18,7 @@ from bench.timing import StepTimer
 from bench.workloads import Workload
 from fngd import phases
 from fngd.optimizers import build
+from reports.load import load_records
 
 
 class TinyLoader:
@@ -141,13 +142,14 @@ def test_tiny_run_writes_every_kind_with_all_fields(tmp_path):
         assert r["data_source"] == "synthetic" and r["batch_size"] == 16
         assert r["torch_version"] == torch.__version__ and r["git_commit"]
         assert r["attempt"] == 1 and r["preset"] == "test" and r["steps_per_epoch"] == 3
-    phase_names = {r["phase"] for r in records if r["kind"] == "phase"}
-    assert phase_names == {"data", "forward", "backward", "update"}
-    for r in records:
-        if r["kind"] in ("step", "phase"):
-            assert r["seconds"] >= 0 and r["step"] is not None and r["epoch"] in (0, 1)
-            assert isinstance(r["warmup"], bool)
     steps = [r for r in records if r["kind"] == "step"]
+    assert not any(r["kind"] == "phase" for r in records)  # a step holds its phases
+    for r in steps:
+        assert list(r["phases"]) == ["data", "forward", "backward", "update"]
+        assert r["phase_count"] == 4
+        assert r["seconds"] >= sum(r["phases"].values()) > 0
+        assert r["step"] is not None and r["epoch"] in (0, 1)
+        assert isinstance(r["warmup"], bool)
     assert [r["step"] for r in steps] == list(range(6))
     assert [r["warmup"] for r in steps] == [True] * 3 + [False] * 3
     epochs = [r for r in records if r["kind"] == "epoch"]
@@ -202,9 +204,10 @@ def test_fngd_cell_shows_both_phases_with_cut_epochs(tmp_path):
     assert [r["warmup"] for r in steps] == [True, False, True, False]
     assert all(r["replay_first_epoch"] is True for r in records)
     assert records[0]["hparams"]["steps_per_epoch"] == 2
-    parents = {(r["phase"], r["parent"]) for r in records if r["kind"] == "phase"}
-    assert {("fngd/gram", None), ("fngd/solve", None)} <= parents
-    assert ("fngd/weighted_sum", "backward") in parents
+    keys = [set(r["phases"]) for r in steps]
+    assert {"fngd/gram", "fngd/solve"} <= keys[0]
+    assert "backward>fngd/weighted_sum" in keys[-1]  # inside backward (phase_key)
+    assert not {"fngd/gram", "fngd/solve"} & keys[-1]
     memory = {r["name"] for r in records if r["kind"] == "memory"}
     assert "optimizer_state/coefficients" in memory
 
@@ -289,17 +292,27 @@ def test_interrupted_sweep_resumes_with_every_cell_once(tmp_path):
     cells = make_cells(["tiny", "tiny-late-target", "tiny-nan"], ["sgd", "adamw"], [0], epochs=2)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cells, tmp_path, device="cpu", workload_factory=factory)
-    # the first two cells are complete; the third was cut in its second epoch
+    # the first two cells are complete (compacted to Parquet); the third was cut in its
+    # second epoch and keeps its JSON Lines
     assert cell_status(tmp_path / "tiny__sgd__s0.jsonl") == "finished"
+    assert (tmp_path / "tiny__sgd__s0.parquet").exists()
+    assert not (tmp_path / "tiny__sgd__s0.jsonl").exists()
     cut = tmp_path / "tiny-late-target__sgd__s0.jsonl"
     assert cell_status(cut) == "started"
+    assert not cut.with_suffix(".parquet").exists()
     assert any(r["kind"] == "epoch" for r in read_jsonl(cut))  # epoch 0 was flushed
     assert not (tmp_path / "tiny-late-target__adamw__s0.jsonl").exists()
+    # the report reads the cut cell's flushed epoch beside the compacted cells
+    frame, problems = load_records([tmp_path])
+    assert not problems
+    cut_epochs = frame.loc[(frame["run_id"] == cut.stem) & (frame["kind"] == "epoch")]
+    assert len(cut_epochs) == 1
 
     result = run_sweep(cells, tmp_path, device="cpu", workload_factory=factory, resume=True)
     assert sorted(result.skipped) == ["tiny__adamw__s0", "tiny__sgd__s0"]
     assert result.statuses["tiny-late-target__sgd__s0"] == "finished"
     assert (tmp_path / "tiny-late-target__sgd__s0.attempt1.partial").exists()
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == []  # every cell closed
 
     records = _records(tmp_path)
     done = collections.Counter(
@@ -322,12 +335,38 @@ def test_interrupted_sweep_resumes_with_every_cell_once(tmp_path):
     assert {r["attempt"] for r in records if r["run_id"] == "tiny__sgd__s0"} == {2}
 
 
+def test_a_resumed_sweep_reports_what_an_uninterrupted_one_does(tmp_path):
+    """Interrupted (the cut cell's JSON Lines set aside) and resumed, a sweep gives the
+    report the same losses, metrics, steps, modes and phases as one run straight through
+    (seeded cells; only the timings are new measurements)."""
+    cells = make_cells(["tiny", "tiny-late-target"], ["sgd", "fngd"], [0], epochs=3)
+    run_sweep(cells, tmp_path / "straight", device="cpu", workload_factory=make_factory())
+    factory = make_factory(interrupt_once="tiny-late-target")
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cells, tmp_path / "resumed", device="cpu", workload_factory=factory)
+    run_sweep(cells, tmp_path / "resumed", device="cpu", workload_factory=factory, resume=True)
+
+    def figures(out):
+        frame, problems = load_records([out])
+        assert not problems
+        values = frame.loc[frame["kind"].isin(["epoch", "eval", "target"])]
+        values = values[["run_id", "kind", "epoch", "name", "value"]].sort_values(
+            ["run_id", "kind", "epoch", "name"]
+        )
+        steps = frame.loc[frame["kind"] == "step"]
+        phases = [c for c in steps.columns if c.startswith("phase:")]
+        shape = steps.assign(keys=steps[phases].notna().apply(tuple, axis=1))
+        shape = shape.groupby(["run_id", "epoch", "mode", "warmup", "keys"], dropna=False).size()
+        return values.reset_index(drop=True), shape
+
+    values, shape = figures(tmp_path / "straight")
+    resumed_values, resumed_shape = figures(tmp_path / "resumed")
+    assert len(values) > 20 and values.equals(resumed_values)
+    assert shape.equals(resumed_shape)
+
+
 def _report_counts_each_cell_once(out, run_ids):
-    """The report's own reader (when present) sees one closing cell record per cell."""
-    try:
-        from reports.load import load_records
-    except ImportError:
-        return
+    """The report's own reader sees one closing cell record per cell."""
     frame, problems = load_records([out])
     assert not problems
     cells = frame[(frame["kind"] == "cell") & (frame["name"] != "started")]

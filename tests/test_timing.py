@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from bench.records import split_phase_key
 from bench.timing import StepTimer
 from fngd import phases
 from fngd.phases import phase
@@ -22,7 +23,13 @@ def timer():
 
 
 def _by_phase(records):
-    return {r["phase"]: r for r in records if r["kind"] == "phase"}
+    """name -> {"parent", "seconds"} of the phases the flushed steps hold."""
+    out = {}
+    for r in records:
+        for key, seconds in r["phases"].items():
+            name, parent = split_phase_key(key)
+            out[name] = {"parent": parent, "seconds": seconds}
+    return out
 
 
 def test_nesting_records_parents(timer):
@@ -36,7 +43,8 @@ def test_nesting_records_parents(timer):
     timer.end_step(mode="weighted_sum")
     records = timer.flush()
 
-    assert records[0]["kind"] == "step"
+    assert [r["kind"] for r in records] == ["step"]  # one record, its phases inside
+    assert records[0]["phase_count"] == 4
     got = _by_phase(records)
     assert set(got) == {"forward", "backward", "fngd/weighted_sum", "update"}
     assert got["forward"]["parent"] is None
@@ -102,10 +110,7 @@ def test_grouping_by_step_and_flush_empties(timer):
     for r in records:
         assert r["mode"] == f"m{r['step']}"
         assert r["warmup"] is (r["step"] == 0)
-    per_step = {
-        s: [r["phase"] for r in records if r["step"] == s and r["kind"] == "phase"]
-        for s in range(3)
-    }
+    per_step = {r["step"]: list(r["phases"]) for r in records}
     assert per_step == {s: ["data", "forward"] for s in range(3)}
 
 
@@ -164,7 +169,8 @@ def test_per_phase_cost_is_small(timer):
                 pass
         seconds = (time.perf_counter() - t0) / n
         timer.end_step()
-        assert len(timer.flush()) == n + 1
+        (record,) = timer.flush()
+        assert record["phase_count"] == n and list(record["phases"]) == ["forward"]
         return seconds
 
     per_phase(200)  # warm-up
@@ -186,8 +192,8 @@ def test_cuda_events_read_at_flush():
         records = t.flush()
     finally:
         phases.set_recorder(previous)
-    assert len(records) == 6
-    assert all(r["seconds"] > 0 for r in records)
+    assert len(records) == 3
+    assert all(r["seconds"] > 0 and r["phases"]["forward"] > 0 for r in records)
     assert len(t._pool) == 12  # every event back in the pool
 
 
@@ -220,11 +226,11 @@ def test_many_threads_stress(timer):
         for t in threads:
             t.join()
     timer.end_step()
-    records = timer.flush()
-    inner = [r for r in records if r["phase"] == "fngd/weighted_sum"]
-    assert len(inner) == 800
-    assert {r["parent"] for r in inner} <= {"backward", "fngd/weighted_sum"}
-    assert _by_phase(records)["backward"]["parent"] is None
+    (record,) = timer.flush()
+    assert record["phase_count"] == 801  # every entry of the four threads, and backward
+    inner = {"backward>fngd/weighted_sum", "fngd/weighted_sum>fngd/weighted_sum"}
+    assert set(record["phases"]) <= {"backward"} | inner
+    assert "backward" in record["phases"]
 
 
 class FakeEvent:
@@ -263,8 +269,8 @@ def test_cuda_path_pools_events_and_synchronises_once_per_flush(monkeypatch):
             assert syncs == [1] * epoch  # nothing synchronises inside an epoch
             records = t.flush()
             assert len(syncs) == epoch + 1
-            assert len(records) == 4 * 4
-            assert all(r["seconds"] >= 0 for r in records)
+            assert len(records) == 4
+            assert all(r["seconds"] >= 0 and r["phase_count"] == 3 for r in records)
             assert _by_phase(records)["fngd/weighted_sum"]["parent"] == "backward"
     finally:
         phases.set_recorder(previous)

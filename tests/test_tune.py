@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from bench import workloads
 from bench.cli import main
-from bench.records import read_jsonl
+from bench.records import cell_file, read_records, record_files
 from bench.tune import (
     TuneConfig,
     best_trial,
@@ -85,9 +85,9 @@ def test_interrupted_study_resumes_to_exactly_the_budget(tmp_path: Path) -> None
         run_studies(config, log=lines.append, workload_factory=Interrupting(at=3))
     states = _states(config)
     assert states.count(TrialState.COMPLETE) == 2 and states[-1] == TrialState.FAIL
-    # the interrupted trial's records say it never finished
-    trial_files = sorted((tune_dir / "trials" / "mlp-digits__sgd").glob("*.jsonl"))
-    assert len(trial_files) == 3
+    # the interrupted trial's records say it never finished (and were not compacted)
+    trial_files = record_files(tune_dir / "trials" / "mlp-digits__sgd")
+    assert [p.suffix for p in trial_files] == [".parquet", ".parquet", ".jsonl"]
 
     best = tune(config, log=lines.append)  # the same command again
     states = _states(config)
@@ -100,7 +100,9 @@ def test_interrupted_study_resumes_to_exactly_the_budget(tmp_path: Path) -> None
         "weight_decay",
         "warmup_fraction",
     }
-    records = read_jsonl(tune_dir / "trials" / "mlp-digits__sgd" / "mlp-digits__sgd__s0__t4.jsonl")
+    records = read_records(
+        cell_file(tune_dir / "trials" / "mlp-digits__sgd" / "mlp-digits__sgd__s0__t4")
+    )
     evals = [r for r in records if r["kind"] == "eval"]
     assert {r["split"] for r in evals} == {"val"}
     assert {(r["study"], r["trial"], r["hparams_source"], r["preset"]) for r in records} == {
@@ -197,7 +199,7 @@ def test_run_hparams_from_a_study(tmp_path: Path) -> None:
     ]
     assert main(argv) == 0
     for seed in (0, 1):
-        records = read_jsonl(out / f"mlp-digits__sgd__s{seed}.jsonl")
+        records = read_records(cell_file(out / f"mlp-digits__sgd__s{seed}"))
         first = next(r for r in records if r["kind"] == "epoch")
         assert first["hparams_source"] == "study mlp-digits__sgd trial 7"
         assert first["study"] == "mlp-digits__sgd" and first["trial"] is None

@@ -16,6 +16,7 @@ from reports.common import (
     empty,
     join,
     join_numbers,
+    record_count,
     training,
 )
 from reports.section import Section
@@ -70,13 +71,13 @@ def environment(df: pd.DataFrame) -> pd.DataFrame:
                 "device_name": name,
                 "torch_version": join(g["torch_version"]),
                 "cuda_version": join(g["cuda_version"]) or "none",
-                "git_commit": join(str(c)[:12] for c in g["git_commit"] if c),
+                "git_commit": join(str(c)[:12] for c in g["git_commit"].unique() if c),
                 "first_record": date(g["time"].min()),
                 "last_record": date(g["time"].max()),
                 "workloads": join(g["workload"]),
                 "data_source": join(g["data_source"]),
                 "runs": count_runs(g),
-                "records": len(g),
+                "records": record_count(g),
             }
         )
     return pd.DataFrame(rows, columns=ENVIRONMENT.csv)
@@ -97,7 +98,7 @@ def data_sources(df: pd.DataFrame) -> pd.DataFrame:
             {
                 "workload": w,
                 "data_source": src,
-                "batch_size": join_numbers(b for b in g["batch_size"] if b),
+                "batch_size": join_numbers(b for b in g["batch_size"].unique() if b),
                 "seeds": join_numbers(g["seed"].dropna()),
                 "optimizers": ", ".join(opts),
                 "epochs": join_numbers(ep),
@@ -136,7 +137,11 @@ def hparams(df: pd.DataFrame) -> pd.DataFrame:
 def record_counts(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return empty(RECORD_COUNTS)
-    out = df["kind"].value_counts().rename_axis("kind").reset_index(name="records")
+    counts = df.loc[df["kind"] != "phase", "kind"].value_counts()
+    phases = int(df["phase_count"].sum())
+    if phases:  # one per phase entry, however the steps hold them (reports.load)
+        counts["phase"] = phases
+    out = counts.rename_axis("kind").reset_index(name="records")
     return out.sort_values("kind").reset_index(drop=True)
 
 

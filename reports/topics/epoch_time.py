@@ -65,7 +65,9 @@ EPOCH_CURVE = cols(SETTING_COLUMNS, OPT_COLUMNS, "epoch", "n", "median_s", "min_
 
 
 def _modes_by_epoch(df: pd.DataFrame) -> pd.DataFrame:
-    s = df.loc[(df["kind"] == "step") & df["mode"].notna()] if not df.empty else df
+    if df.empty:
+        return empty(SETTING + OPT + ["first_modes", "later_modes"])
+    s = df.loc[(df["kind"] == "step") & df["mode"].notna(), SETTING + OPT + ["epoch", "mode"]]
     if s.empty:
         return empty(SETTING + OPT + ["first_modes", "later_modes"])
     s = s.assign(first=s["epoch"] == 0)

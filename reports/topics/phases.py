@@ -11,22 +11,24 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from bench.records import PHASE_COLUMN, split_phase_key
 from reports import plot
 from reports.common import (
     OPT,
     OPT_COLUMNS,
     SETTING,
     SETTING_COLUMNS,
+    TIMED_KINDS,
     Columns,
     col,
     cols,
     empty,
     join,
+    phase_columns,
     select,
     setting_label,
     sort_rows,
     stats,
-    timed,
 )
 from reports.section import Section
 from reports.vocabulary import OTHER, PHASE_COLORS, phase_rank
@@ -71,46 +73,43 @@ def phase_wide_columns(wide: pd.DataFrame) -> Columns:
 def phase_times(df: pd.DataFrame) -> pd.DataFrame:
     """Per-step time of each phase per (setting, optimizer, mode), inclusive and exclusive.
 
-    Within one step a phase's time is the sum of its records; its *exclusive* time is that
-    minus the time of the phases whose ``parent`` it is (clipped at zero). Statistics run
-    over the steps in which the phase ran; ``n`` counts them. Phases of optimizers without
-    modes get ``mode == "all"``.
+    Within one step a phase's time is the sum of its entries (its ``phase:<phase_key>``
+    columns, one per parent it ran in); its *exclusive* time is that minus the time of the
+    phases whose ``parent`` it is (clipped at zero). Statistics run over the steps in which
+    the phase ran; ``n`` counts them. Phases of optimizers without modes get
+    ``mode == "all"``. Column by column over the step rows: no row per phase entry is made.
     """
-    p = timed(df, "phase") if not df.empty else df
-    if not p.empty:
-        p = p.loc[p["phase"].notna()]
-    if p.empty:
+    columns = phase_columns(df)
+    if df.empty or not columns:
         return empty(PHASE_TIMES)
-    p = p.assign(mode=p["mode"].fillna("all"))
-    step_key = SETTING + OPT + ["run", "epoch", "step"]
-    inc = (
-        p.groupby(step_key + ["mode", "phase"], dropna=False, sort=False)["seconds"]
-        .sum()
-        .reset_index()
-    )
-    kids = (
-        p.loc[p["parent"].notna()]
-        .groupby(step_key + ["parent"], dropna=False, sort=False)["seconds"]
-        .sum()
-        .rename("child_s")
-        .reset_index()
-        .rename(columns={"parent": "phase"})
-    )
-    inc = inc.merge(kids, on=step_key + ["phase"], how="left")
-    inc["exclusive"] = (inc["seconds"] - inc["child_s"].fillna(0.0)).clip(lower=0.0)
-    key = SETTING + OPT + ["mode", "phase"]
-    a = stats(inc, key)
-    b = stats(inc, key, col="exclusive", prefix="excl_").drop(columns="excl_n")
-    parents = (
-        p.loc[p["parent"].notna()]
-        .groupby(key, dropna=False, sort=False)["parent"]
-        .unique()
-        .map(join)
-        .rename("parent")
-    )
-    out = a.merge(b, on=key).merge(parents.reset_index(), on=key, how="left")
-    out["parent"] = out["parent"].fillna("")
-    return sort_rows(out, extra=["mode", "phase"])[PHASE_TIMES.csv]
+    ran = df[columns].notna().any(axis=1) & df["kind"].isin(TIMED_KINDS) & ~df["warmup"]
+    rows = df.loc[ran, SETTING + OPT + ["mode", *columns]]
+    if rows.empty:
+        return empty(PHASE_TIMES)
+    key = SETTING + OPT + ["mode"]
+    frame = rows[SETTING + OPT].assign(mode=rows["mode"].fillna("all"))
+    group = frame.groupby(key, dropna=False, sort=False).ngroup().to_numpy()
+    keys = frame.assign(_g=group).drop_duplicates("_g")
+    parsed = [(c, *split_phase_key(c[len(PHASE_COLUMN) :])) for c in columns]
+    out = []
+    for name in dict.fromkeys(n for _c, n, _p in parsed):
+        own = [(c, parent) for c, n, parent in parsed if n == name]
+        kids = [c for c, _n, parent in parsed if parent == name]
+        inc = rows[[c for c, _p in own]].sum(axis=1, min_count=1)
+        ran = inc.notna().to_numpy()
+        if not ran.any():
+            continue
+        child = rows.loc[ran, kids].sum(axis=1) if kids else 0.0
+        t = pd.DataFrame(
+            {"_g": group[ran], "seconds": inc[ran], "exclusive": (inc[ran] - child).clip(lower=0.0)}
+        )
+        a = stats(t, ["_g"])
+        b = stats(t, ["_g"], col="exclusive", prefix="excl_").drop(columns="excl_n")
+        parents = {parent: set(group[rows[c].notna().to_numpy()]) for c, parent in own if parent}
+        a["parent"] = [join(p for p, gs in parents.items() if g in gs) for g in a["_g"]]
+        out.append(a.merge(b, on="_g").assign(phase=name))
+    table = pd.concat(out, ignore_index=True).merge(keys[key + ["_g"]], on="_g", how="left")
+    return sort_rows(table, extra=["mode", "phase"])[PHASE_TIMES.csv]
 
 
 def phase_stack(phases: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:

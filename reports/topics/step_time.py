@@ -21,6 +21,7 @@ from reports.common import (
     cols,
     empty,
     numeric_value,
+    per_key,
     select,
     setting_label,
     sort_rows,
@@ -59,7 +60,7 @@ def step_times(df: pd.DataFrame) -> pd.DataFrame:
     carry a mode (FNGD: inversion / weighted_sum; KFAC: inverse / no_inverse) also get one row
     per mode. ``ratio_to_sgd`` divides by SGD's median step (all steps) in the same setting.
     """
-    s = timed(df, "step") if not df.empty else df
+    s = timed(df, "step", SETTING + OPT + ["mode", "seconds"]) if not df.empty else df
     if s.empty:
         return empty(STEP_TIMES)
     out = [stats(s, SETTING + OPT).assign(mode="all")]
@@ -95,8 +96,7 @@ def overhead(df: pd.DataFrame) -> pd.DataFrame:
 
 def step_distribution(records: pd.DataFrame, setting: pd.Series) -> Figure | None:
     """Box plot of the non-warm-up step times per optimizer and mode."""
-    s = records.loc[(records["kind"] == "step") & ~records["warmup"] & records["seconds"].notna()]
-    s = select(s, setting)
+    s = select(timed(records, "step", SETTING + OPT + ["mode", "seconds"]), setting)
     if s.empty:
         return None
     labels = plot.opt_labels(s)
@@ -106,10 +106,7 @@ def step_distribution(records: pd.DataFrame, setting: pd.Series) -> Figure | Non
     if not moded.empty:
         parts.append(
             moded.assign(
-                label=[
-                    plot.mode_label(o, m) for o, m in zip(moded["opt"], moded["mode"], strict=True)
-                ],
-                color_key=moded["opt"],
+                label=per_key(moded, ["opt", "mode"], plot.mode_label), color_key=moded["opt"]
             )
         )
     data = pd.concat(parts, ignore_index=True)

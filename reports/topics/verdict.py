@@ -143,7 +143,7 @@ def _interval(base: Group | None, fngd: Group | None, estimate: float, unit: str
 def _values(ctx: Context) -> dict[str, dict[tuple, Group]]:
     """Per comparison, the groups behind it."""
     df = ctx.records
-    steps = timed(df, "step")
+    steps = timed(df, "step", SETTING + ["opt", "run", "seconds"])
     e = epoch_records(df)
     later = e.loc[(e["epoch"] > 0) & e["seconds"].notna()] if not e.empty else e
     long = convergence_long(df)
