@@ -94,7 +94,7 @@ steps with and without an inverse update). Writes a TensorBoard trace and per-ph
 
 RATIO_HELP = """\
 Time single training steps of several step variants on one fixed batch, interleaved (every
-round runs one step of each, in a rotating order) so that a shared machine's drift cancels;
+round runs one step of each, in a fresh random order) so that a shared machine's drift cancels;
 print the medians and their ratios to SGD, and write them as JSON with --out. Variants hold
 an optimizer in one phase: fngd-weighted-sum, fngd-inversion, kfac-inverse, kfac-no-inverse.
 """

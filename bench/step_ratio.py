@@ -2,8 +2,11 @@
 
 pytest-benchmark times one variant after another; on a shared machine the load can change
 between them by more than the effect being measured. Here every round times one step of
-each variant, in a rotating order, on the same fixed batch; the medians over rounds and
-their ratios to SGD's are written as JSON (with device, versions and settings) and printed.
+each variant, in a fresh random order (seeded), on the same fixed batch; the medians over
+rounds and their ratios to SGD's are written as JSON (with device, versions and settings)
+and printed. The order is shuffled, not rotated: in a rotation every variant follows the
+same neighbour in almost every round, and what that neighbour leaves in the caches (an
+inversion's allocations, say) would bias its time.
 
     fngd-bench ratio --workload mlp-digits --rounds 200 --out results/ratio.json
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -37,10 +41,12 @@ def measure(
     warmup: int = 10,
     threads: int | None = 1,
     timer: Callable[[], float] = time.perf_counter,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Median step seconds per variant and the ratio to ``sgd`` (first if absent).
 
     ``timer`` reads the clock around each step (seconds); a test can pass a fake one.
+    ``seed`` seeds the per-round shuffle of the variants' order.
     """
     unknown = [v for v in variants if v not in STEP_VARIANTS]
     if unknown:
@@ -49,9 +55,11 @@ def measure(
     with cpu_threads(threads, dev):
         held = [prepare(workload, STEP_VARIANTS[v], dev, size) for v in variants]
         times: dict[str, list[float]] = {v: [] for v in variants}
+        rng = random.Random(seed)
+        order = list(held)
         for r in range(warmup + rounds):
-            k = r % len(held)
-            for h in held[k:] + held[:k]:
+            rng.shuffle(order)
+            for h in order:
                 h.before_step()
                 t0 = timer()
                 h.step()
@@ -76,7 +84,8 @@ def measure(
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,
         "rounds": rounds,
-        "method": "interleaved rounds, rotating order, one step of each variant per round",
+        "method": "interleaved rounds, one step of each variant per round, in a fresh seeded "
+        "random order each round",
         "baseline": base,
         "variants": {
             v: {

@@ -98,3 +98,23 @@ def test_ratio_without_sgd_is_to_the_first_variant(fake_clock: _FakeClock) -> No
     assert result["baseline"] == "fngd-weighted-sum"
     ratio = result["variants"]["fngd-inversion"]["ratio_to_baseline"]
     assert ratio == pytest.approx(8.0 / 3.0, rel=1e-9)
+
+
+def test_rounds_shuffle_the_order_so_no_variant_keeps_one_neighbour(monkeypatch) -> None:
+    """Each round runs every variant once, in an order that changes: a fixed rotation would
+    time each variant right after the same neighbour (and its leftovers in the caches)."""
+    seen: list[str] = []
+    real_step = HeldStep.step
+
+    def step(self: HeldStep) -> None:
+        real_step(self)
+        seen.append(self.variant.label)
+
+    monkeypatch.setattr(HeldStep, "step", step)
+    variants = ("sgd", "fngd-weighted-sum", "fngd-inversion")
+    measure("mlp-digits", variants, rounds=12, warmup=0)
+    rounds = [seen[i : i + 3] for i in range(3, len(seen), 3)]  # after the 3 priming steps
+    assert len(rounds) == 12 and all(sorted(r) == sorted(variants) for r in rounds)
+    before_sgd = {r[r.index("sgd") - 1] for r in rounds if r.index("sgd") > 0}
+    assert len(before_sgd) == 2  # both other variants precede SGD in some round
+    assert len({tuple(r) for r in rounds}) >= 3
