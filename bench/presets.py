@@ -231,7 +231,8 @@ class Preset:
 
 QUICK_EPOCHS = {"mlp-digits": 10, "cnn-mnist1d": 30}
 QUICK_SEEDS = (0, 1, 2)
-QUICK_MINUTES = 2  # measured at 8caca9d: 1.75 minutes (3 seeds) on a quiet 2-core AMD EPYC, report included
+# measured at 8caca9d: 1.75 minutes (3 seeds) on a quiet 2-core AMD EPYC, report included
+QUICK_MINUTES = 2
 ABLATION_SEEDS = (0, 1, 2)
 ABLATION_MINUTES = 12  # measured: 40 s for 12 cells of one seed (3.4 s a cell) -> ~9 min
 

@@ -449,15 +449,17 @@ class FNGD:
         """
         state, self._state = self._state, None  # dropped whatever happens next
         comm = self.comm
-        if comm is not None:
-            self._check_distributed_step(state)
         try:
+            if comm is not None:
+                self._check_distributed_step(state)
             if state is not None:
                 if state.reweighted:
                     self._finish_reweighted(state, sample_ids)
                 else:
                     self._finish(state, sample_ids, self.epoch(epoch))
         except BaseException:
+            if state is not None and state.reweighted:
+                self._set_plain(False)  # the blocks' own forward back, whatever failed
             if comm is not None:
                 self._end_distributed_step()
             raise

@@ -415,3 +415,32 @@ def test_optimiser_surface_reweights_only_fngd_network_scope() -> None:
         assert other.reweight() is False
         with pytest.raises(RuntimeError, match="per-sample loss weights"):
             other.reweighted_loss(torch.ones(4))
+
+
+class _NoComm:
+    """Stands in for FNGD's DDP communicator: one rank, nothing sent."""
+
+    world_size = 1
+
+    def sync(self, on: bool) -> None:
+        pass
+
+    def average(self, tensors: list[torch.Tensor]) -> None:
+        pass
+
+
+def test_a_failed_reweighted_step_gives_the_blocks_their_forward_back() -> None:
+    """A step that raises after ``reweight()`` (here: DDP's check that no block left its
+    gradient to ``step()``) must not leave the blocks running plain ops for good."""
+    model, x, y = make()
+    pre = FNGD(model, damping=DAMPING, scope="network")
+    ids = BATCHES[0]
+    step(model, pre, x, y, ids)
+    pre.comm = _NoComm()
+    pre.prepare(sample_ids=ids)
+    out = model(x[ids])  # a forward before reweight(): the blocks leave their pairs to step()
+    assert pre.reweight(ids)
+    ce(out, y[ids]).mean().backward()
+    with pytest.raises(RuntimeError, match="left their gradient to step"):
+        pre.step(sample_ids=ids)
+    assert all("forward" in b.module.__dict__ for b in pre.blocks)
