@@ -344,11 +344,7 @@ class FNGD:
                 # a later epoch's common case, in one gather (``SampleTable.lookup_row``)
                 c = self.sample_table.lookup_row(sample_ids)
                 if c is not None:
-                    self._state = StepState(
-                        sample_ids=sample_ids,
-                        scales=SharedScale(c, self._dtype, self._world),
-                        coefficients=c,
-                    )
+                    self._state = self._network_state(sample_ids, c)
                     return
             stored = self._stored(sample_ids, self.epoch(epoch), n)
             if stored is None:
@@ -356,12 +352,7 @@ class FNGD:
             coeffs, known = stored
             dtype = self._dtype
             if self.scope == "network":  # one row, known (else no lookup): every block's
-                c = coeffs.view(-1)
-                self._state = StepState(
-                    sample_ids=sample_ids,
-                    scales=SharedScale(c, dtype, self._world),
-                    coefficients=c,
-                )
+                self._state = self._network_state(sample_ids, coeffs.view(-1))
                 return
             scales = torch.mul(coeffs, coeffs.shape[1] * self._world)
             if scales.dtype != dtype:
@@ -373,6 +364,12 @@ class FNGD:
                 if known.all()
                 else tuple(s if k else None for s, k in zip(scales, known, strict=True)),
             )
+
+    def _network_state(self, sample_ids: torch.Tensor | None, c: torch.Tensor) -> StepState:
+        """A network-scope step whose vector ``c`` (N,) is known before backward."""
+        return StepState(
+            sample_ids=sample_ids, scales=SharedScale(c, self._dtype, self._world), coefficients=c
+        )
 
     def reweight(self, sample_ids: torch.Tensor | None = None) -> bool:
         """Switch this step to a reweighted loss if it can be one; whether it did.
@@ -390,14 +387,7 @@ class FNGD:
         state = self._state
         if state is None or state.coefficients is None:
             return False
-        prepared = state.sample_ids
-        if (
-            sample_ids is not None
-            and prepared is not None
-            and sample_ids is not prepared
-            and not torch.equal(_host_ids(sample_ids), prepared)
-        ):
-            raise RuntimeError("reweight() got other sample_ids than prepare()")
+        self._check_prepared_ids(state, sample_ids, "reweight()")
         if not state.reweighted:
             state.reweighted = True
             state.scales = None  # a block function already in the graph must not scale again
@@ -494,7 +484,10 @@ class FNGD:
         assert self.comm is not None
         self.comm.sync(True)
 
-    def _check_prepared_ids(self, state: StepState, sample_ids: torch.Tensor | None) -> None:
+    def _check_prepared_ids(
+        self, state: StepState, sample_ids: torch.Tensor | None, caller: str = "step()"
+    ) -> None:
+        """``sample_ids``, when given, must be the ones ``prepare()`` announced."""
         prepared = state.sample_ids
         if (
             sample_ids is not None
@@ -502,10 +495,10 @@ class FNGD:
             and sample_ids is not prepared
             and not torch.equal(_host_ids(sample_ids), prepared)
         ):
-            raise RuntimeError(
-                "step() got other sample_ids than prepare(): the weighted sum "
-                "already used the prepared batch's coefficients"
-            )
+            why = ""
+            if caller == "step()":
+                why = ": the weighted sum already used the prepared batch's coefficients"
+            raise RuntimeError(f"{caller} got other sample_ids than prepare(){why}")
 
     def _finish(self, state: StepState, sample_ids: torch.Tensor | None, epoch: int) -> None:
         """The gradients of the blocks the backward pass left to ``step()``; the mode."""

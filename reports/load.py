@@ -29,7 +29,6 @@ import pandas as pd
 from bench.records import (
     BASE_FIELDS,
     CELL_FIELDS,
-    KIND_FIELDS,
     KINDS,
     PHASE_COLUMN,
     STEP_FIELDS,
@@ -52,7 +51,7 @@ COLUMNS = BASE_FIELDS + STEP_FIELDS + CELL_FIELDS + KIND_COLUMNS + ("hparams_jso
 _KINDS = frozenset(KINDS)
 #: Fields without which a record cannot be placed in any table.
 REQUIRED = ("kind", "workload", "optimizer")
-_PHASES, _PHASE_COUNT = KIND_FIELDS["step"][:2]  # ("phases", "phase_count")
+_PHASES, _PHASE_COUNT = "phases", "phase_count"  # a step record's (KIND_FIELDS["step"])
 
 _NUMERIC = (
     "seed",
