@@ -28,17 +28,25 @@ Lookup = tuple[torch.Tensor, np.ndarray] | None
 
 
 class SampleTable:
-    """Coefficients per (block, dataset sample id)."""
+    """Coefficients per (block, dataset sample id).
+
+    Held sample-major, (capacity, blocks), so that a batch's lookup gathers whole rows,
+    the cheapest gather there is; ``values`` is the (blocks, capacity) view.
+    """
 
     def __init__(self, num_blocks: int, refresh_epochs: int | None = None) -> None:
         self.num_blocks = num_blocks
         self.refresh_epochs = refresh_epochs
-        self.values: torch.Tensor | None = None  # (blocks, capacity)
+        self._by_sample: torch.Tensor | None = None  # (capacity, blocks)
         self.stored_epoch = np.full((num_blocks, 0), -1, dtype=np.int64)
         self._all_known = np.ones(num_blocks, dtype=bool)
         self._known_cache: np.ndarray | None = None
-        self._prefix_cache: torch.Tensor | None = None  # see known_prefix
-        self._row_cache: torch.Tensor | None = None  # its one row (lookup_row)
+        self._prefix_cache: torch.Tensor | None = None  # see known_columns
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        """The coefficients, (blocks, capacity); None before the first store."""
+        return None if self._by_sample is None else self._by_sample.t()
 
     @property
     def all_blocks_known(self) -> np.ndarray:
@@ -48,34 +56,33 @@ class SampleTable:
         return self._known_cache
 
     @property
-    def known_prefix(self) -> torch.Tensor | None:
-        """``values[:, :k]`` for the longest run of slots ``0..k-1`` every block knows, or
-        None (also with ``refresh_epochs``, whose validity depends on the epoch).
+    def known_columns(self) -> torch.Tensor | None:
+        """Slots ``0..k-1`` as (k, blocks, 1), for the longest run of them every block
+        knows, or None (also with ``refresh_epochs``, whose validity depends on the epoch).
 
         Once every sample of a dataset is stored, this is the whole table: a lookup is then
-        one ``index_select`` on it, whose own bounds check stands in for the host-side
-        checks (they cost more than the gather on a cold cache, after a backward pass).
-        Recomputed after a store.
+        one ``index_select`` on it (``lookup_known``), whose own bounds check stands in for
+        the host-side checks (they cost more than the gather on a cold cache, after a
+        backward pass). Recomputed after a store.
         """
-        if self._prefix_cache is None and self.values is not None and self.refresh_epochs is None:
+        table = self._by_sample
+        if self._prefix_cache is None and table is not None and self.refresh_epochs is None:
             known = self.all_blocks_known
             k = int(known.argmin()) if not known.all() else known.size
             if k:
-                self._prefix_cache = self.values[:, :k]
+                self._prefix_cache = table[:k].unsqueeze(-1)
         return self._prefix_cache
 
-    def lookup_row(self, ids: torch.Tensor) -> torch.Tensor | None:
-        """A one-block table's coefficients (N,) for ``ids`` when every id lies in the
-        known prefix (on the CPU, where a failed bounds check raises), else None: then
-        ``lookup`` decides. One gather, the whole cost of a later step's lookup."""
-        row = self._row_cache
-        if row is None:
-            prefix = self.known_prefix
-            if prefix is None or not prefix.is_cpu or self.num_blocks != 1:
-                return None
-            row = self._row_cache = prefix[0]
+    def lookup_known(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """Coefficients as sample-major columns (N, blocks, 1) for ``ids`` when every id
+        lies in the known prefix (on the CPU, where a failed bounds check raises), else
+        None: then ``lookup`` decides. One gather, the whole cost of a later epoch's
+        lookup; columns, because that is how a step scales its rows."""
+        columns = self.known_columns
+        if columns is None or not columns.is_cpu:
+            return None
         try:
-            return row.index_select(0, ids)
+            return columns.index_select(0, ids)
         except (IndexError, RuntimeError):
             return None  # an id beyond the prefix (or negative)
 
@@ -85,15 +92,12 @@ class SampleTable:
 
         A block is known when every id has a fresh coefficient for it.
         """
-        values = self.values
-        if values is None or len(ids) == 0:
+        table = self._by_sample
+        if table is None or len(ids) == 0:
             return None
-        prefix = self.known_prefix
-        if prefix is not None and prefix.device.type == "cpu":
-            try:  # the common case: every id in the fully known prefix
-                return prefix.index_select(1, ids), self._all_known
-            except (IndexError, RuntimeError):
-                pass  # an id beyond the prefix (or negative): the general path below
+        fast = self.lookup_known(ids)
+        if fast is not None:
+            return fast.squeeze(-1).t(), self._all_known
         idx = ids.numpy()
         if idx.min() < 0 or idx.max() >= self.stored_epoch.shape[1]:
             return None
@@ -103,7 +107,7 @@ class SampleTable:
             known = _valid(self.stored_epoch[:, idx], epoch, self.refresh_epochs).all(axis=1)
             if not known.any():
                 return None
-        return values.index_select(1, ids.to(values.device, non_blocking=True)), known
+        return table.index_select(0, ids.to(table.device, non_blocking=True)).t(), known
 
     def store(
         self, ids: torch.Tensor, coeffs: torch.Tensor, epoch: int, blocks: list[int]
@@ -113,23 +117,24 @@ class SampleTable:
         if idx.size and idx.min() < 0:
             raise ValueError("sample ids must be non-negative dataset indices")
         need = int(idx.max()) + 1 if idx.size else 0
-        if self.values is None:
-            self.values = coeffs.new_zeros(self.num_blocks, max(need, 1))
-        capacity = self.values.shape[1]
-        if need > capacity:
-            capacity = max(need, 2 * capacity)
-            grown = coeffs.new_zeros(self.num_blocks, capacity)
-            grown[:, : self.values.shape[1]] = self.values
-            self.values = grown
+        table = self._by_sample
+        if table is None:
+            table = coeffs.new_zeros(max(need, 1), self.num_blocks)
+        if need > table.shape[0]:
+            grown = coeffs.new_zeros(max(need, 2 * table.shape[0]), self.num_blocks)
+            grown[: table.shape[0]] = table
+            table = grown
+        self._by_sample = table
+        capacity = table.shape[0]
         if capacity > self.stored_epoch.shape[1]:
             grown_epoch = np.full((self.num_blocks, capacity), -1, dtype=np.int64)
             grown_epoch[:, : self.stored_epoch.shape[1]] = self.stored_epoch
             self.stored_epoch = grown_epoch
-        rows = torch.tensor(blocks, device=self.values.device)
-        cols = ids.to(self.values.device)
-        self.values[rows.unsqueeze(1), cols.unsqueeze(0)] = coeffs[rows].to(self.values.dtype)
+        rows = torch.tensor(blocks, device=table.device)
+        cols = ids.to(table.device)
+        table[cols.unsqueeze(1), rows.unsqueeze(0)] = coeffs[rows].t().to(table.dtype)
         self.stored_epoch[np.ix_(blocks, idx)] = epoch
-        self._known_cache = self._prefix_cache = self._row_cache = None
+        self._known_cache = self._prefix_cache = None
 
     def nbytes(self) -> int:
         return tensor_bytes(self.values)
@@ -138,13 +143,15 @@ class SampleTable:
         return {"values": self.values, "stored_epoch": torch.from_numpy(self.stored_epoch.copy())}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
-        values = state["values"]
-        self.values = None if values is None else values.to(device or values.device)
+        values = state["values"]  # (blocks, capacity)
+        self._by_sample = (
+            None if values is None else values.to(device or values.device).t().contiguous()
+        )
         stored = state["stored_epoch"].detach().cpu().numpy().astype(np.int64)
         # (blocks, capacity); explicit capacity, as reshape(0, -1) is ambiguous for no blocks
         capacity = stored.size // self.num_blocks if self.num_blocks else 0
         self.stored_epoch = stored.reshape(self.num_blocks, capacity).copy()
-        self._known_cache = self._prefix_cache = self._row_cache = None
+        self._known_cache = self._prefix_cache = None
 
 
 class IterationTable:

@@ -338,38 +338,38 @@ class FNGD:
             return
         if sample_ids is not None:
             sample_ids = _host_ids(sample_ids)
-        n = None if sample_ids is None else len(sample_ids)
         with phase(FNGD_WEIGHTED_SUM):
-            if self.scope == "network" and self.share == "sample" and self.blocks:
-                # a later epoch's common case, in one gather (``SampleTable.lookup_row``)
-                c = self.sample_table.lookup_row(sample_ids)
-                if c is not None:
-                    self._state = self._network_state(sample_ids, c)
+            columns = known = None
+            if self.share == "sample" and self.blocks and len(sample_ids):
+                # a later epoch's common case, in one gather (``SampleTable.lookup_known``)
+                columns = self.sample_table.lookup_known(sample_ids)
+            if columns is None:
+                n = None if sample_ids is None else len(sample_ids)
+                stored = self._stored(sample_ids, self.epoch(epoch), n)
+                if stored is None:
                     return
-            stored = self._stored(sample_ids, self.epoch(epoch), n)
-            if stored is None:
-                return
-            coeffs, known = stored
-            dtype = self._dtype
-            if self.scope == "network":  # one row, known (else no lookup): every block's
-                self._state = self._network_state(sample_ids, coeffs.view(-1))
-                return
-            scales = torch.mul(coeffs, coeffs.shape[1] * self._world)
-            if scales.dtype != dtype:
-                scales = scales.to(dtype)
-            scales = scales.unsqueeze(-1).unbind(0)
-            self._state = StepState(
-                sample_ids=sample_ids,
-                scales=scales
-                if known.all()
-                else tuple(s if k else None for s, k in zip(scales, known, strict=True)),
-            )
+                columns, known = stored[0].t().unsqueeze(-1), stored[1]
+            self._state = self._known_state(sample_ids, columns, known)
 
-    def _network_state(self, sample_ids: torch.Tensor | None, c: torch.Tensor) -> StepState:
-        """A network-scope step whose vector ``c`` (N,) is known before backward."""
-        return StepState(
-            sample_ids=sample_ids, scales=SharedScale(c, self._dtype, self._world), coefficients=c
-        )
+    def _known_state(
+        self, sample_ids: torch.Tensor | None, columns: torch.Tensor, known: np.ndarray | None
+    ) -> StepState:
+        """A step whose stored coefficients, as columns (N, rows, 1), are known before
+        backward, for the rows ``known`` marks (None: all)."""
+        if self.scope == "network":  # one row, known (else no lookup): every block's
+            c = columns.view(-1)
+            return StepState(
+                sample_ids=sample_ids,
+                scales=SharedScale(c, self._dtype, self._world),
+                coefficients=c,
+            )
+        scales = torch.mul(columns, len(columns) * self._world)
+        if scales.dtype != self._dtype:
+            scales = scales.to(self._dtype)
+        scales = scales.unbind(1)
+        if known is not None and not known.all():
+            scales = tuple(s if k else None for s, k in zip(scales, known, strict=True))
+        return StepState(sample_ids=sample_ids, scales=scales)
 
     def reweight(self, sample_ids: torch.Tensor | None = None) -> bool:
         """Switch this step to a reweighted loss if it can be one; whether it did.
@@ -429,7 +429,6 @@ class FNGD:
             weights = weights.to(losses.dtype)
         return losses @ weights
 
-    @torch.no_grad()
     def step(self, sample_ids: torch.Tensor | None = None, epoch: int | None = None) -> None:
         """Write each block's natural gradient into ``.grad`` (accumulating like autograd).
 
@@ -521,16 +520,14 @@ class FNGD:
         """
         self._set_plain(False)
         self._check_prepared_ids(state, sample_ids)
-        for b, pairs in state.stash.items():
-            for x, grad_out in pairs:
-                ones = grad_out.new_ones(grad_out.shape[0], 1)
-                for p, g in zip(b.params, b.weighted_grads(x, grad_out, ones), strict=False):
-                    _accumulate(p, g)
+        if state.stash:
+            self._write_plain(state.stash)
         self._mode = "weighted_sum"
         self.counts["weighted_sum"] += 1
         if self.check_finite:
             self._check_finite(self.blocks)
 
+    @torch.no_grad()
     def _step_from_stash(
         self,
         stashed: list[Block],
@@ -552,7 +549,8 @@ class FNGD:
             except NonFiniteGradientError:
                 if self.grad_scaler is None:
                     raise
-                self._write_plain(stashed, pairs)  # an overflow: the scaler skips this step
+                # an overflow: the scaler skips this step
+                self._write_plain({b: [pairs[b]] for b in stashed})
                 return True
             inverted_rows = sorted({rows[b.index] for b in invert})
             if self.share == "sample":  # every rank's samples, under DDP
@@ -572,12 +570,14 @@ class FNGD:
                     _accumulate(p, g)
         return bool(invert)
 
-    def _write_plain(self, blocks: list[Block], pairs: dict[Block, Pair]) -> None:
-        for b in blocks:
-            x, grad_out = pairs[b]
-            ones = grad_out.new_ones(grad_out.shape[0], 1)
-            for p, g in zip(b.params, b.weighted_grads(x, grad_out, ones), strict=False):
-                _accumulate(p, g)
+    @torch.no_grad()
+    def _write_plain(self, stash: dict[Block, list[Pair]]) -> None:
+        """Each stashed pair's plain (unit-scale) weight gradient, added to ``.grad``."""
+        for b, pairs in stash.items():
+            for x, grad_out in pairs:
+                ones = grad_out.new_ones(grad_out.shape[0], 1)
+                for p, g in zip(b.params, b.weighted_grads(x, grad_out, ones), strict=False):
+                    _accumulate(p, g)
 
     def _invert(
         self,

@@ -295,8 +295,8 @@ def test_sample_table_fast_lookup_equals_the_general_one() -> None:
     coeffs = torch.arange(12, dtype=torch.float64).reshape(2, 6)
     table.store(torch.tensor([0, 1, 2, 3, 4, 5]), coeffs, epoch=0, blocks=[0, 1])
     table.store(torch.tensor([7, 8]), coeffs[:, :2] + 100, epoch=0, blocks=[0])  # block 1 lacks
-    prefix = table.known_prefix
-    assert prefix is not None and prefix.shape == (2, 6)  # slot 6 is unknown
+    prefix = table.known_columns
+    assert prefix is not None and prefix.shape == (6, 2, 1)  # slot 6 is unknown
     values, known = table.lookup(torch.tensor([5, 0, 3]), epoch=1)
     assert torch.equal(values, coeffs[:, [5, 0, 3]]) and known.tolist() == [True, True]
     values, known = table.lookup(torch.tensor([1, 7]), epoch=1)  # 7: beyond the prefix
@@ -305,23 +305,28 @@ def test_sample_table_fast_lookup_equals_the_general_one() -> None:
     assert table.lookup(torch.tensor([1, -1]), epoch=1) is None
     assert table.lookup(torch.tensor([1, 50]), epoch=1) is None
     table.store(torch.tensor([6, 7]), coeffs[:, :2] + 200, epoch=1, blocks=[0, 1])
-    assert table.known_prefix.shape == (2, 8)  # 0..7 now known by both blocks (8: block 0)
+    assert table.known_columns.shape == (8, 2, 1)  # 0..7 now known by both (8: block 0)
     values, _ = table.lookup(torch.tensor([7, 2]), epoch=2)
     assert values[:, 0].tolist() == [201.0, 207.0] and values[:, 1].tolist() == [2.0, 8.0]
-    assert SampleTable(num_blocks=1, refresh_epochs=2).known_prefix is None
+    assert SampleTable(num_blocks=1, refresh_epochs=2).known_columns is None
 
 
-def test_sample_table_lookup_row_gathers_one_blocks_known_prefix() -> None:
+def test_sample_table_lookup_known_gathers_the_known_prefix() -> None:
     from fngd.coefficients import SampleTable
 
     table = SampleTable(num_blocks=1)
-    assert table.lookup_row(torch.tensor([0])) is None  # nothing stored
+    assert table.lookup_known(torch.tensor([0])) is None  # nothing stored
     table.store(torch.tensor([2, 0, 1]), torch.tensor([[3.0, 1.0, 2.0]]), epoch=0, blocks=[0])
-    assert table.lookup_row(torch.tensor([1, 2, 0])).tolist() == [2.0, 3.0, 1.0]
-    assert table.lookup_row(torch.tensor([1, 3])) is None  # 3: never stored
-    assert table.lookup_row(torch.tensor([-1])) is None
+    assert table.lookup_known(torch.tensor([1, 2, 0])).tolist() == [[[2.0]], [[3.0]], [[1.0]]]
+    assert table.lookup_known(torch.tensor([1, 3])) is None  # 3: never stored
+    assert table.lookup_known(torch.tensor([-1])) is None
     table.store(torch.tensor([3]), torch.tensor([[4.0]]), epoch=1, blocks=[0])
-    assert table.lookup_row(torch.tensor([3, 0])).tolist() == [4.0, 1.0]  # after a store
+    assert table.lookup_known(torch.tensor([3, 0])).flatten().tolist() == [4.0, 1.0]  # new
     two = SampleTable(num_blocks=2)
-    two.store(torch.tensor([0]), torch.ones(2, 1), epoch=0, blocks=[0, 1])
-    assert two.lookup_row(torch.tensor([0])) is None  # only a one-block table has a row
+    two.store(torch.tensor([0, 1]), torch.tensor([[1.0, 2.0], [3.0, 4.0]]), 0, blocks=[0, 1])
+    two.store(torch.tensor([2]), torch.tensor([[5.0]]), epoch=0, blocks=[0])
+    assert two.lookup_known(torch.tensor([1, 0])).tolist() == [[[2.0], [4.0]], [[1.0], [3.0]]]
+    assert two.lookup_known(torch.tensor([2])) is None  # block 1 lacks sample 2
+    refreshed = SampleTable(num_blocks=1, refresh_epochs=2)  # validity depends on the epoch
+    refreshed.store(torch.tensor([0]), torch.ones(1, 1), epoch=0, blocks=[0])
+    assert refreshed.lookup_known(torch.tensor([0])) is None

@@ -8,6 +8,9 @@ from torch import nn
 
 from fngd.blocks.base import Block, append_ones, scale_rows
 
+# The overload itself: calling the packet costs a lookup each time.
+_CONVOLUTION_BACKWARD = torch.ops.aten.convolution_backward.default
+
 
 def supported(module: nn.Conv2d) -> bool:
     """Unfold reproduces the convolution only for these settings; others keep plain grads."""
@@ -34,9 +37,9 @@ class Conv2dBlock(Block):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.module
         bias_sizes = [weight.shape[0]] if self.has_bias else None
-        return torch.ops.aten.convolution_backward(
-            grad_out, x, weight, bias_sizes, list(m.stride), list(m.padding),
-            list(m.dilation), False, [0, 0], 1, mask,
+        return _CONVOLUTION_BACKWARD(
+            grad_out, x, weight, bias_sizes, m.stride, m.padding, m.dilation, False, (0, 0), 1,
+            mask,
         )
 
     def input_grad(
