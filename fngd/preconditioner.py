@@ -290,15 +290,9 @@ class FNGD:
 
     def discard(self) -> None:
         """Drop what a backward pass left for ``step()`` (e.g. a backward not followed by one)."""
-        state, self._state = self._state, None
-        if state is not None and state.reweighted:
-            self._set_plain(False)
+        self._state = None
         if self.comm is not None:
             self._end_distributed_step()
-
-    def _set_plain(self, plain: bool) -> None:
-        for b in self.blocks:
-            b.set_plain(plain)
 
     def step_state(self) -> StepState:
         """This step's state; the first backward creates it when ``prepare()`` did not."""
@@ -388,10 +382,8 @@ class FNGD:
         if state is None or state.coefficients is None:
             return False
         self._check_prepared_ids(state, sample_ids, "reweight()")
-        if not state.reweighted:
-            state.reweighted = True
-            state.scales = None  # a block function already in the graph must not scale again
-            self._set_plain(True)
+        state.reweighted = True  # the blocks run plain ops while it lasts
+        state.scales = None  # a block function already in the graph must not scale again
         return True
 
     def loss_weights(self, sample_ids: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -447,8 +439,6 @@ class FNGD:
                 else:
                     self._finish(state, sample_ids, self.epoch(epoch))
         except BaseException:
-            if state is not None and state.reweighted:
-                self._set_plain(False)  # the blocks' own forward back, whatever failed
             if comm is not None:
                 self._end_distributed_step()
             raise
@@ -518,7 +508,6 @@ class FNGD:
         A block whose forward ran before ``reweight()`` stashed its pair: its plain
         weight gradient (unit scale) is the reweighted loss's.
         """
-        self._set_plain(False)
         self._check_prepared_ids(state, sample_ids)
         if state.stash:
             self._write_plain(state.stash)
@@ -805,8 +794,6 @@ class FNGD:
         for p in self._params:
             p.grad = None
         self._state = StepState()
-        if saved[0] is not None and saved[0].reweighted:
-            self._set_plain(False)
         return saved
 
     def _end_probe(
@@ -817,8 +804,6 @@ class FNGD:
         self._state, grads = saved
         for p, g in zip(self._params, grads, strict=True):
             p.grad = g
-        if self._state is not None and self._state.reweighted:
-            self._set_plain(True)
         return probe.stash
 
     @torch.no_grad()

@@ -29,7 +29,12 @@ from fngd.transforms import transforms_active
 
 
 class BlockOwner(Protocol):
-    """What a block asks of its preconditioner during the backward pass."""
+    """What a block asks of its preconditioner in the forward and backward passes."""
+
+    @property
+    def state(self) -> StepState | None:
+        """This step's state, if one exists yet (a reweighted one: run the plain op)."""
+        ...
 
     def step_state(self) -> StepState:
         """This step's state: the known ``N c`` per block, and where the block reports."""
@@ -143,16 +148,6 @@ class Block:
         with phase(FNGD_WEIGHTED_SUM):
             return (grad_x, *self.weighted_grads(x, grad_out, scale))
 
-    def set_plain(self, plain: bool) -> None:
-        """Run the module's own forward (``plain``: a reweighted-loss step) or the block's.
-
-        Through ``__dict__``: this runs once per block and step, at next to no cost.
-        """
-        if plain:
-            self.module.__dict__.pop("forward", None)
-        else:
-            self.module.__dict__["forward"] = self.forward
-
     def remove(self) -> None:
         if "forward" in self.module.__dict__:
             del self.module.forward
@@ -179,8 +174,14 @@ class BlockForward:
             weight, bias = block.module.weight, block.module.bias
         else:
             bias = params.get("bias")
-        # Frozen after the block was made, or traced by torch.func: the plain op.
-        if not weight.requires_grad or transforms_active():
+        # Frozen after the block was made, traced by torch.func, or in a reweighted step
+        # (whose loss carries the coefficients): the plain op.
+        state = block.owner.state
+        if (
+            not weight.requires_grad
+            or transforms_active()
+            or (state is not None and state.reweighted)
+        ):
             return block.op(x, weight, bias)
         return _apply(unwrap_if_dead(x), weight, bias, block)
 

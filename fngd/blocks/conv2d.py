@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fngd.blocks.base import Block, append_ones, scale_rows
+from fngd.blocks.base import Block, append_ones
 
 # The overload itself: calling the packet costs a lookup each time.
 _CONVOLUTION_BACKWARD = torch.ops.aten.convolution_backward.default
@@ -36,7 +36,7 @@ class Conv2dBlock(Block):
         mask: list[bool],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.module
-        bias_sizes = [weight.shape[0]] if self.has_bias else None
+        bias_sizes = [weight.shape[0]] if mask[2] else None
         return _CONVOLUTION_BACKWARD(
             grad_out, x, weight, bias_sizes, m.stride, m.padding, m.dilation, False, (0, 0), 1,
             mask,
@@ -50,11 +50,10 @@ class Conv2dBlock(Block):
     def weighted_grads(
         self, x: torch.Tensor, grad_out: torch.Tensor, scale: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        d = scale_rows(grad_out, scale)
-        _, grad_w, grad_b = self._conv_backward(
-            x, self.module.weight, d, [False, True, self.has_bias]
-        )
-        return grad_w, (grad_b if self.has_bias else None)
+        has_bias = self.has_bias
+        d = grad_out * scale.view(-1, 1, 1, 1)
+        _, grad_w, grad_b = self._conv_backward(x, self.module.weight, d, [False, True, has_bias])
+        return grad_w, (grad_b if has_bias else None)
 
     def gram_operands(
         self, x: torch.Tensor, grad_out: torch.Tensor
