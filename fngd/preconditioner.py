@@ -48,6 +48,7 @@ from fngd import distributed as dist_mod
 from fngd import gram as gram_mod
 from fngd import solve as solve_mod
 from fngd.blocks import Block, block_type
+from fngd.blocks import native as native_blocks
 from fngd.coefficients import IterationTable, SampleTable
 from fngd.phases import FNGD as FNGD_PHASES
 from fngd.phases import FNGD_GRAM, FNGD_SOLVE, FNGD_WEIGHTED_SUM, phase
@@ -132,6 +133,11 @@ class FNGD:
             samples only (no operand gathered; block-diagonal across ranks), and the
             directions are averaged as DDP averages gradients.
         process_group: the ranks to communicate with (default: the DDP model's group).
+        native: the weighted-sum phase of layer scope through compiled blocks
+            (``fngd.blocks.native``: ``"auto"`` where they build, ``"on"`` or ``"off"``);
+            the same gradients, without the Python block function's per-layer cost. Its
+            weighted sums then run inside autograd's backward, where the traces and
+            records count them.
 
     Under DistributedDataParallel (``FNGD(ddp_model)``): the blocks are the inner module's
     (the same names as without DDP), and ``prepare(sample_ids)`` is required before every
@@ -179,6 +185,7 @@ class FNGD:
         check_finite: bool = CHECK_FINITE,
         distributed: str = "global",
         process_group: Any = None,
+        native: str = "auto",
     ) -> None:
         if share not in SHARES:
             raise ValueError(f"unknown share {share!r}; valid: {', '.join(SHARES)}")
@@ -222,14 +229,25 @@ class FNGD:
         self._prepared = False  # under DDP: prepare() ran for the coming step
         self._unsynced = False  # under DDP: this step's backward runs without DDP's reducer
 
-        self.blocks: list[Block] = []
-        for name, module in model.named_modules():
-            cls = block_type(module)
-            if cls is None or _matches(self.skip_layers, name, module):
-                continue
-            if not module.weight.requires_grad:
-                continue
-            self.blocks.append(cls(name, module, self, len(self.blocks)))
+        found = [
+            (name, module, cls)
+            for name, module in model.named_modules()
+            if (cls := block_type(module)) is not None
+            and not _matches(self.skip_layers, name, module)
+            and module.weight.requires_grad
+        ]
+        # Only layer scope's weighted sum runs through blocks that know their scales at
+        # their forward (network scope's is a reweighted loss; exact NGD has none).
+        kernels = None
+        if found and scope == "layer" and share != "none":
+            kernels = native_blocks.kernels(native)
+        elif native not in native_blocks.NATIVE_CHOICES:
+            native_blocks.kernels(native)  # the one error for an unknown choice
+        #: Whether the compiled weighted-sum blocks run ("on") or the Python ones ("off").
+        self.native = "off" if kernels is None else "on"
+        self.blocks: list[Block] = [
+            cls(name, module, self, i, kernels) for i, (name, module, cls) in enumerate(found)
+        ]
 
         self._params = list(model.parameters())  # whose .grad a staleness probe keeps
         self._dtype = self.blocks[0].module.weight.dtype if self.blocks else torch.float32

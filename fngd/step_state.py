@@ -25,7 +25,8 @@ class StepState:
     sample_ids: torch.Tensor | None = None
     #: Per block, ``N c`` as an (N, 1) column when known before backward, else None.
     scales: tuple[torch.Tensor | None, ...] | SharedScale | None = None
-    #: Blocks whose weighted sum already ran inside backward (in backward order).
+    #: Blocks whose weighted sum runs inside backward: the Python block function's, added
+    #: as its backward runs, and the compiled block's, added as its forward runs.
     summed: list[Block] = field(default_factory=list)
     #: Per block, the (input, grad_output) pairs kept for ``step()`` to turn into gradients.
     stash: dict[Block, list[Pair]] = field(default_factory=dict)

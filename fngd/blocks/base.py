@@ -18,6 +18,7 @@ vmap rule, and a transform's tensors must not reach the owner's step).
 from __future__ import annotations
 
 import copy
+from types import ModuleType
 from typing import Any, Protocol
 
 import torch
@@ -81,11 +82,21 @@ class Block:
 
     module_type: type[nn.Module] = nn.Module
 
-    def __init__(self, name: str, module: nn.Module, owner: BlockOwner, index: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        module: nn.Module,
+        owner: BlockOwner,
+        index: int,
+        kernels: ModuleType | None = None,
+    ) -> None:
         self.name = name
         self.module = module
         self.owner = owner
         self.index = index
+        #: The compiled weighted-sum blocks (``fngd.blocks.native``), or None: the Python
+        #: block function for every step.
+        self.kernels = kernels
         self.forward = BlockForward(self)
         module.forward = self.forward  # type: ignore[method-assign]
 
@@ -103,6 +114,13 @@ class Block:
 
         ``scale`` is an (N, 1) column: one factor per sample.
         """
+        raise NotImplementedError
+
+    def native_op(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: Any, scale: torch.Tensor
+    ) -> torch.Tensor:
+        """``op`` through the compiled block whose backward is ``input_grad`` and
+        ``weighted_grads(x, grad_out, scale)`` (``self.kernels`` is set)."""
         raise NotImplementedError
 
     def gram_operands(
@@ -183,6 +201,12 @@ class BlockForward:
             or (state is not None and state.reweighted)
         ):
             return block.op(x, weight, bias)
+        if block.kernels is not None and state is not None and not _any_autocast():
+            scales = state.scales
+            scale = None if scales is None else scales[block.index]
+            if scale is not None and scale.shape[0] == x.shape[0]:  # this batch's: known
+                state.summed.append(block)
+                return block.native_op(x, weight, bias, scale)
         return _apply(unwrap_if_dead(x), weight, bias, block)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PlainForward:

@@ -55,6 +55,14 @@ class Conv2dBlock(Block):
         _, grad_w, grad_b = self._conv_backward(x, self.module.weight, d, [False, True, has_bias])
         return grad_w, (grad_b if has_bias else None)
 
+    def native_op(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor
+    ) -> torch.Tensor:
+        m = self.module
+        return self.kernels.weighted_conv2d(
+            x, weight, bias, scale, m.stride, m.padding, m.dilation
+        )
+
     def gram_operands(
         self, x: torch.Tensor, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,6 +34,11 @@ class LinearBlock(Block):
         grad_b = d.sum(0) if self.has_bias else None
         return grad_w, grad_b
 
+    def native_op(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor
+    ) -> torch.Tensor:
+        return self.kernels.weighted_linear(x, weight, bias, scale)
+
     def gram_operands(
         self, x: torch.Tensor, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,6 +62,9 @@ FNGD: dict[str, Any] = {
     # under DistributedDataParallel: the global batch's Gram ("global") or each rank's own
     # ("local"); see fngd.preconditioner.FNGD
     "distributed": "global",
+    # layer scope's weighted sum through compiled blocks where they build; see
+    # fngd.blocks.native (records keep "on" or "off": what ran)
+    "native": "auto",
 }
 
 NGD: dict[str, Any] = {k: v for k, v in FNGD.items() if k not in ("share", "refresh_epochs")}

@@ -58,15 +58,21 @@ def _fngd_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hp.items() if k not in skip}
 
 
-def _fngd_record(hp: dict[str, Any]) -> dict[str, Any]:
+def _fngd_record(hp: dict[str, Any], pre: Any) -> dict[str, Any]:
     """The hyperparameters as records keep them: a damping schedule as its spec string,
-    a loss scaler by its type's name (a callable: its name)."""
+    a loss scaler by its type's name (a callable: its name), and whether the compiled
+    blocks ran ("on"/"off", not "auto")."""
     from fngd import damping
 
     scaler = hp["grad_scaler"]
     if scaler is not None:
         scaler = getattr(scaler, "__name__", None) or type(scaler).__name__
-    return {**hp, "damping": damping.describe(hp["damping"]), "grad_scaler": scaler}
+    return {
+        **hp,
+        "damping": damping.describe(hp["damping"]),
+        "grad_scaler": scaler,
+        "native": pre.native,
+    }
 
 
 def _build_fngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
@@ -74,7 +80,7 @@ def _build_fngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
 
     pre = FNGD(model, **_fngd_kwargs(hp))
     return BenchOptimizer(
-        "fngd", _sgd(model, hp), impl="builtin", hparams=_fngd_record(hp), preconditioner=pre
+        "fngd", _sgd(model, hp), impl="builtin", hparams=_fngd_record(hp, pre), preconditioner=pre
     )
 
 
@@ -86,7 +92,7 @@ def _build_ngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
         "ngd",
         _sgd(model, hp),
         impl="builtin",
-        hparams={**_fngd_record(hp), "share": "none"},
+        hparams={**_fngd_record(hp, pre), "share": "none"},
         preconditioner=pre,
     )
 

@@ -1,0 +1,58 @@
+"""The compiled weighted-sum blocks (``weighted_sum.cpp``), built on first use.
+
+In the weighted-sum phase of layer scope every block already knows its per-sample scales
+when its forward runs. The compiled autograd function then computes that step's block
+gradients in C++, so a small layer's step pays no Python in backward (the Python block
+function costs a noticeable share of an SGD step on small models; see the README's step
+ratios). ``torch.utils.cpp_extension`` compiles it once per torch build into its cache
+directory (about half a minute; ``TORCH_EXTENSIONS_DIR`` moves the cache).
+
+``FNGD(native=...)``: ``"auto"`` uses it where it builds and falls back to the Python block
+function otherwise, with one warning; ``"on"`` requires it; ``"off"`` never builds it.
+``FNGD_NATIVE=off`` in the environment turns ``"auto"`` off.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+NATIVE_CHOICES = ("auto", "on", "off")
+SOURCE = Path(__file__).with_name("weighted_sum.cpp")
+
+_module: ModuleType | None = None
+_error: str | None = None
+
+
+def kernels(native: str = "auto") -> ModuleType | None:
+    """The compiled module, or None (``"off"``, or ``"auto"`` where it cannot be built)."""
+    if native not in NATIVE_CHOICES:
+        raise ValueError(f"unknown native {native!r}; valid: {', '.join(NATIVE_CHOICES)}")
+    if native == "off" or (native == "auto" and os.environ.get("FNGD_NATIVE") == "off"):
+        return None
+    module = _load()
+    if module is None and native == "on":
+        raise RuntimeError(f"native FNGD blocks could not be built: {_error}")
+    return module
+
+
+def _load() -> ModuleType | None:
+    """Build (or find in the cache) and import the extension, once per process."""
+    global _module, _error
+    if _module is None and _error is None:
+        try:
+            from torch.utils.cpp_extension import load
+
+            _module = load(name="fngd_weighted_sum", sources=[str(SOURCE)],
+                           extra_cflags=["-O2"], verbose=False)
+        except Exception as e:  # no compiler, no ninja, no headers: the Python blocks
+            _error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e) else ''}"
+            warnings.warn(
+                f"FNGD falls back to its Python block function ({_error}); "
+                "native='off' or FNGD_NATIVE=off skips the build",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _module

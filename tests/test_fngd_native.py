@@ -1,0 +1,126 @@
+"""The compiled weighted-sum blocks give the Python blocks' gradients, and run where they should."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fngd import FNGD
+from fngd.blocks import base as block_base
+from fngd.blocks import native
+from fngd.optimizers import build
+from tests.fngd_reference import rel_err
+from tests.test_fngd_exact import CASES, squared_error
+
+needs_native = pytest.mark.skipif(
+    native.kernels("auto") is None, reason="the compiled blocks do not build here"
+)
+
+
+def _steps(
+    case: str, bias: bool, reduction: str, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[torch.Tensor], FNGD, int]:
+    """An inverting first step, then a weighted-sum step on the same samples reordered:
+    that step's gradients, the preconditioner and the Python block function's calls in it."""
+    torch.manual_seed(0)
+    model, _, x, y = CASES[case](bias)
+    model, x, y = model.double(), x.double(), y.double()
+    pre = FNGD(model, damping=0.1, loss_reduction=reduction, native=mode)
+
+    def step(ids: torch.Tensor) -> None:
+        model.zero_grad(set_to_none=True)
+        pre.prepare(sample_ids=ids)
+        losses = squared_error(model(x[ids]), y[ids])
+        (losses.mean() if reduction == "mean" else losses.sum()).backward()
+        pre.step(sample_ids=ids)
+
+    step(torch.arange(len(x)))
+    calls: list[int] = []
+    apply = block_base._apply
+    with monkeypatch.context() as m:
+        m.setattr(block_base, "_apply", lambda *a: calls.append(1) or apply(*a))
+        step(torch.arange(len(x)).flip(0))
+    assert pre.mode == "weighted_sum"
+    return [p.grad for p in model.parameters()], pre, len(calls)
+
+
+@needs_native
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_compiled_blocks_give_the_python_blocks_gradients(
+    case: str, bias: bool, reduction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled, on, on_calls = _steps(case, bias, reduction, "on", monkeypatch)
+    python, off, off_calls = _steps(case, bias, reduction, "off", monkeypatch)
+    assert (on.native, off.native) == ("on", "off")
+    assert on_calls == 0 and off_calls == len(off.blocks)  # which path each step took
+    for a, b in zip(compiled, python, strict=True):
+        assert rel_err(a, b) < 1e-12
+
+
+@needs_native
+def test_compiled_blocks_give_the_input_gradient_too() -> None:
+    """An input that needs a gradient gets the one the Python block gives."""
+    torch.manual_seed(0)
+    model, _, x, y = CASES["linear_2d"](True)
+    model = model.double()
+    x = x.double().requires_grad_()
+    grads = {}
+    for mode in ("on", "off"):
+        pre = FNGD(model, damping=0.1, native=mode)
+        ids = torch.arange(len(x))
+        for _ in range(2):
+            x.grad = None
+            model.zero_grad(set_to_none=True)
+            pre.prepare(sample_ids=ids)
+            squared_error(model(x), y.double()).mean().backward()
+            pre.step(sample_ids=ids)
+        grads[mode] = x.grad.clone()
+        pre.remove()
+    assert rel_err(grads["on"], grads["off"]) < 1e-12
+
+
+def test_only_layer_scope_with_reuse_builds_the_compiled_blocks() -> None:
+    model, *_ = CASES["linear_2d"](True)
+    assert FNGD(model, scope="network").native == "off"
+    assert FNGD(model, share="none").native == "off"
+    assert FNGD(model, native="off").native == "off"
+
+
+def test_unknown_native_choice_is_one_clear_error() -> None:
+    model, *_ = CASES["linear_2d"](True)
+    for kwargs in ({}, {"scope": "network"}):
+        with pytest.raises(ValueError, match="unknown native 'fast'; valid: auto, on, off"):
+            FNGD(model, native="fast", **kwargs)
+
+
+def test_a_failed_build_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.utils.cpp_extension as cpp
+
+    def fail(**_: object) -> None:
+        raise RuntimeError("Error building extension 'fngd_weighted_sum'\nno compiler")
+
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setattr(native, "_error", None)
+    monkeypatch.setattr(cpp, "load", fail)
+    with pytest.warns(RuntimeWarning, match="falls back to its Python block function"):
+        assert native.kernels("auto") is None
+    model, *_ = CASES["linear_2d"](True)
+    assert FNGD(model).native == "off"  # the same process does not try again
+    with pytest.raises(RuntimeError, match="could not be built: RuntimeError: no compiler"):
+        FNGD(model, native="on")
+
+
+def test_environment_turns_auto_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FNGD_NATIVE", "off")
+    model, *_ = CASES["linear_2d"](True)
+    assert FNGD(model).native == "off"
+
+
+@needs_native
+def test_records_keep_what_ran() -> None:
+    model, *_ = CASES["linear_2d"](True)
+    assert build("fngd", model).hparams["native"] == "on"
+    assert build("fngd", model, native="off").hparams["native"] == "off"
+    assert build("ngd", model).hparams["native"] == "off"
