@@ -15,11 +15,13 @@ function otherwise, with one warning; ``"on"`` requires it; ``"off"`` never buil
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
 
 NATIVE_CHOICES = ("auto", "on", "off")
+NAME = "fngd_weighted_sum"
 SOURCE = Path(__file__).with_name("weighted_sum.cpp")
 
 _module: ModuleType | None = None
@@ -38,15 +40,27 @@ def kernels(native: str = "auto") -> ModuleType | None:
     return module
 
 
+def _built(build_dir: str) -> bool:
+    return any(Path(build_dir).glob(f"{NAME}*.so"))
+
+
 def _load() -> ModuleType | None:
     """Build (or find in the cache) and import the extension, once per process."""
     global _module, _error
     if _module is None and _error is None:
         try:
-            from torch.utils.cpp_extension import load
+            from torch.utils import cpp_extension
 
-            _module = load(name="fngd_weighted_sum", sources=[str(SOURCE)],
-                           extra_cflags=["-O2"], verbose=False)
+            if not _built(cpp_extension._get_build_directory(NAME, verbose=False)):
+                print(
+                    "fngd: building the compiled FNGD blocks, once per machine and torch "
+                    "(about half a minute)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            _module = cpp_extension.load(
+                name=NAME, sources=[str(SOURCE)], extra_cflags=["-O2"], verbose=False
+            )
         except Exception as e:  # no compiler, no ninja, no headers: the Python blocks
             _error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e) else ''}"
             warnings.warn(
