@@ -81,6 +81,29 @@ def test_compiled_blocks_give_the_input_gradient_too() -> None:
     assert rel_err(grads["on"], grads["off"]) < 1e-12
 
 
+@needs_native
+def test_a_frozen_bias_gets_no_gradient_from_either_block() -> None:
+    grads = {}
+    for mode in ("on", "off"):
+        torch.manual_seed(0)
+        model, _, x, y = CASES["conv2d"](True)
+        model, x, y = model.double(), x.double(), y.double()
+        model[0].bias.requires_grad_(False)
+        model[4].bias.requires_grad_(False)
+        pre = FNGD(model, damping=0.1, native=mode)
+        ids = torch.arange(len(x))
+        for _ in range(2):
+            model.zero_grad(set_to_none=True)
+            pre.prepare(sample_ids=ids)
+            squared_error(model(x), y).mean().backward()
+            pre.step(sample_ids=ids)
+        assert pre.mode == "weighted_sum"
+        assert model[0].bias.grad is None and model[4].bias.grad is None
+        grads[mode] = [p.grad for p in model.parameters() if p.requires_grad]
+    for a, b in zip(grads["on"], grads["off"], strict=True):
+        assert rel_err(a, b) < 1e-12
+
+
 def test_only_layer_scope_with_reuse_builds_the_compiled_blocks() -> None:
     model, *_ = CASES["linear_2d"](True)
     assert FNGD(model, scope="network").native == "off"

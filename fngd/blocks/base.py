@@ -11,8 +11,11 @@ output gradient to the preconditioner, which either
   builds the Gram matrix, solves for ``c`` and then runs that same weighted GEMM.
 
 Either way the block records what it did in the owner's ``StepState``, never in itself.
-Under a ``torch.func`` transform the module's plain op runs instead (``BlockFunction`` has no
-vmap rule, and a transform's tensors must not reach the owner's step).
+With the compiled blocks (``fngd.blocks.native``, layer scope), a forward that already
+knows its batch's scale runs the C++ form of the first case instead, recording itself as
+summed. Under a ``torch.func`` transform the module's plain op runs instead
+(``BlockFunction`` has no vmap rule, and a transform's tensors must not reach the owner's
+step).
 """
 
 from __future__ import annotations

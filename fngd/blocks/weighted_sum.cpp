@@ -30,7 +30,6 @@ struct WeightedLinear : public torch::autograd::Function<WeightedLinear> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
                         const c10::optional<Tensor>& bias, const Tensor& scale) {
     ctx->save_for_backward({x, weight, scale});
-    ctx->saved_data["bias"] = bias.has_value();
     return torch::linear(x, weight, bias);
   }
 
@@ -49,7 +48,7 @@ struct WeightedLinear : public torch::autograd::Function<WeightedLinear> {
       d = d.reshape({-1, d.size(-1)});
     }
     const Tensor grad_w = d.t().mm(x.dim() == 2 ? x : x.reshape({-1, x.size(-1)}));
-    if (ctx->saved_data["bias"].toBool()) {
+    if (ctx->needs_input_grad(2)) {  // a bias that trains (a frozen one gets nothing)
       grad_b = d.sum(0);
     }
     return {grad_x, grad_w, grad_b, Tensor()};
@@ -62,7 +61,6 @@ struct WeightedConv2d : public torch::autograd::Function<WeightedConv2d> {
                         std::vector<int64_t> stride, std::vector<int64_t> padding,
                         std::vector<int64_t> dilation) {
     ctx->save_for_backward({x, weight, scale});
-    ctx->saved_data["bias"] = bias.has_value();
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["dilation"] = dilation;
@@ -74,7 +72,7 @@ struct WeightedConv2d : public torch::autograd::Function<WeightedConv2d> {
     const Tensor& x = saved[0];
     const Tensor& weight = saved[1];
     const Tensor& g = grads[0];
-    const bool bias = ctx->saved_data["bias"].toBool();
+    const bool bias = ctx->needs_input_grad(2);  // a bias that trains
     const auto stride = ctx->saved_data["stride"].toIntVector();
     const auto padding = ctx->saved_data["padding"].toIntVector();
     const auto dilation = ctx->saved_data["dilation"].toIntVector();
