@@ -104,6 +104,32 @@ def test_a_frozen_bias_gets_no_gradient_from_either_block() -> None:
         assert rel_err(a, b) < 1e-12
 
 
+@needs_native
+def test_a_forward_without_gradients_leaves_the_step_alone() -> None:
+    torch.manual_seed(0)
+    model, _, x, y = CASES["linear_2d"](True)
+    model, x, y = model.double(), x.double(), y.double()
+    pre = FNGD(model, damping=0.1, native="on")
+    ids = torch.arange(len(x))
+
+    def step(evaluate: bool) -> None:
+        model.zero_grad(set_to_none=True)
+        pre.prepare(sample_ids=ids)
+        if evaluate:
+            with torch.no_grad():
+                model(x)  # e.g. an evaluation between prepare() and the training forward
+            assert pre.state is not None and pre.state.summed == []
+        squared_error(model(x), y).mean().backward()
+        pre.step(sample_ids=ids)
+
+    step(evaluate=False)  # inverts
+    step(evaluate=True)
+    assert pre.mode == "weighted_sum"
+    with_eval = [p.grad.clone() for p in model.parameters()]
+    step(evaluate=False)
+    assert all(torch.equal(a, p.grad) for a, p in zip(with_eval, model.parameters(), strict=True))
+
+
 def test_only_layer_scope_with_reuse_builds_the_compiled_blocks() -> None:
     model, *_ = CASES["linear_2d"](True)
     assert FNGD(model, scope="network").native == "off"

@@ -204,7 +204,12 @@ class BlockForward:
             or (state is not None and state.reweighted)
         ):
             return block.op(x, weight, bias)
-        if block.kernels is not None and state is not None and not _any_autocast():
+        if (
+            block.kernels is not None
+            and state is not None
+            and torch.is_grad_enabled()  # (a forward without backward must not count)
+            and not _any_autocast()
+        ):
             scales = state.scales
             scale = None if scales is None else scales[block.index]
             if scale is not None and scale.shape[0] == x.shape[0]:  # this batch's: known
