@@ -136,8 +136,8 @@ class FNGD:
         native: the weighted-sum phase of layer scope through compiled blocks
             (``fngd.blocks.native``: ``"auto"`` where they build, ``"on"`` or ``"off"``);
             the same gradients, without the Python block function's per-layer cost. Its
-            weighted sums then run inside autograd's backward, where the traces and
-            records count them.
+            weighted sums run inside autograd's backward: traces show them as
+            ``fngd/weighted_sum`` ranges there, records count them as ``backward``.
 
     Under DistributedDataParallel (``FNGD(ddp_model)``): the blocks are the inner module's
     (the same names as without DDP), and ``prepare(sample_ids)`` is required before every
@@ -238,11 +238,10 @@ class FNGD:
         ]
         # Only layer scope's weighted sum runs through blocks that know their scales at
         # their forward (network scope's is a reweighted loss; exact NGD has none).
+        native_blocks.check(native)
         kernels = None
         if found and scope == "layer" and share != "none":
             kernels = native_blocks.kernels(native)
-        elif native not in native_blocks.NATIVE_CHOICES:
-            native_blocks.kernels(native)  # the one error for an unknown choice
         #: Whether the compiled weighted-sum blocks run ("on") or the Python ones ("off").
         self.native = "off" if kernels is None else "on"
         self.blocks: list[Block] = [

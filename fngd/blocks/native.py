@@ -28,10 +28,15 @@ _module: ModuleType | None = None
 _error: str | None = None
 
 
-def kernels(native: str = "auto") -> ModuleType | None:
-    """The compiled module, or None (``"off"``, or ``"auto"`` where it cannot be built)."""
+def check(native: str) -> None:
+    """One clear error for a choice that is not ``auto``, ``on`` or ``off``."""
     if native not in NATIVE_CHOICES:
         raise ValueError(f"unknown native {native!r}; valid: {', '.join(NATIVE_CHOICES)}")
+
+
+def kernels(native: str = "auto") -> ModuleType | None:
+    """The compiled module, or None (``"off"``, or ``"auto"`` where it cannot be built)."""
+    check(native)
     if native == "off" or (native == "auto" and os.environ.get("FNGD_NATIVE") == "off"):
         return None
     module = _load()
