@@ -461,7 +461,7 @@ class FNGD:
             raise
         if comm is not None:
             if self._unsynced:  # DDP's reducer was off: average every gradient here, once
-                with phase(FNGD_WEIGHTED_SUM):
+                with phase(FNGD_WEIGHTED_SUM), torch.no_grad():
                     comm.average([p.grad for p in self._params if p.grad is not None])
             self._end_distributed_step()
         self.steps += 1

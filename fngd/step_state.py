@@ -26,7 +26,8 @@ class StepState:
     #: Per block, ``N c`` as an (N, 1) column when known before backward, else None.
     scales: tuple[torch.Tensor | None, ...] | SharedScale | None = None
     #: Blocks whose weighted sum runs inside backward: the Python block function's, added
-    #: as its backward runs, and the compiled block's, added as its forward runs.
+    #: as its backward runs, and the compiled block's, added as its forward runs (so a
+    #: forward with gradients on but no backward before ``step()`` counts there too).
     summed: list[Block] = field(default_factory=list)
     #: Per block, the (input, grad_output) pairs kept for ``step()`` to turn into gradients.
     stash: dict[Block, list[Pair]] = field(default_factory=dict)

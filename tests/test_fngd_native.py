@@ -130,6 +130,50 @@ def test_a_forward_without_gradients_leaves_the_step_alone() -> None:
     assert all(torch.equal(a, p.grad) for a, p in zip(with_eval, model.parameters(), strict=True))
 
 
+@needs_native
+def test_a_model_cast_after_fngd_was_built_gets_the_python_blocks_gradients() -> None:
+    """The table keeps the dtype it was built with; the compiled block casts the scale."""
+    grads = {}
+    for mode in ("on", "off"):
+        torch.manual_seed(0)
+        model, _, x, y = CASES["conv2d"](True)
+        model = model.double()
+        pre = FNGD(model, damping=0.1, native=mode)
+        model.float()
+        ids = torch.arange(len(x))
+        for _ in range(2):
+            model.zero_grad(set_to_none=True)
+            pre.prepare(sample_ids=ids)
+            squared_error(model(x), y).mean().backward()
+            pre.step(sample_ids=ids)
+        assert pre.mode == "weighted_sum"
+        grads[mode] = [p.grad for p in model.parameters()]
+    for a, b in zip(grads["on"], grads["off"], strict=True):
+        assert a.dtype == torch.float32 and rel_err(a, b) < 1e-5
+
+
+@needs_native
+def test_the_input_gradient_alone_skips_the_weighted_sum() -> None:
+    torch.manual_seed(0)
+    model, _, x, y = CASES["linear_seq"](True)
+    model, x, y = model.double(), x.double().requires_grad_(), y.double()
+    got = {}
+    for mode in ("on", "off"):
+        pre = FNGD(model, damping=0.1, native=mode)
+        ids = torch.arange(len(x))
+        model.zero_grad(set_to_none=True)
+        pre.prepare(sample_ids=ids)
+        squared_error(model(x), y).mean().backward()
+        pre.step(sample_ids=ids)  # inverts
+        model.zero_grad(set_to_none=True)
+        pre.prepare(sample_ids=ids)
+        (got[mode],) = torch.autograd.grad(squared_error(model(x), y).mean(), x)
+        assert all(p.grad is None for p in model.parameters())
+        pre.discard()
+        pre.remove()
+    assert rel_err(got["on"], got["off"]) < 1e-12
+
+
 def test_only_layer_scope_with_reuse_builds_the_compiled_blocks() -> None:
     model, *_ = CASES["linear_2d"](True)
     assert FNGD(model, scope="network").native == "off"

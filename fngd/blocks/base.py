@@ -214,7 +214,7 @@ class BlockForward:
             scale = None if scales is None else scales[block.index]
             if scale is not None and scale.shape[0] == x.shape[0]:  # this batch's: known
                 state.summed.append(block)
-                return block.native_op(x, weight, bias, scale)
+                return block.native_op(unwrap_if_dead(x), weight, bias, scale)
         return _apply(unwrap_if_dead(x), weight, bias, block)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PlainForward:

@@ -19,11 +19,12 @@ using torch::autograd::variable_list;
 
 namespace {
 
-// `scale` (N, 1) as (N, 1, ..., 1) with `dim` dimensions, to scale each sample's slice.
-Tensor rows(const Tensor& scale, int64_t dim) {
-  std::vector<int64_t> shape(dim, 1);
+// `scale` (N, 1) as (N, 1, ..., 1) in the dtype of `g` (a model cast after FNGD was built
+// keeps its table's dtype), to scale each sample's slice of `g`.
+Tensor rows(const Tensor& scale, const Tensor& g) {
+  std::vector<int64_t> shape(g.dim(), 1);
   shape[0] = -1;
-  return scale.view(shape);
+  return scale.to(g.scalar_type()).view(shape);
 }
 
 struct WeightedLinear : public torch::autograd::Function<WeightedLinear> {
@@ -38,16 +39,19 @@ struct WeightedLinear : public torch::autograd::Function<WeightedLinear> {
     const Tensor& x = saved[0];
     const Tensor& weight = saved[1];
     const Tensor& g = grads[0];
-    Tensor grad_x, grad_b;
+    Tensor grad_x, grad_w, grad_b;
     if (ctx->needs_input_grad(0)) {
       grad_x = g.dim() == 2 ? g.mm(weight) : g.matmul(weight);
     }
+    if (!ctx->needs_input_grad(1)) {  // e.g. autograd.grad of the input alone
+      return {grad_x, grad_w, grad_b, Tensor()};
+    }
     RECORD_USER_SCOPE("fngd/weighted_sum");
-    Tensor d = g * rows(saved[2], g.dim());
+    Tensor d = g * rows(saved[2], g);
     if (g.dim() != 2) {
       d = d.reshape({-1, d.size(-1)});
     }
-    const Tensor grad_w = d.t().mm(x.dim() == 2 ? x : x.reshape({-1, x.size(-1)}));
+    grad_w = d.t().mm(x.dim() == 2 ? x : x.reshape({-1, x.size(-1)}));
     if (ctx->needs_input_grad(2)) {  // a bias that trains (a frozen one gets nothing)
       grad_b = d.sum(0);
     }
@@ -83,8 +87,11 @@ struct WeightedConv2d : public torch::autograd::Function<WeightedConv2d> {
           g, x, weight, c10::nullopt, stride, padding, dilation, false, no_padding, 1,
           {true, false, false}));
     }
+    if (!ctx->needs_input_grad(1)) {  // e.g. autograd.grad of the input alone
+      return {grad_x, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    }
     RECORD_USER_SCOPE("fngd/weighted_sum");
-    const Tensor d = g * rows(saved[2], g.dim());
+    const Tensor d = g * rows(saved[2], g);
     c10::optional<at::IntArrayRef> bias_sizes = c10::nullopt;
     std::vector<int64_t> out_channels{weight.size(0)};
     if (bias) {
