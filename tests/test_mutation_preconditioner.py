@@ -38,7 +38,8 @@ def run_step(model, pre, x, y, ids=None, prepare=True, weights=False):
 
 
 def is_plain(block) -> bool:
-    """Whether the block's module runs its plain op now, not FNGD's block function."""
+    """Whether the block's module runs its plain op now, not FNGD's block function (the
+    Python one: the tests asking this are in network scope, where no compiled block runs)."""
     weight = block.module.weight
     out = block.module(weight.new_zeros(1, weight.shape[1]))
     return type(out.grad_fn).__name__ != "BlockFunctionBackward"
