@@ -17,6 +17,15 @@ needs_native = pytest.mark.skipif(
 )
 
 
+def _step(model: torch.nn.Module, pre: FNGD, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One training step on the whole batch (ids 0..N-1): prepare, forward, backward, step."""
+    ids = torch.arange(len(x))
+    model.zero_grad(set_to_none=True)
+    pre.prepare(sample_ids=ids)
+    squared_error(model(x), y).mean().backward()
+    pre.step(sample_ids=ids)
+
+
 def _steps(
     case: str, bias: bool, reduction: str, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[torch.Tensor], FNGD, int]:
@@ -69,13 +78,9 @@ def test_compiled_blocks_give_the_input_gradient_too() -> None:
     grads = {}
     for mode in ("on", "off"):
         pre = FNGD(model, damping=0.1, native=mode)
-        ids = torch.arange(len(x))
         for _ in range(2):
             x.grad = None
-            model.zero_grad(set_to_none=True)
-            pre.prepare(sample_ids=ids)
-            squared_error(model(x), y.double()).mean().backward()
-            pre.step(sample_ids=ids)
+            _step(model, pre, x, y.double())
         grads[mode] = x.grad.clone()
         pre.remove()
     assert rel_err(grads["on"], grads["off"]) < 1e-12
@@ -91,12 +96,8 @@ def test_a_frozen_bias_gets_no_gradient_from_either_block() -> None:
         model[0].bias.requires_grad_(False)
         model[4].bias.requires_grad_(False)
         pre = FNGD(model, damping=0.1, native=mode)
-        ids = torch.arange(len(x))
         for _ in range(2):
-            model.zero_grad(set_to_none=True)
-            pre.prepare(sample_ids=ids)
-            squared_error(model(x), y).mean().backward()
-            pre.step(sample_ids=ids)
+            _step(model, pre, x, y)
         assert pre.mode == "weighted_sum"
         assert model[0].bias.grad is None and model[4].bias.grad is None
         grads[mode] = [p.grad for p in model.parameters() if p.requires_grad]
@@ -110,23 +111,18 @@ def test_a_forward_without_gradients_leaves_the_step_alone() -> None:
     model, _, x, y = CASES["linear_2d"](True)
     model, x, y = model.double(), x.double(), y.double()
     pre = FNGD(model, damping=0.1, native="on")
+    _step(model, pre, x, y)  # inverts
     ids = torch.arange(len(x))
-
-    def step(evaluate: bool) -> None:
-        model.zero_grad(set_to_none=True)
-        pre.prepare(sample_ids=ids)
-        if evaluate:
-            with torch.no_grad():
-                model(x)  # e.g. an evaluation between prepare() and the training forward
-            assert pre.state is not None and pre.state.summed == []
-        squared_error(model(x), y).mean().backward()
-        pre.step(sample_ids=ids)
-
-    step(evaluate=False)  # inverts
-    step(evaluate=True)
+    model.zero_grad(set_to_none=True)
+    pre.prepare(sample_ids=ids)
+    with torch.no_grad():
+        model(x)  # e.g. an evaluation between prepare() and the training forward
+    assert pre.state is not None and pre.state.summed == []
+    squared_error(model(x), y).mean().backward()
+    pre.step(sample_ids=ids)
     assert pre.mode == "weighted_sum"
     with_eval = [p.grad.clone() for p in model.parameters()]
-    step(evaluate=False)
+    _step(model, pre, x, y)
     assert all(torch.equal(a, p.grad) for a, p in zip(with_eval, model.parameters(), strict=True))
 
 
@@ -140,12 +136,8 @@ def test_a_model_cast_after_fngd_was_built_gets_the_python_blocks_gradients() ->
         model = model.double()
         pre = FNGD(model, damping=0.1, native=mode)
         model.float()
-        ids = torch.arange(len(x))
         for _ in range(2):
-            model.zero_grad(set_to_none=True)
-            pre.prepare(sample_ids=ids)
-            squared_error(model(x), y).mean().backward()
-            pre.step(sample_ids=ids)
+            _step(model, pre, x, y)
         assert pre.mode == "weighted_sum"
         grads[mode] = [p.grad for p in model.parameters()]
     for a, b in zip(grads["on"], grads["off"], strict=True):
@@ -160,13 +152,9 @@ def test_the_input_gradient_alone_skips_the_weighted_sum() -> None:
     got = {}
     for mode in ("on", "off"):
         pre = FNGD(model, damping=0.1, native=mode)
-        ids = torch.arange(len(x))
+        _step(model, pre, x, y)  # inverts
         model.zero_grad(set_to_none=True)
-        pre.prepare(sample_ids=ids)
-        squared_error(model(x), y).mean().backward()
-        pre.step(sample_ids=ids)  # inverts
-        model.zero_grad(set_to_none=True)
-        pre.prepare(sample_ids=ids)
+        pre.prepare(sample_ids=torch.arange(len(x)))
         (got[mode],) = torch.autograd.grad(squared_error(model(x), y).mean(), x)
         assert all(p.grad is None for p in model.parameters())
         pre.discard()
