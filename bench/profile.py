@@ -48,6 +48,8 @@ from bench.timing import NullTimer
 __all__ = [
     "DEFAULT_MAX_STEPS_PER_EPOCH",
     "DEFAULT_STEPS",
+    "OPEN_PREFIX",
+    "PERFETTO_URL",
     "ProfileResult",
     "Window",
     "expected_modes",
@@ -59,6 +61,10 @@ __all__ = [
 ]
 
 DEFAULT_STEPS = 10
+#: Where the trace file opens without TensorBoard (PyTorch's own recommendation for it).
+PERFETTO_URL = "https://ui.perfetto.dev"
+#: The last line of a profile's output starts with this, then the command that opens it.
+OPEN_PREFIX = "open it (then the PyTorch Profiler tab): "
 #: Epochs of a profile are cut to this many steps (FNGD's first epoch runs in full).
 DEFAULT_MAX_STEPS_PER_EPOCH = 50
 #: Steps before the window of one-mode optimisers: the runner's warm-up steps.
@@ -438,13 +444,16 @@ def format_table(result: ProfileResult) -> str:
     if gpu and s.unattributed_gpu_time > 0:
         lines.append(f"GPU kernel time outside any step: {1e3 * s.unattributed_gpu_time:.3f} ms")
     lines.append("phase times are inclusive (a phase nested in another counts in both)")
-    lines.append(f"trace: {', '.join(str(p) for p in result.traces)}")
-    lines.append(f"records: {result.records_path}")
-    lines.append(f"view: tensorboard --logdir {result.run_dir.parent.parent}")
     if result.missing_modes:
         lines.append(f"warning: no step of mode {', '.join(result.missing_modes)} was traced")
     if result.stopped:
         lines.append(f"warning: training stopped early ({result.stopped})")
+    lines.append(f"records: {result.records_path}")
+    lines.append(
+        f"trace: {', '.join(str(p) for p in result.traces)} "
+        f"(Chrome trace format: also opens in Perfetto, {PERFETTO_URL})"
+    )
+    lines.append(f"{OPEN_PREFIX}tensorboard --logdir {result.run_dir.parent.parent}")
     return "\n".join(lines)
 
 

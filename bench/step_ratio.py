@@ -71,7 +71,7 @@ def measure(
         threads_used = torch.get_num_threads()
     base = "sgd" if "sgd" in variants else variants[0]
     medians = {v: statistics.median(t) for v, t in times.items()}
-    quartiles = {v: statistics.quantiles(t, n=4) for v, t in times.items()}
+    spread = {v: _iqr(t) for v, t in times.items()}
     w = held[0].workload
     return {
         "workload": workload,
@@ -90,7 +90,7 @@ def measure(
         "variants": {
             v: {
                 "median_s": medians[v],
-                "iqr_s": quartiles[v][2] - quartiles[v][0],
+                "iqr_s": spread[v],
                 "ratio_to_baseline": medians[v] / medians[base],
                 "hparams": {
                     k: val for k, val in h.opt.hparams.items() if not isinstance(val, tuple)
@@ -100,6 +100,14 @@ def measure(
         },
         "time": time.time(),
     }
+
+
+def _iqr(times: list[float]) -> float:
+    """The interquartile range (0 for a single round: nothing spreads)."""
+    if len(times) < 2:
+        return 0.0
+    low, _, high = statistics.quantiles(times, n=4)
+    return high - low
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -65,6 +65,7 @@ __all__ = [
     "COMPLETE",
     "SweepResult",
     "cell_status",
+    "freeze_heap",
     "is_oom",
     "make_cells",
     "resume_conflicts",
@@ -180,6 +181,15 @@ class SweepResult:
     @property
     def ok(self) -> bool:
         return all(s in ("finished", "diverged") for s in self.statuses.values())
+
+
+def freeze_heap() -> None:
+    """Move every object alive now (modules, the workloads' cached data) out of the
+    collector's reach: the full collection after each cell (:func:`_free`) then scans only
+    what the cells made, not the whole heap of torch, pandas and matplotlib (a third of a
+    second per cell on a 2-core machine, before)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _free(device: torch.device) -> None:
@@ -353,6 +363,7 @@ def run_sweep(
     cells = list(cells)
     shown = as_progress(progress)
     result = SweepResult()
+    freeze_heap()
     if warm_start and cells:
         from bench.warm_start import warm_up
 

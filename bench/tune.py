@@ -64,7 +64,7 @@ from bench.progress import Progress
 from bench.records import cell_file, iter_records
 from bench.runner import CellSpec, WorkloadFactory, build_cell
 from bench.search_spaces import suggest
-from bench.sweep import run_one
+from bench.sweep import freeze_heap, run_one
 from bench.warm_start import warm_up
 
 __all__ = [
@@ -139,6 +139,7 @@ class TuneConfig:
     trials: int
     epochs: int
     out: Path
+    max_steps_per_epoch: int | None = None  # None: whole epochs
     storage: str | None = None  # None: default_storage(out)
     seed: int = 0
     workers: int = 1
@@ -262,6 +263,7 @@ class Objective:
             seed=self.config.seed,
             overrides=params,
             epochs=self.config.epochs,
+            max_steps_per_epoch=self.config.max_steps_per_epoch,
             size=self.config.size,
             preset=PRESET,
             eval_split="val",
@@ -341,12 +343,11 @@ class TrialLines:
 
 # -- studies -------------------------------------------------------------------------------------
 
-_FIXED = ("workload", "optimizer", "epochs", "seed", "size")
 
 
 def prepare_studies(config: TuneConfig) -> list[str]:
     """Create (or check) every study of ``config``; returns their names. A study run before
-    with another epoch budget, seed or size raises ``ValueError``: its trials would not be
+    with another epoch budget, step cut, seed or size raises ``ValueError``: its trials would not be
     comparable with new ones."""
     storage = open_storage(config.storage_url)
     names = []
@@ -363,6 +364,7 @@ def prepare_studies(config: TuneConfig) -> list[str]:
             "workload": workload,
             "optimizer": label,
             "epochs": config.epochs,
+            "max_steps_per_epoch": config.max_steps_per_epoch,
             "seed": config.seed,
             "size": config.size,
         }
@@ -396,6 +398,7 @@ def run_studies(
     shown = progress or Progress("off")
     storage = open_storage(config.storage_url)
     warmed = not config.warm_start
+    freeze_heap()
     with cpu_threads(config.threads, config.device):
         for workload, label in config.studies():
             name = study_name(workload, label)
@@ -512,6 +515,7 @@ class Best:
     epochs: int | None
     complete_trials: int
     storage: str = ""
+    max_steps_per_epoch: int | None = None
 
     @property
     def source(self) -> str:
@@ -536,6 +540,7 @@ def study_best(study: optuna.Study, storage: str) -> Best | None:
         epochs=attrs.get("epochs"),
         complete_trials=len(complete_trials(study)),
         storage=storage,
+        max_steps_per_epoch=attrs.get("max_steps_per_epoch"),
     )
 
 
@@ -590,7 +595,8 @@ def apply_best(
 ) -> list[str]:
     """Give each cell its study's best hyperparameters (in ``overrides``, with
     ``hparams_source`` and ``study``) and, with ``study_epochs``, the study's epoch budget
-    (the schedule was tuned over it); returns the cells' study names that ``best`` lacks."""
+    and its cut of each epoch (the schedule was tuned over them); returns the cells' study
+    names that ``best`` lacks."""
     missing = []
     for spec in cells:
         name = study_name(spec.workload, spec.optimizer)
@@ -603,6 +609,8 @@ def apply_best(
         spec.study = name
         if study_epochs and found.epochs is not None:
             spec.epochs = int(found.epochs)
+        if study_epochs and found.max_steps_per_epoch is not None:
+            spec.max_steps_per_epoch = int(found.max_steps_per_epoch)
     return missing
 
 

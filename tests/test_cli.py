@@ -1,57 +1,34 @@
-"""``fngd-bench``: help, name checks (exit 2, no traceback), run/report/profile wiring."""
+"""``fngd-bench``: help, name checks (exit 2, no traceback), and run/report/profile/list
+called for real on mlp-digits (scikit-learn's digits, a fraction of a second per cell)."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import signal
 import subprocess
 import sys
-import types
+import time
 from pathlib import Path
 
 import pytest
 
 from bench import cli
 from bench.presets import VARIANTS
-from bench.records import read_dir
+from bench.records import read_dir, read_jsonl
+from bench.trace_summary import trace_files
 
-FAKE_WORKLOADS = ["tiny", "tiny-nan"]
-
-
-def _test_runner() -> types.ModuleType:
-    """The tiny workload lives in test_runner.py; load it by path (any import mode)."""
-    name = "_fngd_bench_test_runner"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_runner.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+#: A cell of mlp-digits cut to a few steps: what every real call here trains.
+TINY = ["--workload", "mlp-digits", "--epochs", "1", "--max-steps-per-epoch", "2"]
+QUIET = ["--no-progress", "--no-warm-start"]
 
 
-@pytest.fixture
-def tiny(monkeypatch):
-    """Point the CLI at the tests' tiny workload instead of the real registry."""
-    make_factory = _test_runner().make_factory
-    monkeypatch.setattr(cli, "_workload_names", lambda: list(FAKE_WORKLOADS))
-    monkeypatch.setattr("bench.runner.default_workload_factory", lambda: make_factory())
-
-
-@pytest.fixture
-def fake_report(monkeypatch):
-    calls = []
-
-    def build_report(results_dirs, out_html):
-        calls.append((list(results_dirs), out_html))
-        out_html.parent.mkdir(parents=True, exist_ok=True)
-        out_html.write_text("<html></html>")
-        return out_html
-
-    import reports
-
-    monkeypatch.setattr(reports, "build_report", build_report, raising=False)
-    return calls
+@pytest.fixture(scope="module")
+def records_dir(tmp_path_factory) -> Path:
+    """The records of one real SGD cell, for the report tests."""
+    out = tmp_path_factory.mktemp("records")
+    argv = ["run", *TINY, "--optimizer", "sgd", "--seeds", "0", "--out", str(out)]
+    assert cli.main([*argv, *QUIET, "--no-report", "--no-overhead"]) == 0
+    return out
 
 
 def test_help(capsys):
@@ -59,11 +36,11 @@ def test_help(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("run", "report", "profile", "list"):
+    for command in cli.COMMANDS:
         assert command in out
 
 
-@pytest.mark.parametrize("command", ["run", "report", "profile"])
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
 def test_subcommand_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main([command, "--help"])
@@ -100,91 +77,121 @@ def test_unknown_optimizer_exits_2_with_the_list(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
-def test_unknown_workload_exits_2_with_the_list(tiny, tmp_path, capsys):
+def test_unknown_workload_exits_2_with_the_list(tmp_path, capsys):
     code = cli.main(["run", "--workload", "imagenet", "--out", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err
-    assert "unknown workload: imagenet" in err and "tiny, tiny-nan" in err
+    assert "unknown workload: imagenet" in err and "mlp-digits, cnn-mnist1d" in err
     assert "Traceback" not in err
+    assert not list(tmp_path.iterdir())
 
 
-def test_unknown_names_in_profile_exit_2(tiny, capsys):
-    assert cli.main(["profile", "--workload", "tiny", "--optimizer", "nope"]) == 2
+def test_unknown_names_in_profile_exit_2(capsys):
+    assert cli.main(["profile", "--workload", "mlp-digits", "--optimizer", "nope"]) == 2
     assert "unknown optimizer: nope" in capsys.readouterr().err
 
 
-def test_real_registry_names_are_checked(tmp_path, capsys):
-    """With the real registry (or without one), a bad workload is still a clean exit 2."""
-    assert cli.main(["run", "--workload", "no-such-workload", "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and ("valid workloads" in err or "not available" in err)
+def _best_hparams(path: Path, lrs: dict[str, float]) -> Path:
+    """A ``best_hparams.json`` as ``fngd-bench tune`` writes it, with these learning rates."""
+    studies = {
+        f"mlp-digits__{label}": {
+            "study": f"mlp-digits__{label}",
+            "workload": "mlp-digits",
+            "optimizer": label,
+            "trial": 0,
+            "params": {"lr": lr},
+            "value": None,
+            "reached": False,
+            "best_metric": None,
+            "epochs": None,
+            "complete_trials": 1,
+        }
+        for label, lr in lrs.items()
+    }
+    path.write_text(json.dumps({"storage": "", "trials": 1, "studies": studies}))
+    return path
 
 
-def test_run_end_to_end(tiny, fake_report, tmp_path, capsys):
+def test_run_end_to_end(tmp_path, capsys):
+    """A finished cell and a diverged one (SGD at lr 1e30), the overhead measurement, the
+    real report, and a resume that skips both."""
     out = tmp_path / "res"
-    args = ["run", "--out", str(out), "--workload", "tiny", "tiny-nan", "--optimizer", "sgd"]
-    args += ["--seeds", "0"]
-    code = cli.main([*args, "--epochs", "2", "--no-progress"])
+    best = _best_hparams(tmp_path / "best.json", {"sgd": 0.1, "adamw": 1e30})
+    args = ["run", "--out", str(out), *TINY, "--optimizer", "sgd", "adamw", "--seeds", "0"]
+    args += ["--hparams-from", str(best)]
+    code = cli.main([*args, *QUIET])
     assert code == 0
     stdout = capsys.readouterr().out
     assert "2 cells" in stdout and "1 diverged" in stdout and "1 finished" in stdout
-    assert "runner overhead on tiny__sgd" in stdout
-    assert f"report: {out / 'report' / 'index.html'}" in stdout
-    assert fake_report == [([out], out / "report" / "index.html")]
+    assert "runner overhead on mlp-digits__sgd" in stdout
+    html = out / "report" / "index.html"
+    assert f"report: {html}" in stdout
+    assert html.stat().st_size > 10_000 and (out / "report" / "index_verdict.csv").is_file()
     records = read_dir(out)
     assert {r["run_id"] for r in records} == {
-        "tiny__sgd__s0",
-        "tiny-nan__sgd__s0",
-        "overhead__tiny__sgd__cpu",
+        "mlp-digits__sgd__s0",
+        "mlp-digits__adamw__s0",
+        "overhead__mlp-digits__sgd__cpu",
     }
-    assert {r["preset"] for r in records if r["kind"] == "cell"} == {"quick"}
+    cells = [r for r in records if r["kind"] == "cell"]
+    assert {r["preset"] for r in cells} == {"quick"}
+    statuses = {(r["run_id"], r["name"]) for r in cells}  # a cell record's name: its status
+    assert {("mlp-digits__sgd__s0", "finished"), ("mlp-digits__adamw__s0", "diverged")} <= statuses
 
-    assert cli.main([*args, "--resume", "--no-report", "--no-overhead", "--no-progress"]) == 0
+    assert cli.main([*args, "--resume", "--no-report", "--no-overhead", *QUIET]) == 0
     assert "2 skipped" in capsys.readouterr().out
 
 
-def test_report_subcommand(fake_report, tmp_path, capsys):
-    a, b = tmp_path / "a", tmp_path / "b"
-    for d in (a, b):
-        d.mkdir()
-        (d / "cell.jsonl").write_text("{}\n")  # a folder with no records is a mistake
-    assert cli.main(["report", str(a), str(b), "-o", str(tmp_path / "r" / "index.html")]) == 0
-    assert fake_report == [([a, b], tmp_path / "r" / "index.html")]
+def test_report_subcommand(records_dir, tmp_path, capsys):
+    html = tmp_path / "r" / "index.html"
+    assert cli.main(["report", str(records_dir), "-o", str(html)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {html}"
+    assert "mlp-digits" in html.read_text() and (html.parent / "index_verdict.csv").is_file()
     assert cli.main(["report", str(tmp_path / "missing")]) == 2
 
 
-def test_profile_calls_bench_profile_main(tiny, monkeypatch):
-    seen = []
-    module = types.ModuleType("bench.profile")
-    module.main = lambda **options: seen.append(options) or 0
-    monkeypatch.setitem(sys.modules, "bench.profile", module)
-    import bench
-
-    monkeypatch.setattr(bench, "profile", module, raising=False)
-    code = cli.main(["profile", "--workload", "tiny", "--optimizer", "fngd", "--steps", "3"])
-    assert code == 0
-    (options,) = seen
-    assert (options["workload"], options["optimizer"], options["steps"], options["device"]) == (
-        "tiny",
-        "fngd",
-        3,
-        "auto",
-    )
-    assert str(options["out"]) == "runs"
+def test_profile_writes_a_trace_and_says_how_to_open_it(tmp_path, capsys):
+    out = tmp_path / "runs"
+    argv = ["profile", "--workload", "mlp-digits", "--optimizer", "fngd", "--device", "cpu"]
+    argv += ["--steps", "4", "--max-steps-per-epoch", "3", "--out", str(out)]
+    assert cli.main(["--debug", *argv]) == 0  # --debug is the CLI's, not the profiler's
+    run_dir = out / "mlp-digits" / "fngd"
+    (trace,) = trace_files(run_dir)
+    assert trace.name.endswith(".pt.trace.json")
+    records = read_jsonl(run_dir / "profile.jsonl")
+    assert {r["mode"] for r in records} == {"inversion", "weighted_sum"}
+    assert len({r["step"] for r in records}) == 4  # --steps reached the profiler
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert str(trace) in lines[-2] and "ui.perfetto.dev" in lines[-2]
+    assert lines[-1].endswith(f"tensorboard --logdir {out}")
 
 
-def test_list(tiny, capsys):
+def test_list(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "tiny" in out and "kfac-inv1" in out and "quick" in out
+    assert "mlp-digits" in out and "kfac-inv1" in out and "quick" in out
 
 
-def test_interrupt_says_how_to_resume(tiny, monkeypatch, tmp_path, capsys):
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("bench.sweep.run_sweep", interrupted)
-    code = cli.main(["run", "--workload", "tiny", "--out", str(tmp_path), "--no-progress"])
-    assert code == 130
-    err = capsys.readouterr().err
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    """A real SIGINT to a running ``fngd-bench run``: exit 130, one line naming --resume."""
+    out = tmp_path / "res"
+    argv = ["run", "--workload", "mlp-digits", "--optimizer", "sgd", "--seeds", "0"]
+    argv += ["--epochs", "100000", "--no-overhead", "--no-report", *QUIET, "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any('"epoch"' in p.read_text() for p in out.glob("*.jsonl")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
+    assert read_jsonl(out / "mlp-digits__sgd__s0.jsonl")  # what was recorded stays

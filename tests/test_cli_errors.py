@@ -3,12 +3,15 @@ traceback; real errors one line and exit 1, or their traceback under ``--debug``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from bench import cli
+from bench.cli import checks
 from bench.presets import PRESETS
-from tests.test_cli import fake_report, tiny  # noqa: F401 - fixtures
+from tests.test_cli import QUIET, TINY, records_dir  # noqa: F401 - fixture
 
 
 def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -17,6 +20,9 @@ def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
     assert err.startswith("fngd-bench: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
     return err
+
+
+PROFILE = ["profile", "--workload", "mlp-digits", "--optimizer", "sgd"]
 
 
 @pytest.fixture
@@ -39,7 +45,7 @@ def test_run_out_below_a_file(tmp_path, capsys):
 
 
 def test_run_out_not_writable(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli.os, "access", lambda *a: False)
+    monkeypatch.setattr(checks.os, "access", lambda *a: False)  # root may write anywhere
     assert cli.main(["run", "--out", str(tmp_path / "res")]) == 2
     assert "is not writable" in _one_line(capsys)
     assert not (tmp_path / "res").exists()
@@ -49,15 +55,15 @@ def test_run_out_not_writable(tmp_path, monkeypatch, capsys):
     "argv",
     [
         ["run", "--device", "cuda"],
-        ["profile", "--workload", "tiny", "--optimizer", "sgd", "--device", "cuda"],
-        ["ratio", "--workload", "tiny", "--device", "cuda"],
+        ["profile", "--workload", "mlp-digits", "--optimizer", "sgd", "--device", "cuda"],
+        ["ratio", "--workload", "mlp-digits", "--device", "cuda"],
     ],
     ids=["run", "profile", "ratio"],
 )
-def test_device_cuda_without_cuda(argv, tiny, no_cuda, tmp_path, capsys):  # noqa: F811
+def test_device_cuda_without_cuda(argv, no_cuda, tmp_path, capsys):
     argv = [*argv, "--out", str(tmp_path / "out")]
     if argv[0] == "run":
-        argv += ["--workload", "tiny"]
+        argv += ["--workload", "mlp-digits"]
     assert cli.main(argv) == 2
     err = _one_line(capsys)
     assert "--device cuda: CUDA is not available" in err and "--device cpu" in err
@@ -67,13 +73,10 @@ def test_device_cuda_without_cuda(argv, tiny, no_cuda, tmp_path, capsys):  # noq
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
-        (["profile", "--workload", "tiny", "--optimizer", "sgd", "--steps", "0"], "--steps"),
-        (["profile", "--workload", "tiny", "--optimizer", "sgd", "--steps", "-2"], "--steps"),
-        (["profile", "--workload", "tiny", "--optimizer", "sgd", "--batch-size", "0"], "--batch"),
-        (
-            ["profile", "--workload", "tiny", "--optimizer", "sgd", "--max-steps-per-epoch", "0"],
-            "--max-steps-per-epoch",
-        ),
+        ([*PROFILE, "--steps", "0"], "--steps"),
+        ([*PROFILE, "--steps", "-2"], "--steps"),
+        ([*PROFILE, "--batch-size", "0"], "--batch"),
+        ([*PROFILE, "--max-steps-per-epoch", "0"], "--max-steps-per-epoch"),
         (["run", "--epochs", "0"], "--epochs"),
         (["run", "--max-steps-per-epoch", "-1"], "--max-steps-per-epoch"),
         (["run", "--threads", "-1"], "--threads"),
@@ -112,12 +115,12 @@ def test_unknown_subcommand_and_option(capsys):
     [
         ["run", "--optimizer", "lbfgs"],
         ["run", "--workload", "imagenet"],
-        ["profile", "--workload", "tiny", "--optimizer", "lbfgs"],
+        ["profile", "--workload", "mlp-digits", "--optimizer", "lbfgs"],
         ["ratio", "--workload", "imagenet"],
         ["ratio", "--variants", "nope"],
     ],
 )
-def test_unknown_names_are_one_line(argv, tiny, tmp_path, capsys):  # noqa: F811
+def test_unknown_names_are_one_line(argv, tmp_path, capsys):
     assert cli.main([*argv, "--out", str(tmp_path / "out")]) == 2
     err = _one_line(capsys)
     assert "unknown " in err and "; valid " in err
@@ -142,14 +145,13 @@ def test_report_on_a_missing_folder(tmp_path, capsys):
     assert "not a directory" in _one_line(capsys)
 
 
-def test_report_names_the_empty_folder_among_others(fake_report, tmp_path, capsys):  # noqa: F811
-    full, empty = tmp_path / "full", tmp_path / "empty"
-    full.mkdir()
+def test_report_names_the_empty_folder_among_others(records_dir, tmp_path, capsys):  # noqa: F811
+    empty = tmp_path / "empty"
     empty.mkdir()
-    (full / "x.jsonl").write_text("{}\n")
-    assert cli.main(["report", str(empty), str(full)]) == 0
+    html = tmp_path / "r" / "index.html"
+    assert cli.main(["report", str(empty), str(records_dir), "-o", str(html)]) == 0
     assert f"no records (*.parquet, *.jsonl) in {empty}; reporting the others" in _one_line(capsys)
-    assert fake_report == [([empty, full], full / "report" / "index.html")]
+    assert html.is_file()
 
 
 def test_report_out_is_a_directory(tmp_path, capsys):
@@ -158,43 +160,34 @@ def test_report_out_is_a_directory(tmp_path, capsys):
     assert "is a directory; name a file" in _one_line(capsys)
 
 
-def test_resume_with_other_settings(tiny, tmp_path, capsys):  # noqa: F811
+def test_resume_with_other_settings(tmp_path, capsys):
     out = tmp_path / "res"
-    base = ["run", "--workload", "tiny", "--optimizer", "sgd", "--out", str(out), "--seeds", "0"]
-    quiet = ["--no-report", "--no-overhead", "--no-progress"]
-    assert cli.main([*base, "--epochs", "1", *quiet]) == 0
+    base = ["run", *TINY, "--optimizer", "sgd", "--out", str(out), "--seeds", "0", *QUIET]
+    quiet = ["--no-report", "--no-overhead"]
+    assert cli.main([*base, *quiet]) == 0
     capsys.readouterr()
     assert cli.main([*base, "--epochs", "2", "--resume", *quiet]) == 2
     err = _one_line(capsys)
-    assert "--resume" in err and "tiny__sgd__s0: epochs 1 (now 2)" in err
-    assert cli.main([*base, "--epochs", "1", "--resume", *quiet]) == 0
+    assert "--resume" in err and "mlp-digits__sgd__s0: epochs 1 (now 2)" in err
+    assert cli.main([*base, "--resume", *quiet]) == 0
     assert "1 skipped" in capsys.readouterr().out
 
 
-def test_other_errors_are_one_line_with_exit_1(monkeypatch, capsys):
-    def broken(args):
-        raise OSError("disk full")
+FULL = Path("/dev/full")  # every write fails: ENOSPC, a real "disk full"
+needs_dev_full = pytest.mark.skipif(not FULL.exists(), reason="no /dev/full on this system")
+RATIO_TO_FULL = ["ratio", "--variants", "sgd", "--rounds", "1", "--out", str(FULL)]
 
-    monkeypatch.setitem(cli.COMMANDS, "list", broken)
-    assert cli.main(["list"]) == 1
+
+@needs_dev_full
+def test_other_errors_are_one_line_with_exit_1(capsys):
+    assert cli.main(RATIO_TO_FULL) == 1
     err = _one_line(capsys)
-    assert "OSError: disk full" in err and "--debug" in err
+    assert "OSError: [Errno 28] No space left on device" in err and "--debug" in err
 
 
-@pytest.mark.parametrize("argv", [["--debug", "list"], ["list", "--debug"]])
-def test_debug_shows_the_traceback(argv, monkeypatch):
-    def broken(args):
-        raise OSError("disk full")
-
-    monkeypatch.setitem(cli.COMMANDS, "list", broken)
-    with pytest.raises(OSError, match="disk full"):
+@needs_dev_full
+@pytest.mark.parametrize("before", [True, False], ids=["--debug first", "--debug last"])
+def test_debug_shows_the_traceback(before):
+    argv = ["--debug", *RATIO_TO_FULL] if before else [*RATIO_TO_FULL, "--debug"]
+    with pytest.raises(OSError, match="No space left on device"):
         cli.main(argv)
-
-
-def test_debug_is_not_passed_to_the_profiler(tiny, monkeypatch):  # noqa: F811
-    seen = []
-    import bench.profile
-
-    monkeypatch.setattr(bench.profile, "main", lambda **options: seen.append(options) or 0)
-    assert cli.main(["--debug", "profile", "--workload", "tiny", "--optimizer", "sgd"]) == 0
-    assert "debug" not in seen[0]

@@ -8,7 +8,7 @@ import io
 from bench import cli
 from bench.presets import PRESETS
 from bench.progress import Progress
-from tests.test_cli import fake_report, tiny  # noqa: F401 - fixtures
+from tests.test_cli import TINY
 
 
 class _Clock:
@@ -91,28 +91,23 @@ def test_overhead_only_on_the_cells_asked_for():
     assert quick.overhead_for(["cnn-mnist1d"], ["kfac"]) == [("cnn-mnist1d", "kfac")]
 
 
-def test_run_to_a_file_prints_lines_stages_and_set_aside_notes(
-    tiny,  # noqa: F811
-    fake_report,  # noqa: F811
-    tmp_path,
-    capsys,
-):
+def test_run_to_a_file_prints_lines_stages_and_set_aside_notes(tmp_path, capsys):
     out = tmp_path / "res"
-    args = ["run", "--workload", "tiny", "--optimizer", "sgd", "adamw", "--out", str(out)]
-    args += ["--seeds", "0"]
-    assert cli.main([*args, "--epochs", "2"]) == 0
+    args = ["run", *TINY, "--optimizer", "sgd", "adamw", "--out", str(out), "--seeds", "0"]
+    args += ["--no-warm-start"]
+    assert cli.main(args) == 0
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("cell 1/2 tiny__sgd__s0: finished, 2/2 epochs, ")
-    assert err[1].startswith("cell 2/2 tiny__adamw__s0: finished, 2/2 epochs, ")
+    assert err[0].startswith("cell 1/2 mlp-digits__sgd__s0: finished, 1/1 epochs, ")
+    assert err[1].startswith("cell 2/2 mlp-digits__adamw__s0: finished, 1/1 epochs, ")
     assert err[2:] == [
-        "measuring the runner's timer overhead on tiny / sgd",
+        "measuring the runner's timer overhead on mlp-digits / sgd",
         f"writing the report from {out}",
     ]
 
-    assert cli.main([*args, "--epochs", "2", "--no-report", "--no-overhead"]) == 0
+    assert cli.main([*args, "--no-report", "--no-overhead"]) == 0
     err = capsys.readouterr().err
     assert (
-        "earlier finished run of tiny__sgd__s0 set aside as "
-        f"{out / 'tiny__sgd__s0.attempt1.replaced'} (--resume keeps complete cells)"
+        "earlier finished run of mlp-digits__sgd__s0 set aside as "
+        f"{out / 'mlp-digits__sgd__s0.attempt1.replaced'} (--resume keeps complete cells)"
     ) in err
-    assert (out / "tiny__adamw__s0.attempt1.replaced").exists()
+    assert (out / "mlp-digits__adamw__s0.attempt1.replaced").exists()

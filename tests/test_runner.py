@@ -166,6 +166,32 @@ def test_tiny_run_writes_every_kind_with_all_fields(tmp_path):
     assert records[0]["kind"] == "cell" and records[0]["name"] == "started"
 
 
+class SlowEvalWorkload(TinyWorkload):
+    """Evaluation takes a known time (a quarter second per epoch), training little."""
+
+    def eval_fn(self, model):
+        time.sleep(0.25)
+        return super().eval_fn(model)
+
+
+def test_time_to_target_is_training_time_only(tmp_path):
+    """The target's seconds are the training seconds up to the epoch that reached it:
+    evaluation is excluded (the protocol), though it is recorded beside them."""
+
+    def factory(name, device, seed, batch_size=None, data_root=None, size="small"):
+        return SlowEvalWorkload(name, device, seed, batch_size, target=0.0)
+
+    spec = CellSpec("tiny", "sgd", epochs=2)
+    with RecordWriter(tmp_path / "c.jsonl") as writer:
+        run_cell(spec, writer, device="cpu", workload_factory=factory)
+    records = read_jsonl(tmp_path / "c.jsonl")
+    (target,) = [r for r in records if r["kind"] == "target"]
+    epochs = {r["epoch"]: r for r in records if r["kind"] == "epoch"}
+    assert target["epoch"] == 0
+    assert target["seconds"] == epochs[0]["train_seconds"] == epochs[0]["seconds"]
+    assert target["eval_seconds"] >= 0.25
+
+
 def test_stop_at_target_ends_the_cell_after_the_epoch_that_reaches_it(tmp_path):
     """Tuning trials stop at the target (target 0.0: reached in epoch 0); others run on."""
     for stop, epochs_run in ((True, 1), (False, 3)):

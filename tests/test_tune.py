@@ -247,3 +247,38 @@ def test_run_hparams_from_without_the_study_is_a_usage_error(tmp_path, capsys) -
         == 2
     )
     assert "no validation split" in capsys.readouterr().err
+
+
+def _trial_records(path: Path, metrics: list[float], targets: list[float]) -> Path:
+    """A trial's records as the runner writes them: one epoch, eval and target per value."""
+    from bench.records import RecordWriter
+
+    with RecordWriter(path) as writer:
+        for epoch, value in enumerate(metrics):
+            writer.write({"kind": "epoch", "epoch": epoch, "name": "train_loss", "value": 1.0,
+                          "seconds": 2.0, "train_seconds": 2.0 * (epoch + 1)})
+            writer.write({"kind": "eval", "epoch": epoch, "name": "accuracy", "value": value,
+                          "seconds": 2.0 * (epoch + 1), "eval_seconds": 0.25})
+        for epoch, seconds in enumerate(targets):
+            writer.write({"kind": "target", "epoch": epoch, "name": "time_to_target",
+                          "value": 0.9, "seconds": seconds})
+    return path
+
+
+@pytest.mark.parametrize(("higher", "best"), [(True, 0.9), (False, 0.5)])
+def test_read_outcome_keeps_the_best_metric_in_the_workloads_direction(tmp_path, higher, best):
+    from bench.tune import read_outcome
+
+    path = _trial_records(tmp_path / "t.jsonl", [0.7, 0.5, 0.9, 0.6], [])
+    outcome = read_outcome(path, "accuracy", higher, "finished")
+    assert outcome.best_metric == best
+    assert not outcome.reached and outcome.time_to_target == math.inf
+    assert outcome.train_seconds == 8.0 and outcome.eval_seconds == 1.0
+
+
+def test_read_outcome_takes_the_first_time_to_target(tmp_path):
+    from bench.tune import read_outcome
+
+    path = _trial_records(tmp_path / "t.jsonl", [0.95, 0.97], [4.0, 3.0])
+    outcome = read_outcome(path, "accuracy", True, "finished")
+    assert outcome.reached and outcome.time_to_target == 3.0 and outcome.best_metric == 0.97

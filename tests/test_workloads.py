@@ -287,7 +287,8 @@ def test_cifar_augment_is_crop_and_flip() -> None:
 # --------------------------------------------------------------------------- real data
 
 
-def test_cnn_mnist1d_uses_conv2d_and_keeps_global_rng() -> None:
+def test_cnn_mnist1d_uses_conv2d_and_keeps_global_rng(monkeypatch) -> None:
+    monkeypatch.setenv("FNGD_BENCH_CACHE", "off")  # generated here, not read from disk
     random.seed(123)
     np.random.seed(123)
     expected = (random.random(), np.random.rand())
@@ -302,6 +303,37 @@ def test_cnn_mnist1d_uses_conv2d_and_keeps_global_rng() -> None:
     kinds = {type(m) for m in w.model.modules()}
     assert torch.nn.Conv2d in kinds and torch.nn.Conv1d not in kinds
     assert w.train_loader.inputs.shape[1:] == (1, 1, 40)
+
+
+def test_generated_mnist1d_is_kept_on_disk_and_read_back(tmp_path, monkeypatch) -> None:
+    """A second process reads the signals the first generated: the same arrays, without
+    the generator (replaced here by one that fails); ``off`` generates them afresh."""
+    import mnist1d.data
+
+    from bench.workloads import cnn_mnist1d
+
+    monkeypatch.setenv("FNGD_BENCH_CACHE", str(tmp_path))
+    cnn_mnist1d.generate.cache_clear()
+    first = cnn_mnist1d.generate(300)
+    (kept,) = tmp_path.glob("mnist1d-*-300-*.npz")
+    assert not list(tmp_path.glob("*.partial*"))
+
+    def no_generator(args):
+        raise AssertionError("generated again")
+
+    cnn_mnist1d.generate.cache_clear()
+    with monkeypatch.context() as m:
+        m.setattr(mnist1d.data, "make_dataset", no_generator)
+        second = cnn_mnist1d.generate(300)
+    monkeypatch.setenv("FNGD_BENCH_CACHE", "off")
+    cnn_mnist1d.generate.cache_clear()
+    third = cnn_mnist1d.generate(300)
+    cnn_mnist1d.generate.cache_clear()
+    for a, b, c in zip(first, second, third, strict=True):
+        assert a.dtype == b.dtype == c.dtype
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    assert first[0].shape == (240, 40) and first[2].shape == (60, 40)
 
 
 def test_cnn_mnist1d_large_splits() -> None:

@@ -14,6 +14,9 @@ signals from the same generator through :func:`build_mnist1d`.
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
+import json
 import os
 import random
 
@@ -23,6 +26,7 @@ from torch import nn
 
 from bench.workloads.common import (
     build_model,
+    cached_arrays,
     classification_eval,
     cross_entropy,
     holdout,
@@ -90,23 +94,35 @@ def generate(
     num_samples: int = NUM_SAMPLES,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(x_train, y_train, x_test, y_test)`` from the package's generator: its default
-    arguments, but ``num_samples`` signals (split 80/20 by the generator)."""
-    from mnist1d.data import get_dataset_args, make_dataset
+    arguments, but ``num_samples`` signals (split 80/20 by the generator). Kept on disk
+    (``bench.workloads.common.cached_arrays``): 20000 signals take about 25 s to generate on
+    one core, and every process would generate them again."""
+    from mnist1d.data import get_dataset_args
 
     args = get_dataset_args()
     args.num_samples = int(num_samples)
+    settings = json.dumps(vars(args), sort_keys=True)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
+    key = f"mnist1d-{importlib.metadata.version('mnist1d')}-{num_samples}-{digest}"
+    data = cached_arrays(key, lambda: _make(args))
+    return data["x"], data["y"], data["x_test"], data["y_test"]
+
+
+def _make(args: object) -> dict[str, np.ndarray]:
+    from mnist1d.data import make_dataset
+
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
         data = make_dataset(args)
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-    return (
-        np.asarray(data["x"], dtype=np.float32),
-        np.asarray(data["y"], dtype=np.int64),
-        np.asarray(data["x_test"], dtype=np.float32),
-        np.asarray(data["y_test"], dtype=np.int64),
-    )
+    return {
+        "x": np.asarray(data["x"], dtype=np.float32),
+        "y": np.asarray(data["y"], dtype=np.int64),
+        "x_test": np.asarray(data["x_test"], dtype=np.float32),
+        "y_test": np.asarray(data["y_test"], dtype=np.int64),
+    }
 
 
 def build(

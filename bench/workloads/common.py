@@ -24,6 +24,9 @@ DATA_ROOT_ENV = "FNGD_BENCH_DATA"
 OFFLINE_ENV = "FNGD_BENCH_OFFLINE"
 #: Seconds a download waits to connect or for the next chunk before giving up.
 DOWNLOAD_TIMEOUT = 15.0
+#: Environment variable naming where generated data sets are kept between processes (else
+#: ``$XDG_CACHE_HOME/fngd-bench``, else ``~/.cache/fngd-bench``); ``off`` keeps nothing.
+CACHE_ENV = "FNGD_BENCH_CACHE"
 
 
 def resolve_data_root(data_root: str | os.PathLike[str] | None) -> Path:
@@ -31,6 +34,41 @@ def resolve_data_root(data_root: str | os.PathLike[str] | None) -> Path:
     if data_root is None:
         data_root = os.environ.get(DATA_ROOT_ENV, "./data")
     return Path(data_root)
+
+
+def cache_dir() -> Path | None:
+    """Where generated data sets are kept (:data:`CACHE_ENV`), or None when switched off."""
+    chosen = os.environ.get(CACHE_ENV, "").strip()
+    if chosen.lower() == "off":
+        return None
+    if chosen:
+        return Path(chosen)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fngd-bench"
+
+
+def cached_arrays(key: str, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """``make()``, kept as ``<cache>/<key>.npz`` so that a later process reads it instead of
+    generating it again (a generator that takes tens of seconds, every process). ``key`` must
+    name everything the arrays depend on. A cache that cannot be written is left alone."""
+    folder = cache_dir()
+    path = folder / f"{key}.npz" if folder is not None else None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as held:
+                return {name: held[name] for name in held.files}
+        except (OSError, ValueError):  # a damaged file: generate it again
+            pass
+    arrays = make()
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+            np.savez(partial, **arrays)
+            os.replace(partial, path)  # whole or absent: concurrent processes never see half
+        except OSError:
+            pass
+    return arrays
 
 
 def downloads_allowed() -> bool:

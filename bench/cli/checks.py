@@ -1,0 +1,85 @@
+"""Checks of what the command line names (workloads, labels, devices, output paths), each a
+:class:`UsageError` of one line before anything runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.cli.command import UsageError
+from bench.records import RECORD_SUFFIXES, record_files
+
+__all__ = [
+    "check_device",
+    "check_names",
+    "check_out_dir",
+    "check_out_file",
+    "has_records",
+    "say",
+    "workload_names",
+]
+
+
+def say(message: str) -> None:
+    """One ``fngd-bench:`` line on stderr."""
+    print(f"fngd-bench: {message}", file=sys.stderr)
+
+
+def workload_names() -> list[str]:
+    try:
+        from bench import workloads
+    except ImportError as exc:
+        raise UsageError(
+            f"the workload registry (bench.workloads) is not available: {exc}"
+        ) from None
+    return list(workloads.names())
+
+
+def check_names(kind: str, given: Sequence[str], valid: Sequence[str]) -> None:
+    unknown = [name for name in given if name not in valid]
+    if unknown:
+        raise UsageError(
+            f"unknown {kind}{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}; "
+            f"valid {kind}s: {', '.join(valid)}"
+        )
+
+
+def check_device(device: str) -> None:
+    """``--device cuda`` on a machine without CUDA is a usage mistake, not a crash."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "no usable GPU"
+            raise UsageError(
+                f"--device cuda: CUDA is not available here (torch {torch.__version__}, "
+                f"{build}); use --device cpu or auto"
+            )
+
+
+def check_out_dir(out: Path, flag: str = "--out") -> None:
+    """``out`` is, or can become, a directory this process can write in."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{flag} {out}: exists and is a file, not a directory")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"{flag} {out}: {existing} is a file, not a directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {out}: {existing} is not writable")
+
+
+def check_out_file(out: Path, flag: str = "--out") -> None:
+    """``out`` is, or can become, a file this process can write."""
+    if out.is_dir():
+        raise UsageError(f"{flag} {out}: is a directory; name a file")
+    check_out_dir(out.parent, flag=f"{flag} {out}: folder")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise UsageError(f"{flag} {out}: is not writable")
+
+
+def has_records(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix in RECORD_SUFFIXES
+    return bool(record_files(path, recursive=True))
