@@ -11,14 +11,20 @@ schedule as a plain value and records keep it as a string:
 - ``"step:START:FACTOR:EVERY"``   ``START * FACTOR ** (step // EVERY)``
 
 ``Geometric`` and ``Step`` are the schedules behind the specs; their ``spec`` gives it back.
+The one parser for FNGD, NGD and the built-in KFAC (``resolve``; the kfac-pytorch adapter
+hands kfac-pytorch the resolved schedule). A damping is finite and >= 0 (KFAC: > 0, as its
+eigenvalue division needs): a constant when it is given, a schedule's value at each step it
+is asked for (``at``); anything else is one ``ValueError`` naming ``damping`` and the value.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 Damping = float | Callable[[int], float]
+DampingSpec = float | str | Callable[[int], float]
 
 
 @dataclass(frozen=True)
@@ -30,8 +36,10 @@ class Geometric:
     steps: int
 
     def __post_init__(self) -> None:
-        if self.start <= 0 or self.end <= 0 or self.steps < 1:
-            raise ValueError(f"geometric damping needs start, end > 0 and steps >= 1: {self}")
+        if not (0 < self.start < math.inf and 0 < self.end < math.inf and self.steps >= 1):
+            raise ValueError(
+                f"geometric damping needs start, end > 0 (finite) and steps >= 1: {self}"
+            )
 
     def __call__(self, step: int) -> float:
         t = min(max(step, 0), self.steps) / self.steps
@@ -51,8 +59,10 @@ class Step:
     every: int
 
     def __post_init__(self) -> None:
-        if self.start < 0 or self.factor <= 0 or self.every < 1:
-            raise ValueError(f"step damping needs start >= 0, factor > 0, every >= 1: {self}")
+        if not (0 <= self.start < math.inf and 0 < self.factor < math.inf and self.every >= 1):
+            raise ValueError(
+                f"step damping needs start >= 0, factor > 0 (finite) and every >= 1: {self}"
+            )
 
     def __call__(self, step: int) -> float:
         return self.start * self.factor ** (max(step, 0) // self.every)
@@ -81,24 +91,44 @@ def parse(spec: str) -> Damping:
     )
 
 
-def resolve(damping: float | str | Callable[[int], float]) -> Damping:
-    """What ``FNGD`` keeps: a non-negative float, or a schedule (a callable of the step)."""
+def resolve(damping: DampingSpec, *, positive: bool = False) -> Damping:
+    """What a preconditioner keeps: a checked float, or a schedule (a callable of the step).
+
+    ``positive``: the damping must be > 0, not only >= 0 (KFAC's).
+    """
     if isinstance(damping, str):
         damping = parse(damping)
     if callable(damping):
         return damping
-    value = float(damping)
-    if value < 0:
-        raise ValueError(f"damping must be >= 0, got {damping}")
+    try:
+        if isinstance(damping, bool):
+            raise TypeError
+        value = float(damping)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "damping: expected a number, a schedule f(step) -> float or a text spec, got "
+            f"{damping!r}"
+        ) from None
+    return _checked(value, positive)
+
+
+def at(damping: Damping, step: int, *, positive: bool = False) -> float:
+    """The damping in force at ``step``; a schedule's value is checked as a constant is."""
+    if not callable(damping):
+        return damping
+    return _checked(float(damping(step)), positive, f" (the schedule's value at step {step})")
+
+
+def _checked(value: float, positive: bool, where: str = "") -> float:
+    if positive:
+        if not 0 < value < math.inf:
+            raise ValueError(f"damping must be finite and > 0, got {value!r}{where}")
+    elif not 0 <= value < math.inf:
+        raise ValueError(f"damping must be finite and >= 0, got {value!r}{where}")
     return value
 
 
-def at(damping: Damping, step: int) -> float:
-    """The damping in force at ``step``."""
-    return float(damping(step)) if callable(damping) else damping
-
-
-def describe(damping: float | str | Callable[[int], float]) -> float | str:
+def describe(damping: DampingSpec) -> float | str:
     """How records keep ``damping``: a float as is, a schedule as its spec string."""
     if isinstance(damping, str):
         resolved = parse(damping)

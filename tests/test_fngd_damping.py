@@ -229,3 +229,51 @@ def test_overflow_under_a_grad_scaler_writes_non_finite_grads_and_stores_nothing
     grads(model, pre, x, y)
     assert not torch.isfinite(model[0].weight.grad).all()
     assert pre.sample_table.values is None
+
+
+# -- what a damping may be ---------------------------------------------------------------
+@pytest.mark.parametrize("bad", [-1e-3, float("nan"), float("inf"), "-0.1", "inf"])
+def test_bad_constant_damping_is_one_value_error_naming_it(bad: float | str) -> None:
+    with pytest.raises(ValueError, match=r"^damping must be finite and >= 0, got") as err:
+        FNGD(make()[0], damping=bad)
+    assert repr(float(bad)) in str(err.value)
+
+
+def test_zero_damping_is_allowed() -> None:
+    assert FNGD(make()[0], damping=0.0).damping == 0.0
+
+
+@pytest.mark.parametrize("spec", ["geometric:nan:0.1:10", "geometric:1:inf:10", "step:inf:0.5:10",
+                                  "step:0.1:nan:10"])
+def test_specs_with_non_finite_numbers_are_refused(spec: str) -> None:
+    with pytest.raises(ValueError, match="damping"):
+        FNGD(make()[0], damping=spec)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.5])
+def test_a_schedule_value_is_checked_at_the_solve_that_uses_it(value: float) -> None:
+    model, x, y = make()
+    pre = FNGD(model, damping=lambda step: LAM if step == 0 else value, share="none")
+    grads(model, pre, x, y)  # step 0: LAM
+    with pytest.raises(ValueError, match=r"^damping must be finite and >= 0, got") as err:
+        grads(model, pre, x, y)
+    assert repr(value) in str(err.value) and "at step 1" in str(err.value)
+    assert pre.state is None  # the step was dropped, as any failed step is
+
+
+def test_damping_of_another_type_is_a_type_error_naming_it() -> None:
+    with pytest.raises(TypeError, match="^damping: expected a number"):
+        FNGD(make()[0], damping=[0.1])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^damping: expected a number"):
+        FNGD(make()[0], damping=True)  # type: ignore[arg-type]
+
+
+def test_ngd_and_kfac_read_the_same_specs() -> None:
+    spec = "geometric:1.0:0.01:200"
+    schedule = damping.Geometric(1.0, 0.01, 200)
+    for name in ("fngd", "ngd", "kfac"):
+        opt = build(name, make()[0], damping=spec)
+        assert opt.hparams["damping"] == spec, name
+        pre = opt.preconditioner
+        # FNGD keeps the schedule; KFAC's damping is its value at the current step
+        assert pre.damping == (schedule(0) if name == "kfac" else schedule), name

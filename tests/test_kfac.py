@@ -604,3 +604,82 @@ def test_rejects_bad_hyperparameters():
 
 def test_exported_from_package():
     assert fngd.KFAC is KFAC
+
+
+# -- damping as FNGD reads it (fngd.damping) ----------------------------------------------
+def _kfac_grads(damping, steps=4):
+    """Preconditioned gradients of ``steps`` KFAC steps (inverse every other step)."""
+    model, shape = make("mlp")
+    pre = KFAC(model, damping=damping, kl_clip=None, inv_update_steps=2, inv_dtype=DT)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    out = []
+    for t in range(steps):
+        x, y = batch(shape, t)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        pre.step()
+        out.append([p.grad.clone() for p in model.parameters()])
+        opt.step()
+    return pre, out
+
+
+def test_damping_spec_is_its_schedule():
+    """``damping="geometric:..."`` is that schedule: the same value at each step, the same
+    preconditioned gradients as the ``Geometric`` object and as a plain callable."""
+    spec = "geometric:1.0:0.01:3"
+    schedule = fngd.damping.Geometric(1.0, 0.01, 3)
+    pre, by_spec = _kfac_grads(spec)
+    assert pre.damping == pytest.approx(schedule(4))
+    _, by_schedule = _kfac_grads(schedule)
+    _, by_callable = _kfac_grads(lambda t: 1.0 * (0.01 / 1.0) ** (min(t, 3) / 3))
+    for a, b, c in zip(by_spec, by_schedule, by_callable, strict=True):
+        assert all(torch.equal(u, v) and torch.equal(u, w) for u, v, w in zip(a, b, c, strict=True))
+    _, constant = _kfac_grads(1.0)
+    assert not torch.equal(by_spec[-1][0], constant[-1][0])  # the schedule moved the damping
+
+
+def test_damping_spec_matches_the_reference():
+    """With a ``Geometric`` schedule (what the spec resolves to) KFAC is still the dense
+    reference at every step (eigenvalues pre-divided: the last inverse update's damping)."""
+    run_against_reference("mlp", steps=4, kl_clip=None, ius=2,
+                          damping=fngd.damping.parse("geometric:0.5:0.05:3"))
+
+
+def test_damping_spec_in_the_factory_and_its_record():
+    spec = "step:0.1:0.5:10"
+    opt = fngd.build("kfac", make("mlp")[0], damping=spec)
+    assert opt.hparams["damping"] == spec  # as FNGD's records keep it
+    assert opt.preconditioner.damping == pytest.approx(0.1)
+    assert fngd.build("kfac", make("mlp")[0], damping=0.01).hparams["damping"] == 0.01
+    pre = KFAC(make("mlp")[0], damping=spec)
+    assert "damping=step:0.1:0.5:10" in repr(pre)
+    pre.damping = "0.25"  # assigned as constructed: through fngd.damping
+    assert pre.damping == 0.25
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "-0.5", "nan"])
+def test_bad_damping_is_one_value_error_naming_it(bad):
+    with pytest.raises(ValueError, match=r"^damping must be finite and > 0, got") as err:
+        KFAC(make("mlp")[0], damping=bad)
+    assert repr(float(bad)) in str(err.value)
+
+
+def test_a_schedule_value_is_checked_at_the_step_it_is_asked_for():
+    model, shape = make("mlp")
+    pre = KFAC(model, damping=lambda t: 0.1 if t == 0 else float("nan"), inv_update_steps=1)
+    for t, ok in ((0, True), (1, False)):
+        x, y = batch(shape, t)
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        if ok:
+            pre.step()
+        else:
+            with pytest.raises(ValueError, match=r"^damping must be finite and > 0, got nan"):
+                pre.step()
+    with pytest.raises(ValueError, match="step 1"):
+        pre.damping  # noqa: B018
+
+
+def test_damping_of_another_type_is_a_type_error():
+    with pytest.raises(TypeError, match="damping"):
+        KFAC(make("mlp")[0], damping=[0.1])

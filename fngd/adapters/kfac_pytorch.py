@@ -22,6 +22,7 @@ counts towards ``forward`` and ``backward``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fngd import damping as damping_mod
 from fngd import phases
 from fngd.phases import KFAC_PYTORCH_STEP, phase
 
@@ -152,7 +154,7 @@ def make_preconditioner(
     model: nn.Module,
     *,
     lr: float | Callable[[int], float],
-    damping: float | Callable[[int], float],
+    damping: damping_mod.DampingSpec,
     factor_decay: float | Callable[[int], float],
     kl_clip: float | Callable[[int], float] | None,
     factor_update_steps: int | Callable[[int], int],
@@ -170,8 +172,13 @@ def make_preconditioner(
     rejects it, so it is set after construction. ``options`` go to ``KFACPreconditioner``
     as they are, over the one-process defaults (``ONE_PROCESS``): kfac-pytorch's own
     distributed settings (``grad_worker_fraction``, ``allreduce_bucket_cap_mb``,
-    ``assignment_strategy``, ``colocate_factors``, ...).
+    ``assignment_strategy``, ``colocate_factors``, ...). ``damping`` is read as by
+    ``fngd.KFAC`` (``fngd.damping``): a text spec becomes its schedule, and a schedule's
+    value is checked at every step kfac-pytorch asks for it.
     """
+    damping = damping_mod.resolve(damping, positive=True)
+    if callable(damping):
+        damping = functools.partial(damping_mod.at, damping, positive=True)
     cls = _import()
     if isinstance(skip_layers, str):
         skip_layers = [skip_layers]

@@ -64,6 +64,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from fngd import damping as damping_mod
 from fngd import distributed as dist_mod
 from fngd import phases
 from fngd.kfac.block import KFACBlock
@@ -79,8 +80,11 @@ class KFAC:
     """KFAC preconditioner (eigen method) for ``nn.Linear`` and ``nn.Conv2d`` layers.
 
     Hyperparameters may be numbers or, as in kfac-pytorch, callables of the step count.
-    ``lr`` is only used by the kl-clip scale and must follow the optimiser's learning rate
-    (assign ``pre.lr`` or pass a schedule).
+    ``damping`` is read as FNGD reads it (``fngd.damping``): a float, a schedule of the step
+    or a text spec such as ``"geometric:1.0:0.01:200"``; it must be finite and > 0 (the
+    eigenvalue division needs it), also a schedule's value at each step. ``lr`` is only
+    used by the kl-clip scale and must follow the optimiser's learning rate (assign
+    ``pre.lr`` or pass a schedule).
     """
 
     phases = phases.KFAC
@@ -90,7 +94,7 @@ class KFAC:
         model: nn.Module,
         *,
         lr: FloatOrSchedule = 0.1,
-        damping: FloatOrSchedule = 0.003,
+        damping: damping_mod.DampingSpec = 0.003,
         factor_decay: FloatOrSchedule = 0.95,
         kl_clip: FloatOrSchedule | None = 0.001,
         factor_update_steps: IntOrSchedule = 1,
@@ -103,7 +107,6 @@ class KFAC:
         process_group: Any = None,
     ) -> None:
         _check(lr, "lr", lambda v: v >= 0, ">= 0")
-        _check(damping, "damping", lambda v: v > 0, "> 0")
         _check(factor_decay, "factor_decay", lambda v: 0 < v <= 1, "in (0, 1]")
         if kl_clip is not None:
             _check(kl_clip, "kl_clip", lambda v: v > 0, "> 0 (or None to disable)")
@@ -119,7 +122,7 @@ class KFAC:
             )
 
         self._lr = lr
-        self._damping = damping
+        self._damping = damping_mod.resolve(damping, positive=True)
         self._factor_decay = factor_decay
         self._kl_clip = kl_clip
         self._factor_update_steps = factor_update_steps
@@ -168,7 +171,8 @@ class KFAC:
 
     def __repr__(self) -> str:
         return (
-            f"KFAC(layers={len(self.blocks)}, lr={self._lr}, damping={self._damping}, "
+            f"KFAC(layers={len(self.blocks)}, lr={self._lr}, "
+            f"damping={damping_mod.describe(self._damping)}, "
             f"factor_decay={self._factor_decay}, kl_clip={self._kl_clip}, "
             f"factor_update_steps={self._factor_update_steps}, "
             f"inv_update_steps={self._inv_update_steps}, steps={self._steps})"
@@ -193,11 +197,11 @@ class KFAC:
 
     @property
     def damping(self) -> float:
-        return self._at(self._damping)
+        return damping_mod.at(self._damping, self._steps, positive=True)
 
     @damping.setter
-    def damping(self, value: FloatOrSchedule) -> None:
-        self._damping = value
+    def damping(self, value: damping_mod.DampingSpec) -> None:
+        self._damping = damping_mod.resolve(value, positive=True)
 
     @property
     def factor_decay(self) -> float:
@@ -404,6 +408,7 @@ class KFAC:
         ):
             if key in state:
                 setattr(self, "_" + key, state[key])
+        self.damping = self._damping  # through fngd.damping, as the constructor's
         layers = state.get("layers")
         if layers is None:
             return

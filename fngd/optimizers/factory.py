@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fngd import damping
 from fngd.optimizers.base import BenchOptimizer, Preconditioner
 from fngd.optimizers.defaults import DEFAULTS
 
@@ -62,8 +63,6 @@ def _fngd_record(hp: dict[str, Any], pre: Any) -> dict[str, Any]:
     """The hyperparameters as records keep them: a damping schedule as its spec string,
     a loss scaler by its type's name (a callable: its name), and whether the compiled
     blocks ran ("on"/"off", not "auto")."""
-    from fngd import damping
-
     scaler = hp["grad_scaler"]
     if scaler is not None:
         scaler = getattr(scaler, "__name__", None) or type(scaler).__name__
@@ -127,7 +126,8 @@ def _build_kfac(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
         pre = kfac_pytorch.make_preconditioner(model, **kfac_hp, **options)
     else:
         raise ValueError(f"unknown KFAC impl {impl!r}; valid: {', '.join(KFAC_IMPLS)}")
-    return BenchOptimizer("kfac", _sgd(model, hp), impl=impl, hparams=hp, preconditioner=pre)
+    record = {**hp, "damping": damping.describe(hp["damping"])}  # as FNGD's records keep it
+    return BenchOptimizer("kfac", _sgd(model, hp), impl=impl, hparams=record, preconditioner=pre)
 
 
 BUILDERS: dict[str, Callable[[nn.Module, dict[str, Any]], BenchOptimizer]] = {
