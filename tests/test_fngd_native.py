@@ -205,3 +205,23 @@ def test_records_keep_what_ran() -> None:
     assert build("fngd", model).hparams["native"] == "on"
     assert build("fngd", model, native="off").hparams["native"] == "off"
     assert build("ngd", model).hparams["native"] == "off"
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch, capsys):
+    """A build killed half-way leaves torch's lock file, on which every later build would
+    wait for ever; one older than ``STALE_LOCK_SECONDS`` is removed, a running build's kept."""
+    import os
+    import time
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = native.build_directory()
+    assert folder.parent == tmp_path and folder.name.startswith(f"{native.NAME}-")
+    lock = folder / "lock"
+    lock.touch()
+    native._clear_stale_lock(folder)
+    assert lock.exists()  # a build may be running
+    old = time.time() - native.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    native._clear_stale_lock(folder)
+    assert not lock.exists()
+    assert "removed a stale build lock" in capsys.readouterr().err

@@ -14,8 +14,10 @@ function otherwise, with one warning; ``"on"`` requires it; ``"off"`` never buil
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +27,10 @@ NAME = "fngd_weighted_sum"
 #: Resolved, so that a checkout reached through a link builds the same ``build.ninja`` (a
 #: different source path makes ninja rebuild, a minute on two cores).
 SOURCE = Path(__file__).resolve().with_name("weighted_sum.cpp")
+
+#: A build lock older than this is left by a build that was killed (torch would wait on it
+#: for ever); a real build here takes about a minute.
+STALE_LOCK_SECONDS = 600
 
 _module: ModuleType | None = None
 _error: str | None = None
@@ -47,8 +53,38 @@ def kernels(native: str = "auto") -> ModuleType | None:
     return module
 
 
-def _built(build_dir: str) -> bool:
-    return any(Path(build_dir).glob(f"{NAME}*.so"))
+def _built(build_dir: Path) -> bool:
+    return any(build_dir.glob(f"{NAME}*.so"))
+
+
+def build_directory() -> Path:
+    """Where the blocks are built: torch's extension cache, one folder per source file (its
+    path and contents), so that two checkouts side by side (a clone, a mutation-testing copy)
+    never rebuild each other's blocks or wait on each other's build."""
+    from torch.utils import cpp_extension
+
+    digest = hashlib.sha256(str(SOURCE).encode() + SOURCE.read_bytes()).hexdigest()[:12]
+    cache = Path(cpp_extension._get_build_directory(NAME, verbose=False)).parent
+    folder = cache / f"{NAME}-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _clear_stale_lock(folder: Path) -> None:
+    """Remove the lock a killed build left (torch's ``FileBaton``), which would hang every
+    later build in this folder."""
+    lock = folder / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        lock.unlink(missing_ok=True)
+        print(
+            f"fngd: removed a stale build lock ({lock}, {age / 60:.0f} min old)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _load() -> ModuleType | None:
@@ -58,7 +94,9 @@ def _load() -> ModuleType | None:
         try:
             from torch.utils import cpp_extension
 
-            if not _built(cpp_extension._get_build_directory(NAME, verbose=False)):
+            folder = build_directory()
+            _clear_stale_lock(folder)
+            if not _built(folder):
                 print(
                     "fngd: building the compiled FNGD blocks, once per machine and torch "
                     "(about half a minute)",
@@ -66,7 +104,11 @@ def _load() -> ModuleType | None:
                     flush=True,
                 )
             _module = cpp_extension.load(
-                name=NAME, sources=[str(SOURCE)], extra_cflags=["-O2"], verbose=False
+                name=NAME,
+                sources=[str(SOURCE)],
+                extra_cflags=["-O2"],
+                build_directory=str(folder),
+                verbose=False,
             )
         except Exception as e:  # no compiler, no ninja, no headers: the Python blocks
             _error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e) else ''}"
