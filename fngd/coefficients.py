@@ -194,3 +194,92 @@ class IterationTable:
             int(k): torch.as_tensor(v).cpu().numpy().astype(np.int64).copy()
             for k, v in state["stored_epoch"].items()
         }
+
+
+class CoefficientStore:
+    """Both tables behind one lookup and one store; the ``share`` given picks the table.
+
+    ``share="sample"``: the ``SampleTable`` (by dataset sample id); ``"iteration"``: the
+    ``IterationTable`` (by iteration index within the epoch); ``"none"``: nothing is kept,
+    every step inverts. ``rows``: the tables' rows, one per block (layer scope) or one for
+    the network. The share is an argument, not a copy: the preconditioner's is the one.
+    """
+
+    def __init__(self, rows: int, refresh_epochs: int | None = None) -> None:
+        self.rows = rows
+        self.refresh_epochs = refresh_epochs
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every stored coefficient."""
+        self.sample_table = SampleTable(self.rows, self.refresh_epochs)
+        self.iteration_table = IterationTable(self.rows, self.refresh_epochs)
+
+    def lookup(
+        self,
+        share: str,
+        ids: torch.Tensor | None,
+        iteration: int | None,
+        n: int | None,
+        epoch: int,
+    ) -> Lookup:
+        """``(coefficients (rows, N), known (rows,))`` of a batch; None if none is known.
+
+        ``ids``: the batch's (``fngd.sample_ids.checked``), needed by ``share="sample"``;
+        ``iteration``: its index within the epoch, needed by ``"iteration"``.
+        """
+        if share == "none" or not self.rows:
+            return None
+        if share == "iteration":
+            assert iteration is not None
+            return self.iteration_table.lookup(iteration, n, epoch)
+        if ids is None:
+            raise ValueError(
+                'share="sample" needs sample_ids (dataset indices of the batch) at every step'
+            )
+        return self.sample_table.lookup(ids, epoch)
+
+    def columns(
+        self, share: str, ids: torch.Tensor | None, iteration: int | None, epoch: int
+    ) -> tuple[torch.Tensor, np.ndarray | None] | None:
+        """A batch's coefficients as sample-major columns (N, rows, 1), how a step scales
+        its rows, and which rows are known (None: all); None if none is.
+
+        A later epoch's common case is one gather (``SampleTable.lookup_known``).
+        """
+        if share == "sample" and self.rows and ids is not None and len(ids):
+            fast = self.sample_table.lookup_known(ids)
+            if fast is not None:
+                return fast, None
+        found = self.lookup(share, ids, iteration, None if ids is None else len(ids), epoch)
+        return None if found is None else (found[0].t().unsqueeze(-1), found[1])
+
+    def store(
+        self,
+        share: str,
+        coeffs: torch.Tensor,
+        ids: torch.Tensor | None,
+        iteration: int | None,
+        epoch: int,
+        rows: list[int],
+    ) -> None:
+        """Rows ``rows`` of ``coeffs`` (rows, N) for the batch's ``ids`` or ``iteration``."""
+        if share == "sample":
+            assert ids is not None
+            self.sample_table.store(ids, coeffs, epoch, rows)
+        elif share == "iteration":
+            assert iteration is not None
+            self.iteration_table.store(iteration, coeffs, epoch, rows)
+
+    def nbytes(self) -> int:
+        return self.sample_table.nbytes() + self.iteration_table.nbytes()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sample_table": self.sample_table.state_dict(),
+            "iteration_table": self.iteration_table.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
+        self.sample_table.load_state_dict(state["sample_table"], device)
+        self.iteration_table.load_state_dict(state["iteration_table"], device)

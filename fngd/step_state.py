@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from fngd.blocks.base import Block
-
 Pair = tuple[torch.Tensor, torch.Tensor]  # (input, grad_output) of one block call
+
+
+class BlockLike(Protocol):
+    """What a step's state knows of a block (``fngd.blocks.Block``): its name and index.
+
+    A protocol, so that this module needs nothing of ``fngd.blocks``, which needs it.
+    """
+
+    name: str
+    index: int
 
 
 @dataclass(slots=True, eq=False)
@@ -28,9 +36,9 @@ class StepState:
     #: Blocks whose weighted sum runs inside backward: the Python block function's, added
     #: as its backward runs, and the compiled block's, added as its forward runs (so a
     #: forward with gradients on but no backward before ``step()`` counts there too).
-    summed: list[Block] = field(default_factory=list)
+    summed: list[BlockLike] = field(default_factory=list)
     #: Per block, the (input, grad_output) pairs kept for ``step()`` to turn into gradients.
-    stash: dict[Block, list[Pair]] = field(default_factory=dict)
+    stash: dict[BlockLike, list[Pair]] = field(default_factory=dict)
     #: Network scope with known coefficients: the stored coefficients ``c`` (N,), as looked
     #: up (the table's dtype) ...
     coefficients: torch.Tensor | None = None
@@ -38,6 +46,64 @@ class StepState:
     weights: torch.Tensor | None = None
     #: ``reweight()`` was called: the loss carries ``N c``, the blocks run plain ops.
     reweighted: bool = False
+
+    @classmethod
+    def known(
+        cls,
+        sample_ids: torch.Tensor | None,
+        columns: torch.Tensor,
+        known: np.ndarray | None,
+        *,
+        network: bool,
+        dtype: torch.dtype,
+        world: int = 1,
+    ) -> StepState:
+        """A step whose stored coefficients, as columns (N, rows, 1), are known before
+        backward, for the rows ``known`` marks (None: all); the scales ``world N c`` in the
+        parameters' ``dtype`` (``world``: DDP's ranks, whose weighted sums DDP averages)."""
+        if network:  # one row, known (else no lookup): every block's
+            c = columns.view(-1)
+            return cls(
+                sample_ids=sample_ids, scales=SharedScale(c, dtype, world), coefficients=c
+            )
+        scales = torch.mul(columns, len(columns) * world)
+        if scales.dtype != dtype:
+            scales = scales.to(dtype)
+        rows = scales.unbind(1)
+        if known is not None and not known.all():
+            rows = tuple(s if k else None for s, k in zip(rows, known, strict=True))
+        return cls(sample_ids=sample_ids, scales=rows)
+
+    def loss_weights(self, dtype: torch.dtype, world: int = 1) -> torch.Tensor:
+        """The per-sample loss weights ``world N c`` (N,) in ``dtype``, made on first use
+        (network scope with known coefficients; ``world``: DDP averages the ranks')."""
+        assert self.coefficients is not None
+        if self.weights is None:
+            c = self.coefficients
+            self.weights = torch.mul(c, len(c) * world).to(dtype)
+        return self.weights
+
+    def reweighted_loss(
+        self, losses: torch.Tensor, *, summed: bool, world: int = 1
+    ) -> torch.Tensor:
+        """``sum_i c_i l_i`` times ``world`` (and ``N`` for a ``summed`` loss) as one dot
+        product: the mean (sum) of ``loss_weights() * losses`` in one autograd node."""
+        weights = self.coefficients
+        assert weights is not None
+        factor = (len(weights) if summed else 1) * world
+        if factor != 1:
+            weights = weights * factor
+        if weights.dtype != losses.dtype:
+            weights = weights.to(losses.dtype)
+        return losses @ weights
+
+    @property
+    def known_before_backward(self) -> bool:
+        """Whether every block's coefficients are known (so none waits for ``step()``)."""
+        if self.coefficients is not None:  # network scope
+            return True
+        scales = self.scales
+        return isinstance(scales, tuple) and all(s is not None for s in scales)
 
 
 class SharedScale:
@@ -63,3 +129,19 @@ class SharedScale:
             column = torch.mul(c, len(c) * self.world).to(self.dtype).unsqueeze(-1)
             self._column = column
         return column
+
+
+def single_pairs(
+    stash: dict[BlockLike, list[Pair]], blocks: list[BlockLike]
+) -> dict[BlockLike, Pair]:
+    """Each block's one stashed (input, grad_output) pair; two mean a module ran twice."""
+    pairs = {}
+    for b in blocks:
+        if len(stash[b]) > 1:
+            raise RuntimeError(
+                f"module {b.name!r} ran more than one forward/backward before step() "
+                "(weight sharing or gradient accumulation); add it to skip_layers, or "
+                "call discard() after a backward pass that is not followed by step()"
+            )
+        pairs[b] = stash[b][0]
+    return pairs

@@ -301,7 +301,7 @@ def test_prepared_scales_are_n_times_the_stored_coefficients(scope) -> None:
     pre = FNGD(model, scope=scope, damping=0.1)
     run_step(model, pre, x, y, ids)
     coeffs, known = pre.sample_table.lookup(ids, 0)
-    pre.prepare(sample_ids=ids.to(torch.int32).reshape(2, 3))
+    pre.prepare(sample_ids=ids.to(torch.int32))
     state = pre.state
     assert state.sample_ids.dtype == torch.int64
     assert torch.equal(state.sample_ids, ids)
@@ -504,12 +504,8 @@ def test_prepare_without_ids_in_sample_share_is_a_no_op() -> None:
 
 @pytest.mark.parametrize(
     "ids",
-    [
-        torch.arange(6, dtype=torch.int32),
-        torch.arange(6).reshape(2, 3),
-        torch.arange(6, dtype=torch.int32).reshape(3, 2),
-    ],
-    ids=["int32", "int64-2d", "int32-2d"],
+    [torch.arange(6, dtype=torch.int32), np.arange(6, dtype=np.int16), list(range(6))],
+    ids=["int32", "numpy-int16", "list"],
 )
 def test_prepared_ids_are_flat_int64(ids) -> None:
     model, (x, y) = mlp(), data()
