@@ -270,13 +270,13 @@ def _read_jsonl(path: Path, problems: list[str]) -> list[dict]:
 def _read_parquet(path: Path, problems: list[str]) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     """The usable rows of one Parquet records file, only the columns the report uses, and
     the file's constant fields (set on its rows once all files are read)."""
-    from bench import columnar  # pyarrow: imported only when there is Parquet to read
+    from bench.records import parquet  # pyarrow: imported only when there is Parquet to read
 
     try:
-        names, _meta = columnar.file_metadata(path)
+        names, _meta = parquet.file_metadata(path)
         wanted = [c for c in names if c in _FIELD_SET or c.startswith(PHASE_COLUMN)]
-        table, meta = columnar.read_table(path, wanted)
-    except columnar.UNREADABLE as exc:
+        table, meta = parquet.read_table(path, wanted)
+    except parquet.UNREADABLE as exc:
         problems.append(f"{path}: cannot be read ({exc})")
         return None
     stored = set(table.column_names)
@@ -294,7 +294,7 @@ def _read_parquet(path: Path, problems: list[str]) -> tuple[pd.DataFrame, dict[s
         if col in decode:
             columns[col] = _decoded(table.column(col), col)
         else:
-            columns[col] = columnar.to_numpy(table.column(col))
+            columns[col] = parquet.to_numpy(table.column(col))
     del table
     df = pd.DataFrame({k: _series(v) for k, v in columns.items()})
     if "hparams" in stored:

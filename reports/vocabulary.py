@@ -2,7 +2,7 @@
 
 The names themselves belong to the code that writes the records: the families to the
 optimiser factory (``fngd.optimizers.DEFAULTS``; the labels behind them in
-``bench.presets.VARIANTS``), the phases to ``fngd.phases``. This module only adds the report's
+``bench.labels.VARIANTS``), the phases to ``fngd.phases``. This module only adds the report's
 presentation, and stays free of torch so that reading records never imports it;
 tests/test_report_vocabulary.py fails when the two disagree (a family or phase without an
 order, a display name or a colour here, or a name here that the code no longer writes).
@@ -13,7 +13,7 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Iterable
 
-from bench.presets import VARIANTS
+from bench.labels import VARIANTS
 
 #: Optimiser families in display order (tables, legends); others follow alphabetically.
 FAMILIES = ("sgd", "adamw", "kfac", "ngd", "fngd")
@@ -76,7 +76,7 @@ PHASE_COLORS = {
 
 
 def family_of(label: str | None) -> str:
-    """The family behind an optimizer label: its variant's (bench/presets.py), else the part
+    """The family behind an optimizer label: its variant's (bench/labels.py), else the part
     before the first ``-`` when that is a family (``kfac-inv1`` -> ``kfac``), else itself."""
     if label is None:
         return ""
@@ -100,7 +100,7 @@ def shade(base: str, n: int) -> str:
 
 def label_colors(labels: Iterable[str]) -> dict[str, str]:
     """A colour per optimizer label, the same in every figure: the family's hue, and the
-    label's shade by its place among the family's labels in ``bench.presets.VARIANTS``.
+    label's shade by its place among the family's labels in ``bench.campaign.presets.VARIANTS``.
 
     Labels the registry does not know (old records), and a label shown once per
     implementation (``kfac (builtin)``, ``kfac (kfac-pytorch)``: the label, a space, the

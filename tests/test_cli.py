@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bench import cli
-from bench.presets import VARIANTS
+from bench.labels import VARIANTS
+from bench.measure.trace_summary import trace_files
 from bench.records import read_dir, read_jsonl
-from bench.trace_summary import trace_files
 
 #: A cell of mlp-digits cut to a few steps: what every real call here trains.
 TINY = ["--workload", "mlp-digits", "--epochs", "1", "--max-steps-per-epoch", "2"]

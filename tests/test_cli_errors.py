@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bench import cli
+from bench.campaign.presets import PRESETS
 from bench.cli import checks
-from bench.presets import PRESETS
 from tests.test_cli import QUIET, TINY, records_dir  # noqa: F401 - fixture
 
 

@@ -8,9 +8,9 @@ import math
 
 import pyarrow.parquet as pq
 
-from bench.columnar import METADATA_KEY, compact, read_records, read_table
 from bench.records import RecordWriter, read_jsonl
 from bench.records import read_records as read_any
+from bench.records.parquet import METADATA_KEY, compact, read_records, read_table
 from reports.load import load_records
 
 BASE = {

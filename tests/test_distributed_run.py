@@ -59,7 +59,7 @@ def test_distributed_quick_run_writes_complete_records(run):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 cells" in done.stdout and "2 finished" in done.stdout
     files = sorted(p.name for p in out.iterdir())
-    # closed cells are compacted to Parquet (bench.columnar)
+    # closed cells are compacted to Parquet (bench.records.parquet)
     assert files == ["mlp-digits__fngd-net__s0__w2.parquet", "mlp-digits__sgd__s0__w2.parquet"]
     for name in files:
         records = read_records(out / name)

@@ -10,7 +10,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 import fngd
-from bench.step import train_step
+from bench.cell.step import train_step
 from fngd.optimizers import DEFAULTS, build, names
 from fngd.optimizers.base import BenchOptimizer
 

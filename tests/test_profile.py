@@ -1,4 +1,4 @@
-"""``bench.profile``: traces of every phase (FNGD inversion and weighted sum, KFAC with and
+"""``bench.measure.profile``: traces of every phase (FNGD inversion and weighted sum, KFAC with and
 without the inverse), TensorBoard's profiler plugin can load them, and the summary records."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench import profile, trace_summary
+from bench.measure import profile, trace_summary
 from bench.records import read_jsonl
 from fngd import phases
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 
 from bench import cli
-from bench.presets import PRESETS
-from bench.progress import Progress
+from bench.campaign.presets import PRESETS
+from bench.host.progress import Progress
 from tests.test_cli import TINY
 
 

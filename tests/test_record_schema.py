@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import workloads
-from bench.env import cpu_threads
-from bench.overhead import measure_cell_overhead
-from bench.profile import profile_run
+from bench.campaign.sweep import make_cells, run_sweep
+from bench.cell import CellSpec
+from bench.host.env import cpu_threads
+from bench.measure.overhead import measure_cell_overhead
+from bench.measure.profile import profile_run
 from bench.records import RecordWriter, read_dir, read_jsonl
-from bench.runner import CellSpec
-from bench.sweep import make_cells, run_sweep
 
 FIXTURE = Path(__file__).with_name("fixtures") / "record_schema.json"
 WORKLOAD = "mlp-digits"

@@ -10,7 +10,6 @@ import warnings
 import pytest
 import torch
 
-from bench.columnar import compact
 from bench.records import (
     FIELDS,
     CorruptRecordWarning,
@@ -24,6 +23,7 @@ from bench.records import (
     record_files,
     split_phase_key,
 )
+from bench.records.parquet import compact
 
 
 def test_round_trip_has_every_field(tmp_path):

@@ -50,7 +50,7 @@ _WORKLOADS = {
     "transformer-multi30k": ("synthetic", "cuda", _H100, (64,), "bleu", 0.020, "paper"),
     "mlp-digits": ("real", "cpu", _EPYC, (64, 256), "accuracy", 0.002, "small"),
 }
-#: optimizer labels that are variants of a family (bench/presets.py): label -> family
+#: optimizer labels that are variants of a family (bench/labels.py): label -> family
 _VARIANTS = {"kfac-inv1": "kfac", "fngd-iter": "fngd"}
 _HPARAMS = {
     "sgd": ("torch", {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}),

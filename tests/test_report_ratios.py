@@ -3,7 +3,7 @@
 Every ratio in the speedup table is baseline time ÷ FNGD time (above 1: FNGD is faster);
 time to target is taken at the highest target both optimizers reached; the paper-claims
 table quotes those ratios, and the training time FNGD ÷ AdamW. The records are test fixtures
-in the runner's schema (bench/records.py, docs/ARCHITECTURE.md "Records"), never results.
+in the runner's schema (bench/records/schema.py, docs/ARCHITECTURE.md "Records"), never results.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The report's cost grows with the number of steps no faster than linearly, and slowly.
 
-Two record sets of a paper workload's 7 cells (``bench.record_scale``), written through the
+Two record sets of a paper workload's 7 cells (``bench.measure.record_scale``), written through the
 real writer and compacted, alike but for the steps per epoch (40 times more in the second),
 are reported in this process. What grows between them is the steps' share alone, and each
 property is measured without a clock (timings flake on a shared machine; the scale benchmark,
-``bench/test_records_scale.py``, times the full-size report):
+``bench/suite/test_records_scale.py``, times the full-size report):
 
 - disk: bytes per added step, after compaction, within the goal (<= 100);
 - memory: the report's peak traced allocation (``tracemalloc``: Python objects and NumPy
@@ -22,7 +22,7 @@ import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
-from bench.record_scale import FULL, write_record_set
+from bench.measure.record_scale import FULL, write_record_set
 from reports import build_report
 
 SMALL = replace(FULL, workloads=FULL.workloads[:1], epochs=2, steps_per_epoch=10)

@@ -3,7 +3,7 @@
 Three seeds per optimizer, each seed's times scaled by 0.98, 1.00 or 1.02: FNGD's step
 takes 10 ms, SGD's 20 ms (FNGD 2× faster), AdamW's 10 ms (no measurable difference) and
 KFAC's 5 ms (KFAC 2× faster); epochs and times to target scale alike. The records are test
-fixtures in the runner's schema (bench/records.py), never results.
+fixtures in the runner's schema (bench/records/schema.py), never results.
 """
 
 from __future__ import annotations

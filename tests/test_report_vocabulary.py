@@ -1,7 +1,7 @@
 """The report's vocabulary and schema stay in step with the code that writes the records.
 
 The report names, orders and colours optimiser families and phases (reports/vocabulary.py)
-and reads the record schema by the names bench/records.py declares. These tests fail when a
+and reads the record schema by the names bench/records/schema.py declares. These tests fail when a
 family or phase is added, renamed or removed on one side only.
 """
 
@@ -15,7 +15,7 @@ import re
 import pytest
 
 from bench import records
-from bench.presets import NGD_LABELS, VARIANTS
+from bench.labels import NGD_LABELS, VARIANTS
 from fngd import phases
 from fngd.optimizers import DEFAULTS
 from reports import load, vocabulary

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.step import train_step
+from bench.cell.step import train_step
 from fngd import phases
 from fngd.optimizers import build
 

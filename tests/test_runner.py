@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.overhead import measure_cell_overhead
+from bench.campaign.sweep import cell_status, make_cells, run_sweep
+from bench.cell import CellSpec, LoopState, run_cell, run_steps
+from bench.cell.timing import StepTimer
+from bench.measure.overhead import measure_cell_overhead
 from bench.records import FIELDS, RecordWriter, read_dir, read_jsonl
-from bench.runner import CellSpec, LoopState, run_cell, run_steps
-from bench.sweep import cell_status, make_cells, run_sweep
-from bench.timing import StepTimer
 from bench.workloads import Workload
 from fngd import phases
 from fngd.optimizers import build

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from bench.runner import CellSpec, build_cell, run_steps
-from bench.schedules import SCHEDULE_DEFAULTS, lr_factor, split_schedule
-from bench.timing import NullTimer
+from bench.cell import CellSpec, build_cell, run_steps
+from bench.cell.schedules import SCHEDULE_DEFAULTS, lr_factor, split_schedule
+from bench.cell.timing import NullTimer
 
 
 def _factors(total: int, **schedule) -> list[float]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch.nn.functional as F
 
-import bench.runner
+import bench.cell.runner
+from bench.cell import CellSpec, run_cell
 from bench.records import RecordWriter, read_jsonl
-from bench.runner import CellSpec, run_cell
 from tests.test_runner import TinyWorkload
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -57,7 +57,7 @@ def test_staleness_records_from_the_second_epoch(tmp_path, monkeypatch, label, k
         assert r["probe_seconds"] > 0
         assert r["seconds"] == pytest.approx(epochs[r["epoch"]]["train_seconds"])
     # a probed cell trains exactly as an unprobed one
-    monkeypatch.setattr(bench.runner, "probed", lambda opt: False)
+    monkeypatch.setattr(bench.cell.runner, "probed", lambda opt: False)
     plain = _run(tmp_path, label, name="plain", damping=0.05)
     assert not any(r["kind"] == "staleness" for r in plain)
     assert _numbers(plain) == _numbers(records)

@@ -1,6 +1,7 @@
-"""The pytest-benchmark suites (``bench/test_step_time.py``, ``bench/test_fngd_step.py``) time
-whole steps: on CUDA a step's kernels run after its Python returns, so the benchmarked call
-must synchronise the device after the step's work, once per call, or it times launches only.
+"""The pytest-benchmark suites (``bench/suite/test_step_time.py``,
+``bench/suite/test_fngd_step.py``) time whole steps: on CUDA a step's kernels run after its
+Python returns, so the benchmarked call must synchronise the device after the step's work,
+once per call, or it times launches only.
 
 Checked on a machine without CUDA through a stand-in device: the held step is built on the
 CPU but says ``cuda``, ``torch.cuda.synchronize`` is replaced by a logger, and a stand-in
@@ -17,10 +18,10 @@ from typing import Any
 import pytest
 import torch
 
-import bench.test_fngd_step as fngd_step_suite
-import bench.test_step_time as step_time_suite
-from bench.env import cpu_threads
-from bench.step_variants import STEP_VARIANTS, HeldStep, prepare
+import bench.suite.test_fngd_step as fngd_step_suite
+import bench.suite.test_step_time as step_time_suite
+from bench.host.env import cpu_threads
+from bench.measure.step_variants import STEP_VARIANTS, HeldStep, prepare
 from fngd import phases
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from bench.cli import main
-from bench.step_ratio import format_result, measure
-from bench.step_variants import HeldStep
+from bench.measure.step_ratio import format_result, measure
+from bench.measure.step_variants import HeldStep
 
 #: Seconds a stand-in step of each variant takes on the fake clock below.
 _COST = {"sgd": 2e-3, "fngd-weighted-sum": 3e-3, "fngd-inversion": 8e-3}

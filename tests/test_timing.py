@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
+from bench.cell.timing import StepTimer
 from bench.records import split_phase_key
-from bench.timing import StepTimer
 from fngd import phases
 from fngd.phases import phase
 

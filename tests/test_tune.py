@@ -17,9 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from bench import workloads
-from bench.cli import main
-from bench.records import cell_file, read_records, record_files
-from bench.tune import (
+from bench.campaign.tune import (
     TuneConfig,
     best_trial,
     budget_full,
@@ -29,6 +27,8 @@ from bench.tune import (
     study_name,
     tune,
 )
+from bench.cli import main
+from bench.records import cell_file, read_records, record_files
 
 WORKLOAD, LABEL = "mlp-digits", "sgd"
 
@@ -77,7 +77,7 @@ def test_interrupted_study_resumes_to_exactly_the_budget(tmp_path: Path) -> None
     config = _config(tmp_path, trials=4)
     tune_dir = config.out
     tune_dir.mkdir(parents=True)
-    from bench.tune import prepare_studies
+    from bench.campaign.tune import prepare_studies
 
     prepare_studies(config)
     lines: list[str] = []
@@ -267,7 +267,7 @@ def _trial_records(path: Path, metrics: list[float], targets: list[float]) -> Pa
 
 @pytest.mark.parametrize(("higher", "best"), [(True, 0.9), (False, 0.5)])
 def test_read_outcome_keeps_the_best_metric_in_the_workloads_direction(tmp_path, higher, best):
-    from bench.tune import read_outcome
+    from bench.campaign.tune import read_outcome
 
     path = _trial_records(tmp_path / "t.jsonl", [0.7, 0.5, 0.9, 0.6], [])
     outcome = read_outcome(path, "accuracy", higher, "finished")
@@ -277,7 +277,7 @@ def test_read_outcome_keeps_the_best_metric_in_the_workloads_direction(tmp_path,
 
 
 def test_read_outcome_takes_the_first_time_to_target(tmp_path):
-    from bench.tune import read_outcome
+    from bench.campaign.tune import read_outcome
 
     path = _trial_records(tmp_path / "t.jsonl", [0.95, 0.97], [4.0, 3.0])
     outcome = read_outcome(path, "accuracy", True, "finished")

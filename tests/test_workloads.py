@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from bench import workloads
-from bench.workloads import TensorLoader, Workload
-from bench.workloads import cnn_mnist1d_large as large
+from bench.workloads import TensorLoader, Workload, cnn_mnist1d
 from bench.workloads import resnet18_cifar100 as cifar
 from bench.workloads import transformer_multi30k as mt
 from bench.workloads.workload import eval_function
@@ -47,14 +46,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-LARGE_SAMPLES = large.NUM_SAMPLES
+LARGE, LARGE_SAMPLES = cnn_mnist1d.SIZES["cnn-mnist1d-large"]
 
 
 @pytest.fixture(autouse=True)
 def quick_large(monkeypatch: pytest.MonkeyPatch) -> None:
     """cnn-mnist1d-large generates 20000 signals in ~10 s; these tests check its wiring on
-    2000 (``test_cnn_mnist1d_large_splits`` checks the real size's arithmetic)."""
-    monkeypatch.setattr(large, "NUM_SAMPLES", 2000)
+    2000 (``test_cnn_mnist1d_large_splits`` checks that the real size is 20000)."""
+    monkeypatch.setitem(cnn_mnist1d.SIZES, "cnn-mnist1d-large", (LARGE, 2000))
 
 
 @pytest.fixture
@@ -130,8 +129,7 @@ def test_small_workload_builds_steps_and_evaluates(name: str, tmp_path, offline)
     assert w.name == name
     assert w.metric_name == METRICS[name]
     assert w.higher_is_better
-    assert set(w.hparams) == set(workloads.OPTIMIZERS)
-    assert all("lr" in hp for hp in w.hparams.values())
+    assert set(w.hparams) <= set(workloads.OPTIMIZERS)  # what differs from the defaults
     assert w.data_source in ("real", "synthetic")
     assert w.data_note
     if name in ("resnet18-cifar100", "transformer-multi30k"):
@@ -310,8 +308,6 @@ def test_generated_mnist1d_is_kept_on_disk_and_read_back(tmp_path, monkeypatch) 
     the generator (replaced here by one that fails); ``off`` generates them afresh."""
     import mnist1d.data
 
-    from bench.workloads import cnn_mnist1d
-
     monkeypatch.setenv("FNGD_BENCH_CACHE", str(tmp_path))
     cnn_mnist1d.generate.cache_clear()
     first = cnn_mnist1d.generate(300)
@@ -338,17 +334,17 @@ def test_generated_mnist1d_is_kept_on_disk_and_read_back(tmp_path, monkeypatch) 
 
 def test_cnn_mnist1d_large_splits() -> None:
     """More signals from the same generator; train, val and test disjoint; a schedule."""
-    assert LARGE_SAMPLES == 20000 and large.TARGET > 0.9
+    assert LARGE_SAMPLES == 20000 and LARGE.target > 0.9
     w = workloads.get("cnn-mnist1d-large", seed=0)
-    n_train_all = int(0.8 * large.NUM_SAMPLES)
+    n_train_all = int(0.8 * 2000)  # quick_large's size
     assert w.num_val == round(0.1 * n_train_all) and w.num_train == n_train_all - w.num_val
-    assert w.num_eval == large.NUM_SAMPLES - n_train_all
+    assert w.num_eval == 2000 - n_train_all
     assert w.train_loader.inputs.shape == (w.num_train, 1, 1, 40)
     ids = torch.cat([i for _, _, i in w.train_loader])
     assert torch.equal(ids.sort().values, torch.arange(w.num_train))
     assert w.schedule["schedule"] == "warmup-cosine"
-    assert w.epochs == large.EPOCHS and w.hparams == {
-        k: dict(v) for k, v in large.HPARAMS.items()
+    assert w.epochs == LARGE.epochs and w.hparams == {
+        k: dict(v) for k, v in cnn_mnist1d.HPARAMS.items()
     }
     val, test = eval_function(w, "val")(w.model), eval_function(w, "test")(w.model)
     assert val["accuracy"] != test["accuracy"] or val["eval_loss"] != test["eval_loss"]
@@ -359,7 +355,6 @@ def _validation_rows(name: str) -> torch.Tensor:
         from bench.workloads.mlp_digits import load_digits_split
 
         return torch.from_numpy(load_digits_split()[1][0])
-    from bench.workloads import cnn_mnist1d
     from bench.workloads.common import holdout
 
     x_all = cnn_mnist1d.generate()[0]
@@ -491,7 +486,9 @@ def test_transformer_attention_uses_plain_linears(offline, tmp_path) -> None:
 
 def test_mlp_digits_learns() -> None:
     w = workloads.get("mlp-digits", seed=0)
-    hp = w.hparams["sgd"]
+    from fngd.optimizers import DEFAULTS
+
+    hp = {**DEFAULTS["sgd"], **w.hparams["sgd"]}
     opt = torch.optim.SGD(
         w.model.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
     )
@@ -540,3 +537,29 @@ def test_shard_refuses_what_cannot_be_shared():
         loader.shard(2, 2)
     with pytest.raises(ValueError, match="3 samples cannot be shared by 4 ranks"):
         loader.shard(0, 4)
+
+
+def _suggested() -> list[tuple[str, str, dict]]:
+    """(workload, family, what it suggests) of every workload module, each size."""
+    from bench.workloads import mlp_digits, mlp_random
+
+    tables = {
+        "mlp-digits": mlp_digits.HPARAMS,
+        "cnn-mnist1d": cnn_mnist1d.HPARAMS,
+        "resnet18-cifar100": cifar.HPARAMS,
+        "transformer-multi30k (paper)": mt.HPARAMS["paper"],
+        "transformer-multi30k (small)": mt.HPARAMS["small"],
+        "mlp-random": mlp_random.HPARAMS,
+    }
+    return [(w, f, hp) for w, t in tables.items() for f, hp in t.items()]
+
+
+@pytest.mark.parametrize(("workload", "family", "suggested"), _suggested())
+def test_hparams_say_only_what_differs_from_the_defaults(workload, family, suggested) -> None:
+    """A workload's suggestion restating a default would hide which settings are its own."""
+    from fngd.optimizers import DEFAULTS
+
+    defaults = DEFAULTS[family]
+    assert suggested and set(suggested) <= set(defaults)
+    same = [k for k, v in suggested.items() if defaults[k] == v]
+    assert not same, f"{workload} restates {family}'s defaults: {same}"

@@ -87,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         say("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`fngd-bench list | head`): not an error
+        sys.stderr.close()
+        return 0
     except Exception as exc:  # noqa: BLE001 - a bug or a broken setup: one line unless --debug
         if args.debug:
             raise

@@ -7,7 +7,7 @@ import argparse
 from bench.cli.checks import workload_names
 from bench.cli.command import Subcommand, UsageError
 from bench.cli.run import presets_help
-from bench.presets import VARIANTS
+from bench.labels import VARIANTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

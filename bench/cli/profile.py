@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.cli.arguments import add_device, non_negative_int, positive_int
 from bench.cli.checks import check_device, check_names, check_out_dir, workload_names
 from bench.cli.command import Subcommand, library_function, options_for
-from bench.presets import VARIANTS
+from bench.labels import VARIANTS
 
 DESCRIPTION = """\
 Profile a window of training steps of one workload and optimizer with torch.profiler (for
@@ -18,7 +18,7 @@ steps with and without an inverse update). Writes a TensorBoard trace and per-ph
 *.pt.trace.json file in Perfetto, https://ui.perfetto.dev).
 """
 
-PROFILE = "bench.profile:main"
+PROFILE = "bench.measure.profile:main"
 
 
 def add_arguments(profile: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def add_arguments(profile: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=Path("runs"), help="trace directory (default: runs/)"
     )
     add_device(profile)
-    # Options left unset are absent from the namespace: bench.profile applies its defaults.
+    # Options left unset are absent from the namespace: bench.measure.profile applies its defaults.
     profile.add_argument(
         "--steps",
         type=positive_int,

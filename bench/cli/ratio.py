@@ -8,8 +8,8 @@ from pathlib import Path
 from bench.cli.arguments import add_device, non_negative_int, positive_int
 from bench.cli.checks import check_device, check_names, check_out_file, workload_names
 from bench.cli.command import Subcommand, library_function, options_for
-from bench.step_ratio import DEFAULT_VARIANTS
-from bench.step_variants import STEP_VARIANTS
+from bench.measure.step_ratio import DEFAULT_VARIANTS
+from bench.measure.step_variants import STEP_VARIANTS
 
 DESCRIPTION = """\
 Time single training steps of several step variants on one fixed batch, interleaved (every
@@ -18,7 +18,7 @@ print the medians and their ratios to SGD, and write them as JSON with --out. Va
 an optimizer in one phase: fngd-weighted-sum, fngd-inversion, kfac-inverse, kfac-no-inverse.
 """
 
-RATIO = "bench.step_ratio:main"
+RATIO = "bench.measure.step_ratio:main"
 
 
 def add_arguments(ratio: argparse.ArgumentParser) -> None:

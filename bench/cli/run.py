@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import distributed
+from bench.campaign.presets import PRESETS
 from bench.cli.arguments import (
     add_device,
     add_threads,
@@ -22,9 +22,10 @@ from bench.cli.arguments import (
 )
 from bench.cli.checks import check_device, check_names, check_out_dir, say, workload_names
 from bench.cli.command import Subcommand, UsageError, library_function, options_for
-from bench.env import cpu_threads
-from bench.presets import PRESETS, VARIANTS
-from bench.progress import Progress, as_progress
+from bench.host import distributed
+from bench.host.env import cpu_threads
+from bench.host.progress import Progress, as_progress
+from bench.labels import VARIANTS
 
 EXIT_INTERRUPTED = 130
 
@@ -52,8 +53,8 @@ Presets:
 {presets}
 """
 
-CELLS = "bench.presets:Preset.cells"
-SWEEP = "bench.sweep:run_sweep"
+CELLS = "bench.campaign.presets:Preset.cells"
+SWEEP = "bench.campaign.sweep:run_sweep"
 
 
 def presets_help() -> str:
@@ -178,8 +179,8 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, world: distributed.World) -> int:
+    from bench.campaign.sweep import resume_conflicts
     from bench.cli.report import write_report
-    from bench.sweep import resume_conflicts
 
     preset = PRESETS[args.preset]
     check_names("optimizer", preset.optimizers_for(args.optimizers), list(VARIANTS))
@@ -242,7 +243,7 @@ def _run(args: argparse.Namespace, world: distributed.World) -> int:
 
 
 def _apply_hparams_from(source: str, cells: Sequence[Any], *, study_epochs: bool) -> None:
-    from bench.tune import apply_best, load_best
+    from bench.campaign.tune import apply_best, load_best
 
     if "://" not in source and not Path(source).is_file():
         raise UsageError(f"--hparams-from {source}: neither a storage URL nor a file")

@@ -14,7 +14,7 @@ from bench.cli.arguments import (
 )
 from bench.cli.checks import check_device, check_names, check_out_dir, say, workload_names
 from bench.cli.command import Subcommand, UsageError, library_function, options_for
-from bench.presets import VARIANTS
+from bench.labels import VARIANTS
 
 EXIT_INTERRUPTED = 130
 
@@ -35,7 +35,7 @@ Resumable: Ctrl-C keeps every finished trial, and the same command runs only wha
 missing. Parallel: --workers K processes, or several commands on one --storage.
 """
 
-CONFIG = "bench.tune:TuneConfig"
+CONFIG = "bench.campaign.tune:TuneConfig"
 
 
 def add_arguments(tune: argparse.ArgumentParser) -> None:
@@ -98,8 +98,8 @@ def add_arguments(tune: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from bench.progress import Progress
-    from bench.tune import BEST_FILE, print_best, tune
+    from bench.campaign.tune import BEST_FILE, print_best, tune
+    from bench.host.progress import Progress
 
     check_names("optimizer", args.optimizers, list(VARIANTS))
     check_names("workload", args.workloads, workload_names())

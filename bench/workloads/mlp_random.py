@@ -1,7 +1,7 @@
 """``mlp-random-<width>``: an MLP 784-W-W-10 on one batch of random tensors, for timing only.
 
 It isolates the per-layer cost of an optimiser from any data set (the width sweep of
-``bench/test_fngd_step.py`` and ``fngd-bench ratio --workload mlp-random-128``). Its one
+``bench/suite/test_fngd_step.py`` and ``fngd-bench ratio --workload mlp-random-128``). Its one
 batch of ``BATCH_SIZE`` samples is the whole training set, so every epoch is that batch;
 its records say ``synthetic (timing only)``: its losses and accuracies mean nothing.
 """

@@ -1,8 +1,9 @@
 """The workload registry: names, one-line descriptions and the ``get`` factory.
 
 Workload modules are imported lazily, so that listing names (e.g. for ``--help``) does not
-import scikit-learn, mnist1d or sacrebleu. Each module defines ``NAME``, ``DESCRIPTION``
-and ``build(device, seed, batch_size, data_root, size) -> Workload``.
+import scikit-learn, mnist1d or sacrebleu. Each module defines
+``build(device, seed, batch_size, data_root, size) -> Workload``; a module that serves
+several names (``cnn-mnist1d`` and ``cnn-mnist1d-large``) takes the name as ``name=``.
 
 A *family* is a name pattern: ``mlp-random-<width>`` (timing only, not a training workload,
 so not in ``names()``); its module's ``build`` also takes the full ``name``.
@@ -11,6 +12,7 @@ so not in ``names()``); its module's ``build`` also takes the full ``name``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 
 import torch
@@ -29,7 +31,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
         "small 1-D CNN on MNIST-1D, generated locally by the mnist1d package (real data)",
     ),
     "cnn-mnist1d-large": (
-        "bench.workloads.cnn_mnist1d_large",
+        "bench.workloads.cnn_mnist1d",
         "the cnn-mnist1d CNN on 20000 MNIST-1D signals (real data, generated locally); "
         "a target SGD reaches after >= 10 epochs",
     ),
@@ -102,8 +104,9 @@ def get(
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     module_name, line = _REGISTRY[name] if prefix is None else _FAMILIES[prefix]
-    extra = {} if prefix is None else {"name": name}
-    workload = importlib.import_module(module_name).build(
+    build = importlib.import_module(module_name).build
+    extra = {"name": name} if "name" in inspect.signature(build).parameters else {}
+    workload = build(
         device=torch.device(device),
         seed=int(seed),
         batch_size=batch_size,

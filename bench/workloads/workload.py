@@ -97,7 +97,7 @@ class Workload:
     ``eval_fn(model)`` returns ``{"eval_loss": ..., metric_name: ..., ...}`` on the test
     split; ``val_eval_fn`` the same on a validation split held out from the training data
     (``None``: the workload has none, and cannot be tuned). ``schedule`` holds the
-    learning-rate schedule's hyperparameters (``bench.schedules``; empty: constant).
+    learning-rate schedule's hyperparameters (``bench.cell.schedules``; empty: constant).
     ``hparams`` maps each optimizer name (``sgd``, ``adamw``, ``kfac``, ``ngd``, ``fngd``)
     to the keyword arguments this workload suggests for it. ``data_source`` is ``"real"`` or
     ``"synthetic"``; ``data_note`` says where the data came from (and, for a synthetic

@@ -7,7 +7,7 @@ sample, by iteration, or none: exact NGD) and the damping (constant, relative, n
 coefficients, a schedule). The times are ratios to SGD in the same setting: the median
 weighted-sum step (the step FNGD's later epochs take) and the median later epoch; their
 quotient says what a later epoch pays beyond its steps. The staleness records (written by
-``bench.staleness``) compare, on one fixed probe batch, the direction the stored
+``bench.cell.staleness``) compare, on one fixed probe batch, the direction the stored
 coefficients give with a fresh solve: cosine and ``||stored|| / ||fresh||``.
 """
 

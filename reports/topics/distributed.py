@@ -1,7 +1,7 @@
 """Distributed runs: how many processes trained each cell, how far the ranks' step times
 spread, and what a step costs on K processes against one (the same global batch).
 
-A cell run under torchrun (``bench/distributed.py``) records each step's time as the slowest
+A cell run under torchrun (``bench/host/distributed.py``) records each step's time as the slowest
 rank's (``seconds``) and every rank's (``rank_seconds``). The spread of a step is
 ``(slowest - fastest) / slowest``. The scaling table pairs each setting run on K > 1
 processes with the same setting on one process: speed-up = one process's median ÷ K

@@ -1,8 +1,8 @@
 """Records as Parquet: a closed cell's JSON Lines compacted, and read back by column.
 
-A cell writes JSON Lines while it runs (``bench.records.RecordWriter``: appended, flushed per
+A cell writes JSON Lines while it runs (``bench.records.writer.RecordWriter``: appended, flushed per
 epoch, crash-safe); once it is closed ``compact`` rewrites the file as ``<run_id>.parquet``
-and removes the JSON Lines. The schema is the one in ``bench.records``; a file's layout:
+and removes the JSON Lines. The schema is the one in ``bench.records.schema``; a file's layout:
 
 - one row per record, in the order written. Columns: the varying fields
   (``RECORD_FIELDS``), the per-kind fields (``KIND_FIELDS``), then one float column per
@@ -34,14 +34,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bench.records import (
+from bench.records.jsonl import ErrorHandler, iter_lines
+from bench.records.schema import (
     CONSTANT_FIELDS,
     FIELDS,
     KIND_FIELDS,
     PHASE_COLUMN,
     RECORD_FIELDS,
-    ErrorHandler,
-    iter_lines,
 )
 
 __all__ = [

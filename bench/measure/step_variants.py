@@ -5,7 +5,7 @@ sum after one whole first epoch (``fngd-net-*``: one whole-network vector, and t
 sum is ``train_step``'s plain backward of the reweighted loss), so that the coefficient
 table holds every training sample as it does in a later epoch; KFAC with its
 inverse every step, or never after the first. ``prepare`` builds the cell as the runner
-does (``bench.runner.build_cell``: a variant is an optimiser label and overrides) and takes
+does (``bench.cell.build.build_cell``: a variant is an optimiser label and overrides) and takes
 that first step; ``before_step`` is what each timed step needs first (for FNGD's inversion,
 the reset).
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from bench.env import resolve_device, synchronize
-from bench.runner import Cell, CellSpec, build_cell
-from bench.step import train_step
+from bench.cell import Cell, CellSpec, build_cell
+from bench.cell.step import train_step
+from bench.host.env import resolve_device, synchronize
 from bench.workloads.workload import WorkloadLike
 from fngd.optimizers import BenchOptimizer
 
@@ -27,7 +27,7 @@ from fngd.optimizers import BenchOptimizer
 @dataclass(frozen=True)
 class StepVariant:
     label: str
-    optimizer: str  # an optimiser label (bench.presets)
+    optimizer: str  # an optimiser label (bench.campaign.presets)
     mode: str | None
     overrides: dict[str, Any] = field(default_factory=dict)
     reset_each_step: bool = False

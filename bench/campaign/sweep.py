@@ -4,7 +4,7 @@ Layout of an output directory
 -----------------------------
 One file per cell, with ``run_id = <workload>__<label>__s<seed>``: ``<run_id>.jsonl`` while
 it runs (JSON Lines, appended and flushed per epoch: an interrupted cell keeps every flushed
-epoch), ``<run_id>.parquet`` once it is closed (``bench.columnar.compact``, with any status
+epoch), ``<run_id>.parquet`` once it is closed (``bench.records.parquet.compact``, with any status
 but an interruption); and one JSON Lines file per overhead measurement,
 ``overhead__<workload>__<label>__<device>.jsonl``. The report reads every ``*.parquet`` and
 ``*.jsonl`` of the directory (a cell's Parquet file, not a JSON Lines file left beside it),
@@ -35,7 +35,7 @@ every record carries ``attempt`` (1 for the first run of a cell, N+1 after N ear
 to tell them apart.
 Overhead files are measured again unless ``resume`` and they hold an ``overhead`` record.
 
-Under torchrun (``bench.distributed``) rank 0 decides what to skip or set aside and writes;
+Under torchrun (``bench.host.distributed``) rank 0 decides what to skip or set aside and writes;
 the other ranks train alongside it and write nothing. A cell that raises there ends the run
 (after rank 0 wrote its ``error`` record): a rank left waiting for the others would hang,
 and torchrun stops every rank instead. The overhead measurement, which times one process's
@@ -55,11 +55,11 @@ from typing import Any
 
 import torch
 
-from bench import distributed
-from bench.env import resolve_device
-from bench.progress import Progress, as_progress
+from bench.cell import CellSpec, WorkloadFactory, run_cell
+from bench.host import distributed
+from bench.host.env import resolve_device
+from bench.host.progress import Progress, as_progress
 from bench.records import CELL_STATUSES, RecordWriter, cell_file, iter_records
-from bench.runner import CellSpec, WorkloadFactory, run_cell
 
 __all__ = [
     "COMPLETE",
@@ -280,7 +280,7 @@ def _prepare_file(
 
 def _compact(path: Path, progress: Progress) -> None:
     """Compact a closed cell to Parquet; if that fails, its JSON Lines stay and are read."""
-    from bench.columnar import compact
+    from bench.records.parquet import compact
 
     try:
         compact(path, on_error=_ignore)
@@ -304,7 +304,7 @@ def run_overhead(
     progress: Progress | None = None,
 ) -> float | None:
     """Measure the runner's overhead on (workload, label); writes an ``overhead`` record."""
-    from bench.overhead import measure_cell_overhead
+    from bench.measure.overhead import measure_cell_overhead
 
     path = out / f"overhead__{workload}__{label}__{device.type}.jsonl"
     if resume and _has_overhead(path):
@@ -354,8 +354,8 @@ def run_sweep(
     """Run ``cells`` into ``out`` (see the module docstring); then measure the runner's
     overhead on each (workload, label) of ``overhead``, with the size, batch size, seed and
     preset of the sweep's first cell of that workload. ``progress``: ``True`` for bars,
-    ``False`` for silence, or a :class:`~bench.progress.Progress`. ``warm_start``: a
-    discarded warm-up run of the first cell first (``bench.warm_start``)."""
+    ``False`` for silence, or a :class:`~bench.host.progress.Progress`. ``warm_start``: a
+    discarded warm-up run of the first cell first (``bench.campaign.warm_start``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     world = distributed.world()
@@ -365,7 +365,7 @@ def run_sweep(
     result = SweepResult()
     freeze_heap()
     if warm_start and cells:
-        from bench.warm_start import warm_up
+        from bench.campaign.warm_start import warm_up
 
         try:
             warm_up(cells[0], device=dev, data_root=data_root, workload_factory=workload_factory)

@@ -1,10 +1,10 @@
 """pytest-benchmark: the records of one seed of a full paper schedule, written and reported.
 
-    FNGD_BENCH_SCALE=1 pytest bench/test_records_scale.py --benchmark-only    # or tox -e scale
+    FNGD_BENCH_SCALE=1 pytest bench/suite/test_records_scale.py --benchmark-only  # tox -e scale
 
 Skipped unless ``FNGD_BENCH_SCALE`` is set: its value is the fraction of the schedule's 100
 epochs to write (``1``: all of them, ``0.1``: 10). At ``1`` the record set
-(``bench.record_scale.FULL``) is 14 cells (the ``paper`` preset's 2 workloads x 7 optimiser
+(``bench.measure.record_scale.FULL``) is 14 cells (the ``paper`` preset's 2 workloads x 7 optimiser
 labels) x 100 epochs x 391 steps: 547,400 training steps, about 4.1 million step-phase entries,
 written through the runner's writer and compacted to Parquet as a sweep does (half a minute on
 2 cores, not timed). The benchmark is ``fngd-bench report`` on it, in a child process (about
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from bench.record_scale import FULL, measure_report, write_record_set
+from bench.measure.record_scale import FULL, measure_report, write_record_set
 
 SCALE = os.environ.get("FNGD_BENCH_SCALE")
 pytestmark = pytest.mark.skipif(

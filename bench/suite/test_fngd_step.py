@@ -8,7 +8,7 @@ which shows on tiny models and fades on larger ones. The sweep makes both visibl
 accuracy is reported). For ratios on a shared machine prefer the interleaved
 ``fngd-bench ratio --workload mlp-random-128 mlp-random-512``.
 
-    pytest bench/test_fngd_step.py --benchmark-only
+    pytest bench/suite/test_fngd_step.py --benchmark-only
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import torch
 
-from bench.env import cpu_threads
-from bench.step_variants import STEP_VARIANTS, prepare
+from bench.host.env import cpu_threads
+from bench.measure.step_variants import STEP_VARIANTS, prepare
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 THREADS = int(os.environ.get("FNGD_BENCH_THREADS", "1"))

@@ -3,7 +3,7 @@
 Two numbers, written as one ``overhead`` record (``name="runner_overhead"``):
 
 - ``value``, measured: blocks of ``steps`` training steps run alternately through the
-  runner's loop (``bench.runner.run_steps``) with timing switched off (a ``NullTimer``, no
+  runner's loop (``bench.cell.loop.run_steps``) with timing switched off (a ``NullTimer``, no
   recorder installed) and with it on (a ``StepTimer``: the ``data`` phase, step marks, every
   phase of the step timed; the timer's once-per-epoch ``flush`` is outside the block, as it
   is outside the runner's epoch time), in ABBA order.
@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from bench.env import resolve_device, synchronize
+from bench.cell import Cell, CellSpec, WorkloadFactory, build_cell, record_base, run_steps
+from bench.cell.timing import NullTimer, StepTimer
+from bench.host.env import resolve_device, synchronize
 from bench.records import RecordWriter
-from bench.runner import Cell, CellSpec, WorkloadFactory, build_cell, record_base, run_steps
-from bench.timing import NullTimer, StepTimer
 from fngd import phases
 
 __all__ = ["measure_cell_overhead", "measure_overhead"]

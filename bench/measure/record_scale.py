@@ -1,12 +1,12 @@
 """Records at scale: a generated record set shaped like a paper schedule, written through the
 real writer, and what reporting it costs.
 
-What the scale benchmark (``bench/test_records_scale.py``) and the report's scaling test
+What the scale benchmark (``bench/suite/test_records_scale.py``) and the report's scaling test
 (``tests/test_report_scale.py``) read: one cell per (workload, optimiser label) of the
 ``paper`` preset, each written as the runner writes it (``bench.records.RecordWriter``: a
 base line, per epoch its steps, the ``epoch``, ``eval``, ``target`` and ``staleness``
 records and a flush; ``cell`` and ``memory`` records around them) and, once closed,
-compacted to Parquet (``bench.columnar.compact``), as ``bench.sweep`` does.
+compacted to Parquet (``bench.records.parquet.compact``), as ``bench.campaign.sweep`` does.
 
 A step holds the phases its optimiser family times (``fngd.phases``): FNGD inverts in its
 first epoch (Gram, solve, weighted sum) and from the second on runs its weighted sum inside
@@ -35,9 +35,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import columnar
-from bench.presets import PRESETS, resolve_label
-from bench.records import RecordWriter, phase_key
+from bench.campaign.presets import PRESETS
+from bench.labels import resolve_label
+from bench.records import RecordWriter, parquet, phase_key
 from fngd import phases as ph
 
 __all__ = ["FULL", "RecordSet", "ReportCost", "Schedule", "measure_report", "write_record_set"]
@@ -124,7 +124,7 @@ def _step_kind(family: str, label: str, epoch: int, step: int) -> tuple[str | No
 
 
 def _base(workload: str, label: str, family: str, schedule: Schedule) -> dict[str, Any]:
-    """The constant fields of a cell, as ``bench.runner.record_base`` gives them on a GPU."""
+    """The constant fields of a cell, as ``bench.cell.build.record_base`` gives them on a GPU."""
     hparams = {
         "lr": 0.1,
         "momentum": 0.9,
@@ -304,7 +304,7 @@ def write_record_set(
             n, e = _write_cell(path, workload, label, schedule)
             records += n
             entries += e
-            files.append(columnar.compact(path) if compact else path)
+            files.append(parquet.compact(path) if compact else path)
     return RecordSet(directory, files, schedule.steps, entries, records)
 
 

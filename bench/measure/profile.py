@@ -1,8 +1,8 @@
 """``fngd-bench profile``: a torch.profiler trace of each phase of one optimiser, for TensorBoard.
 
-``profile_run`` builds the cell as the runner does (``bench.runner.build_cell``: label,
+``profile_run`` builds the cell as the runner does (``bench.cell.build.build_cell``: label,
 hyperparameters, ``steps_per_epoch``, replay of the first epoch), trains it through the
-runner's loop (``bench.runner.run_steps``, untimed) under ``torch.profiler.profile`` with one
+runner's loop (``bench.cell.loop.run_steps``, untimed) under ``torch.profiler.profile`` with one
 ``prof.step()`` per training step (so ``ProfilerStep#N`` is training step ``N``), and records
 a window of steps chosen so that every mode of the optimiser is in it:
 
@@ -19,7 +19,7 @@ The mode and warm-up flag of each step come from the runner's loop.
 
 The trace goes to ``OUT/<workload>/<optimizer>/<host>_<pid>.<timestamp>.pt.trace.json``
 (TensorBoard: ``tensorboard --logdir OUT``), replacing earlier traces there. It is then read
-back (``bench.trace_summary``) into ``profile`` records in
+back (``bench.measure.trace_summary``) into ``profile`` records in
 ``OUT/<workload>/<optimizer>/profile.jsonl``: per profiled step and phase, ``cpu_time`` and
 (on CUDA) ``gpu_time`` in seconds and ``count`` (calls), with the step's ``mode``, ``epoch``,
 ``warmup`` and the enclosing phase in ``parent``; records with ``phase`` null hold the whole
@@ -39,11 +39,18 @@ from typing import Any
 
 import torch
 
-from bench import trace_summary
-from bench.env import resolve_device
+from bench.cell import (
+    WARMUP_STEPS,
+    CellSpec,
+    WorkloadFactory,
+    build_cell,
+    record_base,
+    run_steps,
+)
+from bench.cell.timing import NullTimer
+from bench.host.env import resolve_device
+from bench.measure import trace_summary
 from bench.records import RecordWriter
-from bench.runner import WARMUP_STEPS, CellSpec, WorkloadFactory, build_cell, record_base, run_steps
-from bench.timing import NullTimer
 
 __all__ = [
     "DEFAULT_MAX_STEPS_PER_EPOCH",

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from bench.env import cpu_threads, device_name, resolve_device
-from bench.step_variants import STEP_VARIANTS, prepare
+from bench.host.env import cpu_threads, device_name, resolve_device
+from bench.measure.step_variants import STEP_VARIANTS, prepare
 
 #: Every registered step variant (SGD first: the ratios' base), so a new one is timed too.
 DEFAULT_VARIANTS = ("sgd", *(v for v in STEP_VARIANTS if v != "sgd"))

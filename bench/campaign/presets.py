@@ -1,38 +1,5 @@
-"""Optimiser labels and the sweep presets, ``quick``, ``ablation`` and ``paper``.
-
-Optimiser labels
-----------------
-A *label* names what a cell runs and is what every record carries in ``optimizer``; the
-factory name behind it is in ``family`` and the hyperparameters actually used in
-``hparams``. A label is a factory name (``sgd``, ``adamw``, ``kfac``, ``ngd``, ``fngd``) or a
-variant of one with fixed overrides:
-
-| label       | family | overrides                                               |
-| ----------- | ------ | ------------------------------------------------------- |
-| `kfac`      | kfac   | `inv_update_steps=10` (kfac-pytorch's CIFAR example)    |
-| `kfac-inv1` | kfac   | `inv_update_steps=1` (inverse every step)               |
-| `fngd`      | fngd   | `share="sample"` (coefficients shared by sample id)     |
-| `fngd-iter` | fngd   | `share="iteration"` (shared by position in the epoch)   |
-| `ngd-net`   | ngd    | `scope="network"` (one coefficient vector per batch)    |
-| `fngd-net`  | fngd   | `share="sample"`, `scope="network"`: a later step is a  |
-|             |        | plain backward of the reweighted per-sample loss        |
-| `fngd-net-iter` | fngd | `share="iteration"`, `scope="network"`               |
-
-Each of the six ``ngd``/``fngd`` labels above (``NGD_LABELS``) also comes with each damping
-strategy as a suffix, adding to its overrides:
-
-| suffix   | overrides                                                               |
-| -------- | ----------------------------------------------------------------------- |
-| `-rel`   | `damping_mode="relative"`, `damping=RELATIVE_DAMPING`: the shift is 3x  |
-|          | the Gram's mean eigenvalue                                              |
-| `-norm`  | `normalize=True`: stored coefficients sum to 1                          |
-| `-sched` | `damping=DAMPING_SCHEDULE` (an ``fngd.damping`` spec, 1.0 down to 0.01) |
-
-e.g. ``fngd-rel``, ``fngd-iter-norm``, ``ngd-net-sched``, ``fngd-net-rel``.
-
-Hyperparameters are merged as: factory defaults < ``workload.hparams[family]`` <
-``workload.hparams[label]`` (if a workload tunes a variant) < the label's overrides <
-overrides given to the cell.
+"""The sweep presets, ``quick``, ``ablation`` and ``paper`` (the labels they name are in
+``bench.labels``).
 
 Presets
 -------
@@ -49,7 +16,7 @@ CPU. Its report's "FNGD design space" section lays the cells out by their hyperp
 ``paper``: resnet18-cifar100 (batch 128) and transformer-multi30k at size ``paper`` for
 sgd, adamw, kfac, kfac-inv1, fngd, fngd-iter and ngd; two full, reshuffled epochs (FNGD's
 inversion epoch and a weighted-sum epoch). Epochs cut short would replay the first epoch's
-batches (``bench.runner.replays_first_epoch``), which hands FNGD coefficients computed on
+batches (``bench.cell.build.replays_first_epoch``), which hands FNGD coefficients computed on
 exactly the batches it meets again: a best case the paper did not have.
 """
 
@@ -57,97 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from bench.labels import NGD_LABELS
 
 if TYPE_CHECKING:
-    from bench.runner import CellSpec
+    from bench.cell import CellSpec
 
-__all__ = ["PRESETS", "VARIANTS", "Preset", "Variant", "labels", "resolve_label"]
-
-
-@dataclass(frozen=True)
-class Variant:
-    label: str
-    family: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-    note: str = ""
-
-
-#: The ``-sched`` variants' damping (an ``fngd.damping`` spec): strong damping while the
-#: network is far from a minimum, 100x weaker after ``200`` steps (the first epochs).
-DAMPING_SCHEDULE = "geometric:1.0:0.01:200"
-
-#: The ``-rel`` variants' damping: the shift is this many times the Gram's mean eigenvalue.
-#: Measured on cnn-mnist1d (seed 0, 30 epochs, fngd-net-rel): 0.1 and 0.3 collapse to chance
-#: accuracy, 1.0 reaches 0.64 and 3.0 reaches 0.89 (constant damping 0.1: about 0.89).
-RELATIVE_DAMPING = 3.0
-
-#: Coefficient scope and sharing of the FNGD/NGD labels: (label, family, overrides, note).
-_NGD_FAMILY: tuple[tuple[str, str, dict[str, Any], str], ...] = (
-    ("ngd", "ngd", {}, "exact NGD (N x N solve every step)"),
-    ("fngd", "fngd", {"share": "sample"}, "FNGD, coefficients shared by sample"),
-    ("fngd-iter", "fngd", {"share": "iteration"}, "FNGD, coefficients shared by iteration"),
-    ("ngd-net", "ngd", {"scope": "network"}, "exact whole-network NGD (one N x N solve)"),
-    (
-        "fngd-net",
-        "fngd",
-        {"share": "sample", "scope": "network"},
-        "FNGD, one whole-network vector shared by sample",
-    ),
-    (
-        "fngd-net-iter",
-        "fngd",
-        {"share": "iteration", "scope": "network"},
-        "FNGD, one whole-network vector shared by iteration",
-    ),
-)
-#: Damping strategies, as label suffixes: (suffix, overrides, note).
-_DAMPINGS: tuple[tuple[str, dict[str, Any], str], ...] = (
-    ("", {}, ""),
-    (
-        "-rel",
-        {"damping_mode": "relative", "damping": RELATIVE_DAMPING},
-        f", relative damping {RELATIVE_DAMPING}",
-    ),
-    ("-norm", {"normalize": True}, ", normalised coefficients"),
-    ("-sched", {"damping": DAMPING_SCHEDULE}, f", damping {DAMPING_SCHEDULE}"),
-)
-
-
-def _ngd_variants() -> list[Variant]:
-    """Every scope x sharing label with every damping strategy (``fngd-net-rel``, ...)."""
-    return [
-        Variant(label + suffix, family, {**overrides, **damping}, note + extra)
-        for suffix, damping, extra in _DAMPINGS
-        for label, family, overrides, note in _NGD_FAMILY
-    ]
-
-
-VARIANTS: dict[str, Variant] = {
-    v.label: v
-    for v in (
-        Variant("sgd", "sgd", {}, "SGD with momentum"),
-        Variant("adamw", "adamw", {}, "AdamW"),
-        Variant("kfac", "kfac", {"inv_update_steps": 10}, "KFAC, inverse every 10 steps"),
-        Variant("kfac-inv1", "kfac", {"inv_update_steps": 1}, "KFAC, inverse every step"),
-        *_ngd_variants(),
-    )
-}
-#: The scope x sharing x damping labels, in table order (the ablation preset runs them all).
-NGD_LABELS = tuple(v.label for v in _ngd_variants())
-
-
-def labels() -> list[str]:
-    """Every valid optimiser label."""
-    return list(VARIANTS)
-
-
-def resolve_label(label: str) -> Variant:
-    """The variant behind ``label``; unknown labels raise ``KeyError`` listing the valid ones."""
-    try:
-        return VARIANTS[label]
-    except KeyError:
-        raise KeyError(f"unknown optimizer {label!r}; valid: {', '.join(VARIANTS)}") from None
+__all__ = ["PRESETS", "Preset"]
 
 
 @dataclass(frozen=True)
@@ -197,7 +81,7 @@ class Preset:
         warmup_steps: int | None = None,
     ) -> list[CellSpec]:
         """The preset's cells; every argument left ``None`` is the preset's own."""
-        from bench.sweep import make_cells  # the runner imports the labels from here
+        from bench.campaign.sweep import make_cells  # torch: only when cells are made
 
         cells = make_cells(
             self.workloads_for(workloads),

@@ -1,7 +1,7 @@
 #!/bin/bash
 # 1-vs-2-process scaling of the quick preset, interleaved by workload
 # in the project's environment (pip install -e .)
-cd "$(dirname "$0")/../../../.."
+cd "$(dirname "$0")/../../.."
 export PYTHONPATH=$PWD
 for w in mlp-digits cnn-mnist1d; do
   for np in 1 2; do

@@ -7,7 +7,7 @@ URL Optuna accepts, so that workers on several machines can share a database ser
 Protocol
 --------
 - **Budget**: every study runs until it holds ``trials`` COMPLETE trials, the same number
-  for every optimiser. Trials draw their hyperparameters (``bench.search_spaces``) from a
+  for every optimiser. Trials draw their hyperparameters (``bench.campaign.search_spaces``) from a
   seeded scrambled Sobol sequence (``optuna.samplers.QMCSampler``; Optuna learns the space
   from the first trial, which its seeded random sampler draws).
   ``OUT/trials.csv`` lists every trial of every study (its hyperparameters and outcome).
@@ -23,7 +23,7 @@ Protocol
   ``eval_seconds`` and ``records`` (its records file) as user attributes. Diverged, oom and
   error trials are complete trials that did not reach the target: they use up budget like
   any other, and never stop the study.
-- **Records**: each trial is an ordinary cell (``bench.runner``) whose records go to
+- **Records**: each trial is an ordinary cell (``bench.cell.runner``) whose records go to
   ``OUT/trials/<study>/<run_id>.parquet`` (``.jsonl`` while it runs) with ``study``,
   ``trial`` and ``hparams_source`` (``study <name> trial <n>``), ``preset`` ``tune`` and
   ``split`` ``val`` on its evaluations.
@@ -58,14 +58,14 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
-from bench.env import cpu_threads, resolve_device
-from bench.presets import resolve_label
-from bench.progress import Progress
+from bench.campaign.search_spaces import suggest
+from bench.campaign.sweep import freeze_heap, run_one
+from bench.campaign.warm_start import warm_up
+from bench.cell import CellSpec, WorkloadFactory, build_cell
+from bench.host.env import cpu_threads, resolve_device
+from bench.host.progress import Progress
+from bench.labels import resolve_label
 from bench.records import cell_file, iter_records
-from bench.runner import CellSpec, WorkloadFactory, build_cell
-from bench.search_spaces import suggest
-from bench.sweep import freeze_heap, run_one
-from bench.warm_start import warm_up
 
 __all__ = [
     "BEST_FILE",

@@ -2,8 +2,8 @@
 
     pytest bench --benchmark-only --benchmark-json=out.json
 
-Each benchmark builds its cell as the runner does (``bench.runner.build_cell``) and times
-``bench.step.train_step`` on one fixed batch, with the GPU
+Each benchmark builds its cell as the runner does (``bench.cell.build.build_cell``) and times
+``bench.cell.step.train_step`` on one fixed batch, with the GPU
 synchronised inside the timed call. FNGD is timed in both of its phases (inversion: its
 coefficient table is cleared before every round; weighted sum: primed once, then every call
 reuses the stored coefficients); KFAC with and without its inverse update (inverse every
@@ -28,11 +28,11 @@ from typing import Any
 import pytest
 import torch
 
-from bench.env import cpu_threads
+from bench.cell import run_steps
+from bench.cell.timing import StepTimer
+from bench.host.env import cpu_threads
+from bench.measure.step_variants import STEP_VARIANTS, HeldStep, StepVariant, prepare
 from bench.records import split_phase_key
-from bench.runner import run_steps
-from bench.step_variants import STEP_VARIANTS, HeldStep, StepVariant, prepare
-from bench.timing import StepTimer
 from fngd import phases
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

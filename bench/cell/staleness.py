@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.env import synchronize
+from bench.host.env import synchronize
 from bench.workloads.workload import Batch, WorkloadLike
 from fngd.optimizers import BenchOptimizer
 

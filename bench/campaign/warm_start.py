@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from bench.distributed import device_for, world
-from bench.env import resolve_device, synchronize
-from bench.runner import CellSpec, WorkloadFactory, build_cell, run_steps
-from bench.timing import NullTimer
+from bench.cell import CellSpec, WorkloadFactory, build_cell, run_steps
+from bench.cell.timing import NullTimer
+from bench.host.distributed import device_for, world
+from bench.host.env import resolve_device, synchronize
 
 __all__ = ["WARM_SECONDS", "warm_up"]
 
