@@ -34,17 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.workloads.classification import Classifier, classification_workload
 from bench.workloads.common import (
     build_model,
-    classification_eval,
-    cross_entropy,
     describe_error,
     download,
-    per_sample_cross_entropy,
     require_downloads,
     resolve_data_root,
 )
-from bench.workloads.loader import TensorLoader
 from bench.workloads.workload import Workload
 
 NAME = "resnet18-cifar100"
@@ -354,37 +351,27 @@ def build(
     X_test_t = _normalise(x_test, device)
     y_train_t = torch.from_numpy(y_train).to(device)
     y_test_t = torch.from_numpy(y_test).to(device)
-    batch = batch_size or cfg["batch_size"]
     width = cfg["width"]
     model = build_model(lambda: ResNet18(NUM_CLASSES, width=width), seed, device)
-    loader = TensorLoader(
-        X_train_t,
-        y_train_t,
-        batch,
-        shuffle=True,
-        drop_last=False,
-        seed=seed,
-        augment=crop_flip_augment(),
-    )
-    return Workload(
+    spec = Classifier(
         name=NAME,
-        model=model,
-        loss_fn=cross_entropy,
-        per_sample_loss=per_sample_cross_entropy,
-        train_loader=loader,
-        eval_fn=classification_eval(lambda m, x: m(x), X_test_t, y_test_t, batch_size=500),
-        metric_name="accuracy",
-        higher_is_better=True,
-        target=TARGETS[(size, source)],
-        data_source=source,
-        data_note=note,
-        batch_size=batch,
+        description=DESCRIPTION,
+        batch_size=cfg["batch_size"],
         epochs=cfg["epochs"],
-        hparams={k: dict(v) for k, v in HPARAMS.items()},
-        device=device,
+        target=TARGETS[(size, source)],
+        hparams=HPARAMS,
+        eval_batch_size=500,
+    )
+    return classification_workload(
+        spec,
+        model=model,
+        train=(X_train_t, y_train_t),
+        test=(X_test_t, y_test_t),
+        val=None,
+        batch_size=batch_size,
         seed=seed,
         size=size,
-        description=DESCRIPTION,
-        num_train=len(y_train),
-        num_eval=len(y_test),
+        data_source=source,
+        data_note=note,
+        augment=crop_flip_augment(),
     )
