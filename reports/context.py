@@ -1,5 +1,5 @@
 """What every section of the report reads: the records, the problems met reading them, and
-the tables several topics share, each computed once."""
+the tables several topics share (reports/tables/), each computed once here."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 
 from reports import hygiene
 from reports.common import kinds_present, settings
-from reports.topics import convergence, epoch_time, phases, speedup, step_time
+from reports.tables import convergence, epochs, phases, speedup, steps
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class Context:
     epochs: pd.DataFrame = field(init=False)
     targets: pd.DataFrame = field(init=False)
     final: pd.DataFrame = field(init=False)
+    curves: pd.DataFrame = field(init=False)
     speed: pd.DataFrame = field(init=False)
     spread: pd.DataFrame = field(init=False)
     cold: pd.DataFrame = field(init=False)
@@ -37,11 +38,12 @@ class Context:
 
     def __post_init__(self) -> None:
         df = self.records
-        self.steps = self._safe(step_time.step_times, df)
+        self.steps = self._safe(steps.step_times, df)
         self.phases = self._safe(phases.phase_times, df)
-        self.epochs = self._safe(epoch_time.epoch_times, df)
+        self.epochs = self._safe(epochs.epoch_times, df)
         self.targets = self._safe(speedup.time_to_target, df)
         self.final = self._safe(convergence.final_values, df)
+        self.curves = self._safe(convergence.convergence, df)
         self.speed = self._safe(speedup.speedup, self.steps, self.epochs, self.targets)
         self.spread = self._safe(hygiene.epoch_spread, df)
         self.cold = self._safe(hygiene.cold_start, df)

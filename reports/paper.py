@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from reports.common import SETTING, col, cols, ratio, workload_label
-from reports.topics.epoch_time import PROJECT_EPOCHS
+from reports.tables.epochs import PROJECT_EPOCHS
 from reports.vocabulary import FNGD, display_name
 
 PAPER = (

@@ -1,9 +1,10 @@
 """How the report names, orders and colours optimiser families, labels and phases.
 
 The names themselves belong to the code that writes the records: the families to the
-optimiser factory (``fngd.optimizers.DEFAULTS``; the labels behind them in
-``bench.labels.VARIANTS``), the phases to ``fngd.phases``. This module only adds the report's
-presentation, and stays free of torch so that reading records never imports it;
+optimiser factory (``fngd.optimizers.DEFAULTS``), read here, with their order and the damping
+strategies, from the labels behind them (``bench.labels``, torch-free), the phases to
+``fngd.phases``. This module only adds the report's presentation, and stays free of torch so
+that reading records never imports it;
 tests/test_report_vocabulary.py fails when the two disagree (a family or phase without an
 order, a display name or a colour here, or a name here that the code no longer writes).
 """
@@ -13,10 +14,12 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Iterable
 
+import bench.labels
 from bench.labels import VARIANTS
 
-#: Optimiser families in display order (tables, legends); others follow alphabetically.
-FAMILIES = ("sgd", "adamw", "kfac", "ngd", "fngd")
+#: Optimiser families in display order (tables, legends): the order in which the labels'
+#: table (``bench.labels.VARIANTS``) names them; others follow alphabetically.
+FAMILIES = tuple(dict.fromkeys(v.family for v in VARIANTS.values()))
 FNGD = "fngd"
 #: How family names are written in prose.
 DISPLAY = {"sgd": "SGD", "adamw": "AdamW", "kfac": "KFAC", "ngd": "NGD", "fngd": "FNGD"}
@@ -155,8 +158,8 @@ def phase_rank(name: str) -> tuple[int, str]:
 SCOPES = ("layer", "network")
 SHARES = ("sample", "iteration", "none")
 SHARE_DISPLAY = {"sample": "by sample", "iteration": "by iteration", "none": "none (NGD)"}
-#: Damping strategies (``damping_mode``, ``normalize``, a schedule), in table order.
-DAMPINGS = ("constant", "relative", "normalised", "schedule")
+#: The damping strategies' names (``bench.labels.DAMPINGS``), in table order.
+DAMPINGS = tuple(d.name for d in bench.labels.DAMPINGS)
 #: Each (scope, sharing) design's colour in the staleness figure: an index into seaborn's
 #: 10-colour "colorblind" palette; the damping strategy is the line's dash pattern.
 DESIGN_COLORS = {

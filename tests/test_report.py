@@ -19,10 +19,10 @@ import pytest
 
 from reports import build_report, load_records
 from reports.common import prepare, record_count
-from reports.topics.epoch_time import epoch_times
-from reports.topics.phases import phase_times
-from reports.topics.speedup import speedup, time_to_target
-from reports.topics.step_time import step_times
+from reports.tables.epochs import epoch_times
+from reports.tables.phases import phase_times
+from reports.tables.speedup import speedup, time_to_target
+from reports.tables.steps import step_times
 
 SECTION_TITLES = (
     "Summary",

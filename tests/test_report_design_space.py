@@ -15,16 +15,16 @@ import pandas as pd
 import pytest
 
 from reports import build_report
-from reports.topics.convergence import final_values
+from reports.tables.convergence import final_values
+from reports.tables.epochs import epoch_times
+from reports.tables.speedup import time_to_target
+from reports.tables.steps import step_times
 from reports.topics.design_space import (
     design_of,
     design_space,
     staleness,
     staleness_summary,
 )
-from reports.topics.epoch_time import epoch_times
-from reports.topics.speedup import time_to_target
-from reports.topics.step_time import step_times
 from tests.test_report_ratios import _epochs, _frame, _record, _section, _target
 
 NET = {"scope": "network", "share": "sample", "damping": 0.1, "damping_mode": "constant"}

@@ -20,11 +20,12 @@ from bench.records import FIELDS
 from reports import build_report, load_records, paper
 from reports.common import SETTING, prepare
 from reports.context import Context
-from reports.topics.convergence import final_values
-from reports.topics.epoch_time import PROJECT_EPOCHS, cut_epochs, epoch_times
-from reports.topics.speedup import SPEEDUP, TIME_TO_TARGET, speedup, speedup_gaps, time_to_target
+from reports.tables.convergence import final_values
+from reports.tables.epochs import PROJECT_EPOCHS, cut_epochs, epoch_times
+from reports.tables.speedup import SPEEDUP, TIME_TO_TARGET, speedup, time_to_target
+from reports.tables.steps import step_times
 from reports.topics.speedup import section as speedup_section
-from reports.topics.step_time import step_times
+from reports.topics.speedup import speedup_gaps
 
 _T0 = 1_732_500_000.0
 

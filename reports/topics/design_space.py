@@ -22,6 +22,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bench.labels import NGD_LABELS, VARIANTS, damping_strategy
 from reports import plot
 from reports.common import (
     OPT,
@@ -52,8 +53,9 @@ if TYPE_CHECKING:
 ID = "design-space"
 TITLE = "FNGD design space"
 
-#: The families whose design the table lays out, and the reference they are divided by.
-DESIGN_FAMILIES = ("ngd", "fngd")
+#: The families whose design the table lays out (those of the scope x sharing x damping
+#: labels), and the reference they are divided by.
+DESIGN_FAMILIES = tuple(dict.fromkeys(VARIANTS[label].family for label in NGD_LABELS))
 REFERENCE = "sgd"
 #: The staleness key of the whole network (``fngd.preconditioner.NETWORK``).
 NETWORK = "network"
@@ -118,18 +120,6 @@ def _is_number(v: object) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def damping_strategy(hp: dict[str, Any]) -> str:
-    """``constant``, ``relative``, ``normalised`` or ``schedule`` (``+``-joined if several)."""
-    parts = []
-    if hp.get("damping_mode", "constant") == "relative":
-        parts.append("relative")
-    if hp.get("normalize"):
-        parts.append("normalised")
-    if not _is_number(hp.get("damping", 0.0)):
-        parts.append("schedule")
-    return " + ".join(parts) or "constant"
 
 
 def design_of(hp: dict[str, Any], family: str) -> dict[str, str]:

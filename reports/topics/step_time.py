@@ -1,5 +1,5 @@
-"""Per-step time: whole-step statistics per optimizer and mode, the ratio to SGD, the runner's
-timing overhead, and the distribution of step times."""
+"""Per-step time: the step-time table (reports/tables/steps.py) with what it is missing, the
+runner's timing overhead, and the distribution of step times."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from reports.common import (
     select,
     setting_label,
     sort_rows,
-    stats,
     timed,
 )
 from reports.section import Section
+from reports.tables.steps import STEP_TIMES
 
 if TYPE_CHECKING:
     from reports.context import Context
@@ -36,50 +36,9 @@ if TYPE_CHECKING:
 ID = "steps"
 TITLE = "Per-step time"
 
-STEP_TIMES = cols(
-    SETTING_COLUMNS,
-    OPT_COLUMNS,
-    col("mode", "mode"),
-    col("n", "n", "int"),
-    col("median_s", "median (ms)", "ms"),
-    col("q1_s", "q1 (ms)", "ms"),
-    col("q3_s", "q3 (ms)", "ms"),
-    col("iqr_s", "IQR (ms)", "ms"),
-    "sgd_median_s",
-    col("ratio_to_sgd", "×SGD", "ratio"),
-)
 OVERHEAD = cols(
     SETTING_COLUMNS, OPT_COLUMNS, col("n", "n", "int"), col("median_fraction", "median", "pct")
 )
-
-
-def step_times(df: pd.DataFrame) -> pd.DataFrame:
-    """Per-step time per (setting, optimizer, mode), warm-up steps excluded.
-
-    Every optimizer gets a row with ``mode == "all"`` (all its steps); optimizers whose steps
-    carry a mode (FNGD: inversion / weighted_sum; KFAC: inverse / no_inverse) also get one row
-    per mode. ``ratio_to_sgd`` divides by SGD's median step (all steps) in the same setting.
-    """
-    s = timed(df, "step", SETTING + OPT + ["mode", "seconds"]) if not df.empty else df
-    if s.empty:
-        return empty(STEP_TIMES)
-    out = [stats(s, SETTING + OPT).assign(mode="all")]
-    moded = s.loc[s["mode"].notna()]
-    if not moded.empty:
-        out.append(stats(moded, SETTING + OPT + ["mode"]))
-    res = pd.concat(out, ignore_index=True)
-    sgd = (
-        sort_rows(res.loc[(res["family"] == "sgd") & (res["mode"] == "all")])
-        .groupby(SETTING, sort=False)["median_s"]
-        .first()
-        .rename("sgd_median_s")
-        .reset_index()
-    )
-    res = res.merge(sgd, on=SETTING, how="left")
-    res["ratio_to_sgd"] = res["median_s"] / res["sgd_median_s"]
-    res["_all"] = res["mode"] != "all"
-    res = sort_rows(res, extra=["_all", "mode"]).drop(columns="_all")
-    return res[STEP_TIMES.csv]
 
 
 def overhead(df: pd.DataFrame) -> pd.DataFrame:

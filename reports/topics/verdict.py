@@ -2,7 +2,7 @@
 one small table, with 95 % bootstrap intervals (reports/stats.py); train and test side by
 side; and an AlgoPerf-style performance profile of time to target over workloads.
 
-The ratios are the speed-up table's (reports/topics/speedup.py: baseline time ÷ FNGD time,
+The ratios are the speed-up table's (reports/tables/speedup.py: baseline time ÷ FNGD time,
 above 1 FNGD is faster) and the final-values table's (FNGD's metric ÷ the baseline's, above 1
 FNGD's is higher); this module only adds their intervals and says what they mean. Unit of
 resampling: the run (its median) when a group has several seeds; the steps or epochs
@@ -36,7 +36,7 @@ from reports.common import (
 )
 from reports.section import Section
 from reports.stats import Interval, difference, performance_profile, ratio_interval
-from reports.topics.convergence import convergence_long
+from reports.tables.convergence import convergence_long
 from reports.vocabulary import FNGD, display_name
 
 if TYPE_CHECKING:
