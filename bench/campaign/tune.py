@@ -174,9 +174,17 @@ def budget_full(study: optuna.Study, number: int, trials: int) -> bool:
     return count >= trials
 
 
-def best_trial(study: optuna.Study, higher_is_better: bool = True) -> FrozenTrial | None:
+#: The study attribute that holds its workload's metric direction (``run_studies`` sets it).
+HIGHER_IS_BETTER = "higher_is_better"
+
+
+def best_trial(study: optuna.Study, higher_is_better: bool | None = None) -> FrozenTrial | None:
     """The fastest COMPLETE trial to the target; among trials that did not reach it (all
-    ``+inf``), the one with the best validation metric; ties: the earlier trial."""
+    ``+inf``), the one with the best validation metric, in the workload's direction (the
+    study's own, unless given; higher is better where a study predates it); ties: the
+    earlier trial."""
+    if higher_is_better is None:
+        higher_is_better = bool(study.user_attrs.get(HIGHER_IS_BETTER, True))
     sign = -1.0 if higher_is_better else 1.0
 
     def key(t: FrozenTrial) -> tuple[float, float, int]:
@@ -410,6 +418,7 @@ def run_studies(
                 log(f"{tag}{name}: {config.trials}/{config.trials} complete")
                 continue
             probe = _probe(workload, label, config, workload_factory)
+            study.set_user_attr(HIGHER_IS_BETTER, probe[1])
             if not warmed:
                 warm_up(
                     CellSpec(workload, label, seed=config.seed, size=config.size),
