@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -84,11 +83,28 @@ def test_median_interval_covers_the_median() -> None:
     assert iv.low < 10.0 < iv.high and iv.high - iv.low < 0.5
 
 
-def test_many_values_are_fast() -> None:
-    x = np.random.default_rng(2).random(20_000)
-    start = time.perf_counter()
-    stats.ratio_interval(x, x + 1)
-    assert time.perf_counter() - start < 10
+def test_many_values_get_fewer_resamples_within_the_budget() -> None:
+    """The steps of one long run: fewer resamples (never fewer than MIN_RESAMPLES), so that
+    an interval draws at most the budget's values, and is still an interval."""
+    assert stats.resamples_for(10) == stats.RESAMPLES
+    n = 20_000
+    drawn = stats.resamples_for(n)
+    assert stats.MIN_RESAMPLES <= drawn < stats.RESAMPLES and drawn * n <= stats._BUDGET
+    assert stats.resamples_for(10**9) == stats.MIN_RESAMPLES
+    x = np.random.default_rng(2).random(n)
+    iv = stats.ratio_interval(x, x + 1)
+    assert iv.has_interval and iv.low < iv.estimate < iv.high and iv.n == n
+
+
+def test_median_interval_says_what_it_was_given() -> None:
+    empty = stats.median_interval([], unit="ms")
+    assert math.isnan(empty.estimate) and empty.n == 0 and empty.unit == "ms"
+    one = stats.median_interval([7.0], unit="seeds")
+    assert (one.n, one.unit) == (1, "seeds")
+    two = stats.median_interval([1.0, 3.0])  # two values already resample
+    assert two.has_interval and two.n == 2 and two.unit == ""
+    assert 1.0 <= two.low <= two.estimate == 2.0 <= two.high <= 3.0
+    assert stats.median_interval(np.arange(9.0), unit="steps").n == 9
 
 
 def test_spread() -> None:
