@@ -134,3 +134,83 @@ def test_performance_profile() -> None:
     assert got.loc[("b", 5.0), "fraction"] == pytest.approx(0.5)
     none = pd.DataFrame(columns=["workload", "optimizer", "seconds"])
     assert stats.performance_profile(none).empty
+
+
+def test_performance_profile_default_taus_run_from_one_past_the_worst_ratio() -> None:
+    """60 factors from 1 to 1.1 x the largest finite ratio (at least 2), in optimizer order of
+    first appearance, and the empty profile keeps its columns."""
+    times = {"w1": {"b": 10.0, "a": 40.0}, "w2": {"b": 30.0, "a": 15.0}}
+    prof = stats.performance_profile(times)
+    assert list(dict.fromkeys(prof["optimizer"])) == ["b", "a"]
+    taus = prof.loc[prof["optimizer"] == "a", "tau"].to_numpy()
+    assert len(taus) == 60 and taus[0] == 1.0 and taus[-1] == pytest.approx(4.4)
+    assert np.allclose(np.diff(np.log(taus)), np.log(4.4) / 59)
+    last = prof.groupby("optimizer")["fraction"].last()
+    assert last["a"] == 1.0 and last["b"] == 1.0
+    close = stats.performance_profile({"w": {"a": 1.0, "b": 1.2}})
+    assert close["tau"].max() == pytest.approx(2.0)  # ratios below 2: the axis still reaches 2
+    never = stats.performance_profile({"w": {"a": math.inf}})
+    assert never["tau"].max() == pytest.approx(2.0) and (never["fraction"] == 0.0).all()
+    empty = stats.performance_profile(pd.DataFrame(columns=["workload", "optimizer", "seconds"]))
+    assert list(empty.columns) == ["optimizer", "tau", "fraction"]
+
+
+def test_performance_profile_takes_the_fastest_run_and_refuses_non_positive_times() -> None:
+    frame = pd.DataFrame(
+        {
+            "workload": ["w1", "w1", "w1", "w2", "w2", "w3", "w3"],
+            "optimizer": ["a", "a", "b", "a", "b", "a", "b"],
+            "seconds": [30.0, 10.0, 20.0, 0.0, 5.0, -1.0, math.nan],
+        }
+    )
+    got = stats.performance_profile(frame, taus=[1.0, 2.0]).set_index(["optimizer", "tau"])
+    fraction = got["fraction"]
+    # w1: a's fastest of two runs (10 s) is the best; w2: a 0 s is not a time, b wins;
+    # w3: neither has a time (negative, NaN), so nobody reaches it
+    assert fraction[("a", 1.0)] == pytest.approx(1 / 3)
+    assert fraction[("a", 2.0)] == pytest.approx(1 / 3)
+    assert fraction[("b", 1.0)] == pytest.approx(1 / 3)
+    assert fraction[("b", 2.0)] == pytest.approx(2 / 3)
+
+
+def test_bootstrap_resamples_every_value_and_fills_every_resample() -> None:
+    """Two values: a resample's median is 0, 5 or 10 with probabilities 1/4, 1/2, 1/4; a
+    resample count across several chunks leaves no resample undrawn."""
+    rng = np.random.default_rng(0)
+    medians = stats.bootstrap_medians([0.0, 10.0], resamples=4000, rng=rng)
+    shares = {v: float(np.mean(medians == v)) for v in (0.0, 5.0, 10.0)}
+    assert shares == pytest.approx({0.0: 0.25, 5.0: 0.5, 10.0: 0.25}, abs=0.03)
+    many = np.arange(1.0, 5001.0)  # 5000 values: 400 resamples per chunk
+    medians = stats.bootstrap_medians(many, resamples=1001, rng=np.random.default_rng(1))
+    assert medians.shape == (1001,)
+    assert np.all((medians >= 1.0) & (medians <= 5000.0))
+    assert abs(float(np.median(medians)) - 2500.5) < 100
+    assert np.isnan(stats.bootstrap_medians([], resamples=3, rng=rng)).tolist() == [True] * 3
+
+
+def test_bounds_are_the_two_tails_of_the_level() -> None:
+    assert stats._bounds(np.arange(1001.0), 0.95) == pytest.approx((25.0, 975.0))
+    assert stats._bounds(np.arange(1001.0), 0.5) == pytest.approx((250.0, 750.0))
+    assert stats._bounds(np.array([np.nan, 3.0, np.inf, 3.0]), 0.95) == (3.0, 3.0)
+
+
+def test_ratio_interval_keeps_its_unit_and_the_texts_say_why_there_is_none() -> None:
+    for iv in (
+        stats.ratio_interval([], [1.0], unit="seeds"),
+        stats.ratio_interval([2.0], [1.0, 1.0], unit="seeds"),
+        stats.ratio_interval([2.0, 3.0], [1.0, 1.5], unit="seeds"),
+    ):
+        assert iv.unit == "seeds"
+    assert stats.ratio_interval([2.0, 3.0], [1.0, 1.5]).unit == ""
+    assert stats.ratio_interval([], [1.0], estimate=1.5).estimate == 1.5
+    assert stats.Interval(1.0, n=0).text() == "no interval"
+    assert stats.Interval(1.0, n=3).text() == "no interval"
+    assert stats.Interval(1.2, 1.05, 1.5, 3).text() == "[1.05, 1.50]"
+    assert stats.Interval(1.2, 1.05, 1.5, 3).text("{:.1f}") == "[1.1, 1.5]"
+    assert stats.difference(stats.Interval(math.nan, 1.0, 2.0, 3)) == "unknown"
+    assert stats.difference(stats.Interval(0.5, 0.4, 0.9, 3)) == "lower"
+
+
+def test_spread_of_one_value_is_one_and_of_no_positive_median_is_nan() -> None:
+    assert stats.spread([5.0]) == 1.0
+    assert math.isnan(stats.spread([0.0, 0.0, 1.0]))
