@@ -20,6 +20,7 @@ from bench.campaign.tune import (
     HIGHER_IS_BETTER,
     Best,
     TuneConfig,
+    apply_best,
     best_trial,
     budget_full,
     load_best,
@@ -120,6 +121,42 @@ def test_interrupted_study_resumes_to_exactly_the_budget(tmp_path: Path) -> None
 
     assert tune(config, log=lines.append)["studies"] == best["studies"]  # nothing more to do
     assert len(_states(config)) == 5
+
+
+def _reachable(name: str, **kwargs: Any) -> workloads.Workload:
+    """The registered workload with a target its first evaluation reaches."""
+    w = workloads.get(name, **kwargs)
+    w.target = 0.0
+    return w
+
+
+def test_a_trial_runs_the_studys_settings_and_stops_at_the_target(tmp_path: Path) -> None:
+    config = TuneConfig(
+        workloads=[WORKLOAD],
+        optimizers=[LABEL],
+        trials=1,
+        epochs=3,
+        max_steps_per_epoch=2,
+        seed=3,
+        out=tmp_path / "tune",
+        device="cpu",
+        warm_start=False,
+    )
+    tune(config, log=lambda line: None, workload_factory=_reachable)
+    [path] = record_files(config.out / "trials" / "mlp-digits__sgd")
+    records = read_records(path)
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(epochs) == 1  # the target was reached in epoch 0: the trial stopped there
+    first = epochs[0]
+    assert (first["seed"], first["epochs"], first["max_steps_per_epoch"], first["steps"]) == (
+        3, 3, 2, 2
+    )
+    assert (first["preset"], first["study"], first["trial"]) == ("tune", "mlp-digits__sgd", 0)
+    study = optuna.load_study(study_name="mlp-digits__sgd", storage=config.storage_url)
+    [trial] = study.get_trials(deepcopy=False)
+    assert {k: first["hparams"][k] for k in trial.params} == pytest.approx(trial.params)
+    assert math.isfinite(trial.value) and trial.user_attrs["reached"] is True
+    assert {r["split"] for r in records if r["kind"] == "eval"} == {"val"}
 
 
 def test_two_processes_share_one_study(tmp_path: Path) -> None:
@@ -332,3 +369,27 @@ def test_read_outcome_takes_the_first_time_to_target(tmp_path):
     path = _trial_records(tmp_path / "t.jsonl", [0.95, 0.97], [4.0, 3.0])
     outcome = read_outcome(path, "accuracy", True, "finished")
     assert outcome.reached and outcome.time_to_target == 3.0 and outcome.best_metric == 0.97
+
+
+def test_apply_best_gives_each_cell_its_study_and_lists_the_missing() -> None:
+    from bench.cell import CellSpec
+
+    found = Best(
+        study="mlp-digits__sgd", workload="mlp-digits", optimizer="sgd", trial=4,
+        params={"lr": 0.2}, value=1.0, reached=True, best_metric=0.9, epochs=3,
+        complete_trials=5, max_steps_per_epoch=7,
+    )
+    cells = [
+        CellSpec("cnn-mnist1d", "sgd", overrides={"momentum": 0.5}),  # no study: listed
+        CellSpec("mlp-digits", "sgd", overrides={"momentum": 0.5}, epochs=9),
+    ]
+    assert apply_best(cells, {"mlp-digits__sgd": found}) == ["cnn-mnist1d__sgd"]
+    missing, tuned = cells
+    assert missing.overrides == {"momentum": 0.5} and missing.study is None
+    assert tuned.overrides == {"momentum": 0.5, "lr": 0.2}
+    assert (tuned.epochs, tuned.max_steps_per_epoch) == (3, 7)  # the study's budget
+    assert tuned.study == "mlp-digits__sgd"
+    assert tuned.hparams_source == "study mlp-digits__sgd trial 4"
+    own = CellSpec("mlp-digits", "sgd", epochs=9)
+    assert apply_best([own], {"mlp-digits__sgd": found}, study_epochs=False) == []
+    assert (own.epochs, own.max_steps_per_epoch, own.overrides) == (9, None, {"lr": 0.2})
