@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,6 +125,24 @@ def test_read_dir_reads_only_jsonl(tmp_path):
         w.write({"kind": "step"})
     (tmp_path / "a.attempt1.partial").write_text('{"kind": "step"}\n')
     assert len(read_dir(tmp_path)) == 3
+
+
+def test_read_dir_goes_into_folders_only_when_asked_and_reports_bad_lines(tmp_path):
+    with RecordWriter(tmp_path / "a.jsonl") as w:
+        w.write({"kind": "step", "step": 0})
+    (tmp_path / "trials").mkdir()
+    nested = tmp_path / "trials" / "b.jsonl"
+    with RecordWriter(nested) as w:
+        w.write({"kind": "step", "step": 1})
+    with open(nested, "a") as f:
+        f.write('{"kind": "st')  # cut by a kill
+    assert [r["step"] for r in read_dir(tmp_path)] == [0]
+    seen = []
+    records = read_dir(
+        tmp_path, lambda p, n, line, why: seen.append((Path(p).name, n)), recursive=True
+    )
+    assert sorted(r["step"] for r in records) == [0, 1]
+    assert seen == [("b.jsonl", 2)]
 
 
 def test_constants_are_written_once_and_read_on_every_record(tmp_path):
