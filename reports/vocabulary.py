@@ -103,7 +103,7 @@ def shade(base: str, n: int) -> str:
 
 def label_colors(labels: Iterable[str]) -> dict[str, str]:
     """A colour per optimizer label, the same in every figure: the family's hue, and the
-    label's shade by its place among the family's labels in ``bench.campaign.presets.VARIANTS``.
+    label's shade by its place among the family's labels in ``bench.labels.VARIANTS``.
 
     Labels the registry does not know (old records), and a label shown once per
     implementation (``kfac (builtin)``, ``kfac (kfac-pytorch)``: the label, a space, the

@@ -32,7 +32,7 @@ class CellSpec:
     """One cell: what to train, with what, for how long."""
 
     workload: str
-    optimizer: str  # a label, see bench.campaign.presets
+    optimizer: str  # a label, see bench.labels
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
     epochs: int | None = None  # None: the workload's own

@@ -46,7 +46,7 @@ the report counts each cell once.
 --nproc K (or `torchrun --nproc-per-node K -m bench.cli run ...`) trains every cell on K
 processes in DistributedDataParallel (gloo on the CPU, one GPU per process with CUDA), each
 global batch split across them: cells are OUT/<workload>__<optimizer>__s<seed>__wK.jsonl,
-written by rank 0, a step's time the slowest rank's (bench/distributed.py).
+written by rank 0, a step's time the slowest rank's (bench/host/distributed.py).
 
 Optimizer labels: {labels}
 Presets:

@@ -23,7 +23,7 @@ Tune every optimizer with the same budget: one Optuna study per workload x optim
 named <workload>__<label>, each run until it holds --trials COMPLETE trials.
 
 A trial trains one cell for --epochs epochs (seed --seed) with hyperparameters drawn from a
-seeded scrambled Sobol sequence over its family's search space (bench/search_spaces.py: lr,
+seeded scrambled Sobol sequence over its family's search space (bench/campaign/search_spaces.py: lr,
 weight decay, damping for kfac/ngd/fngd, the schedule's warm-up fraction). Its score is the
 training time (evaluation excluded) until the workload's metric on the VALIDATION split
 reaches the target; a trial that does not reach it (or diverges, or runs out of memory)

@@ -27,7 +27,7 @@ from fngd.optimizers import BenchOptimizer
 @dataclass(frozen=True)
 class StepVariant:
     label: str
-    optimizer: str  # an optimiser label (bench.campaign.presets)
+    optimizer: str  # an optimiser label (bench.labels)
     mode: str | None
     overrides: dict[str, Any] = field(default_factory=dict)
     reset_each_step: bool = False

@@ -3,8 +3,8 @@ one reader of either format (torch-free: ``reports/`` reads them on any machine)
 
 The names most callers need are here; each lives in one module: ``schema`` (kinds, fields,
 phase keys, statuses), ``writer`` (``RecordWriter``), ``jsonl`` and ``parquet`` (the two
-formats), ``reader`` (either format, a directory's files), ``scale`` (a generated record set
-the size of a paper schedule, for the scale benchmark).
+formats), ``reader`` (either format, a directory's files). The generated record set the size
+of a paper schedule, for the scale benchmark, is ``bench.measure.record_scale``.
 """
 
 from bench.records.jsonl import ErrorHandler, iter_jsonl, iter_lines, iter_numbered, read_jsonl
