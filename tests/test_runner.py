@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 
 import pytest
@@ -482,3 +483,84 @@ def test_overhead_is_the_timed_loops_extra_cost_on_a_known_clock(tmp_path, monke
     assert written["kind"] == "overhead" and written["name"] == "runner_overhead"
     for key in ("value", "median_ratio", "estimate", "plain_step_seconds", "timed_step_seconds"):
         assert written[key] == record[key], key
+
+
+class TimedWorkload(ClockedWorkload):
+    """ClockedWorkload whose evaluation takes ``evaluation`` seconds of the clock and whose
+    target is reached from its ``reach_at``-th evaluation on (1-based; 0: never)."""
+
+    def __init__(self, clock, work, evaluation, reach_at, *args, **kwargs) -> None:
+        super().__init__(clock, work, *args, **kwargs)
+        self.evaluation, self.reach_at, self.evals = evaluation, reach_at, 0
+        self.target = 0.5
+
+    def eval_fn(self, model):
+        self.clock.advance(self.evaluation)
+        self.evals += 1
+        result = super().eval_fn(model)
+        result["accuracy"] = 1.0 if self.reach_at and self.evals >= self.reach_at else 0.0
+        return result
+
+
+def _timed_cell(tmp_path, monkeypatch, reach_at, stop_at_target=False, epochs=3):
+    tick, work, evaluation = 2.0**-17, 2.0**-6, 2.0**-2  # binary fractions: sums are exact
+    clock = ReadCostClock(tick)
+    monkeypatch.setattr(time, "perf_counter", clock)
+
+    def factory(name, device, seed, batch_size=None, data_root=None, size="small"):
+        return TimedWorkload(clock, work, evaluation, reach_at, name, device, seed, batch_size)
+
+    spec = CellSpec(
+        "tiny", "sgd", epochs=epochs, overrides={"lr": 0.0}, stop_at_target=stop_at_target
+    )
+    outer = StepTimer(torch.device("cpu"))  # a caller's own recorder: restored afterwards
+    previous = phases.set_recorder(outer)
+    try:
+        with RecordWriter(tmp_path / "c.jsonl") as writer:
+            status, _ = run_cell(spec, writer, device="cpu", workload_factory=factory)
+        assert status == "finished" and phases.get_recorder() is outer
+    finally:
+        phases.set_recorder(previous)
+    return read_jsonl(tmp_path / "c.jsonl"), work, evaluation
+
+
+def test_epoch_eval_and_target_times_on_a_known_clock(tmp_path, monkeypatch):
+    """Each epoch's seconds are its 3 steps' work (plus clock reads, far below one step),
+    evaluation is timed apart, the training total runs on, and the target (reached at the
+    second evaluation) says the training time to it and every evaluation's time before it."""
+    records, work, evaluation = _timed_cell(tmp_path, monkeypatch, reach_at=2)
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [0, 1, 2] and all(r["steps"] == 3 for r in epochs)
+    for r in epochs:
+        assert 3 * work <= r["seconds"] < 3 * work + 0.1 * work
+    assert [r["train_seconds"] for r in epochs] == pytest.approx(
+        list(itertools.accumulate(r["seconds"] for r in epochs))
+    )
+    evals = [r for r in records if r["kind"] == "eval" and r["name"] == "accuracy"]
+    assert [(r["epoch"], r["value"]) for r in evals] == [(0, 0.0), (1, 1.0), (2, 1.0)]
+    for r, e in zip(evals, epochs, strict=True):
+        assert evaluation <= r["eval_seconds"] < evaluation + 0.1 * work
+        assert r["seconds"] == e["train_seconds"]
+    (target,) = [r for r in records if r["kind"] == "target"]
+    assert (target["epoch"], target["value"], target["metric"]) == (1, 0.5, "accuracy")
+    assert target["metric_value"] == 1.0 and target["seconds"] == epochs[1]["train_seconds"]
+    before_target = evals[0]["eval_seconds"] + evals[1]["eval_seconds"]
+    assert target["eval_seconds"] == pytest.approx(before_target)
+    after = [r for r in records if r["kind"] == "memory" and not r["name"].startswith("baseline")]
+    assert after and all(r["epoch"] == 2 for r in after)  # after the last epoch run
+
+
+def test_train_loss_is_the_epochs_mean_batch_loss(tmp_path, monkeypatch):
+    """With lr 0 the model stays put, so the mean of the epoch's three equal-size batch losses
+    is the loss over all 48 samples: the evaluation's."""
+    records, _, _ = _timed_cell(tmp_path, monkeypatch, reach_at=0, epochs=2)
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    losses = [r for r in records if r["kind"] == "eval" and r["name"] == "eval_loss"]
+    for e, ev in zip(epochs, losses, strict=True):
+        assert e["name"] == "train_loss" and e["value"] == pytest.approx(ev["value"], rel=1e-6)
+
+
+def test_a_target_never_reached_writes_no_target_and_does_not_stop(tmp_path, monkeypatch):
+    records, _, _ = _timed_cell(tmp_path, monkeypatch, reach_at=0, stop_at_target=True)
+    assert not any(r["kind"] == "target" for r in records)
+    assert sum(r["kind"] == "epoch" for r in records) == 3
