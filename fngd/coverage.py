@@ -93,9 +93,7 @@ class Coverage(Sequence[Row]):
         return f"Coverage({len(self.rows)} parameters, fraction={self.fraction:.3f})"
 
 
-def of(
-    model: nn.Module, blocks: Mapping[str, str], reasons: Mapping[str, str]
-) -> Coverage:
+def of(model: nn.Module, blocks: Mapping[str, str], reasons: Mapping[str, str]) -> Coverage:
     """The coverage of ``model``'s trainable parameters: ``blocks`` maps the names of the
     modules that are blocks to their block names, ``reasons`` every other module that holds
     trainable parameters to why it keeps the plain gradient."""

@@ -72,11 +72,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from fngd import coverage as coverage_mod
 from fngd import damping as damping_mod
 from fngd import distributed as dist_mod
 from fngd import staleness as staleness_mod
 from fngd.block_grads import check_finite, write_plain, write_weighted
-from fngd import coverage as coverage_mod
 from fngd.blocks import Block
 from fngd.blocks import decide as decide_blocks
 from fngd.blocks import native as native_blocks
@@ -114,11 +114,14 @@ def _choose(name: str, value: str, valid: tuple[str, ...]) -> None:
 
 
 class FNGD:
-    """Fast natural gradient preconditioner for nn.Linear and nn.Conv2d blocks.
+    """Fast natural gradient preconditioner for nn.Linear, nn.Conv1d and nn.Conv2d blocks.
 
     Args:
-        model: its Linear and Conv2d modules (minus ``skip_layers``) become blocks; other
-            parameters (norms, embeddings, skipped layers) get the plain gradient of the
+        model: its Linear, Conv1d and Conv2d modules (minus ``skip_layers``, modules inside
+            ``nn.MultiheadAttention`` and modules sharing a weight: ``fngd.blocks.decide``)
+            become blocks; ``coverage()`` lists every trainable parameter and why it is
+            not preconditioned where it is not. Other parameters (norms, embeddings,
+            skipped layers) get the plain gradient of the
             loss that was backpropagated, in either scope and phase: of the mean loss in
             the ``prepare / backward / step`` pattern, and of the reweighted loss -- the
             weighted sum ``G c`` -- when the caller reweights it (``loss_weights``).

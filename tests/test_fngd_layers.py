@@ -15,7 +15,6 @@ import copy
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
 from torch.nn.utils import parametrizations, parametrize
 
 from fngd import FNGD

@@ -31,13 +31,14 @@ __all__ = [
     "block_type",
     "decide",
     "find",
+    "inside_fused_attention",
     "owned",
 ]
 
 #: Why a module inside ``nn.MultiheadAttention`` (its ``out_proj``) keeps the plain gradient.
 FUSED_ATTENTION = (
     "fused attention: F.multi_head_attention_forward uses the weights directly and its "
-    "out_proj module never runs, so FNGD never sees their inputs: no block"
+    "out_proj module never runs, so no preconditioner sees their inputs: no block"
 )
 _NORMS = (
     nn.modules.batchnorm._NormBase,
@@ -116,7 +117,7 @@ def decide(model: nn.Module, skip_layers: Iterable[str] = ()) -> list[Decision]:
     for name, module in modules:
         for p in owned(module):
             users.setdefault(id(p), []).append(name)
-    fused = _inside_fused_attention(model)
+    fused = inside_fused_attention(model)
     decisions = []
     for name, module in modules:
         cls = block_type(module)
@@ -131,9 +132,7 @@ def decide(model: nn.Module, skip_layers: Iterable[str] = ()) -> list[Decision]:
             raise ValueError(refused)
         elif not _weight_trains(module):
             reason = "its weight is frozen (requires_grad=False): no block"
-        elif shared := sorted(
-            {n for p in owned(module) for n in users[id(p)] if n != name}
-        ):
+        elif shared := sorted({n for p in owned(module) for n in users[id(p)] if n != name}):
             reason = f"a parameter shared with {', '.join(map(repr, shared))}: no block"
         decisions.append(Decision(name, module, None if reason else cls, reason))
     return decisions
@@ -158,7 +157,7 @@ def _weight_trains(module: nn.Module) -> bool:
     return False
 
 
-def _inside_fused_attention(model: nn.Module) -> set[str]:
+def inside_fused_attention(model: nn.Module) -> set[str]:
     """Names of the modules inside an ``nn.MultiheadAttention`` (its ``out_proj``)."""
     inside: set[str] = set()
     for name, module in model.named_modules():

@@ -79,8 +79,17 @@ class ConvBlock(Block):
         m = self.module
         bias_sizes = [weight.shape[0]] if mask[2] else None
         return _CONVOLUTION_BACKWARD(
-            grad_out, x, weight, bias_sizes, m.stride, self.padding, m.dilation, False,
-            (0,) * self.dims, self.groups, mask,
+            grad_out,
+            x,
+            weight,
+            bias_sizes,
+            m.stride,
+            self.padding,
+            m.dilation,
+            False,
+            (0,) * self.dims,
+            self.groups,
+            mask,
         )
 
     def input_grad(
