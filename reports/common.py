@@ -16,6 +16,7 @@ are not runs (``count_runs``). Times are seconds. Records flagged
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -191,6 +192,30 @@ def per_key(df: pd.DataFrame, keys: list[str], label: Callable[..., object]) -> 
     return pd.Series(labels[codes], index=df.index, dtype=object)
 
 
+def preconditioned_share(df: pd.DataFrame) -> pd.Series:
+    """Per row, the preconditioned share of the trainable numbers its preconditioner had
+    (records' ``hparams["preconditioned"]``); NaN where none was recorded (SGD, AdamW,
+    kfac-pytorch, records that predate it)."""
+    if "hparams_json" not in df.columns:
+        return pd.Series(np.nan, index=df.index)
+    shares = {}
+    for text in df["hparams_json"].dropna().unique():
+        try:
+            value = json.loads(text).get("preconditioned")
+        except (ValueError, AttributeError):
+            value = None
+        shares[text] = np.nan if value is None else float(value)
+    return df["hparams_json"].map(shares).astype(float)
+
+
+def share_note(share: float) -> str:
+    """What a label says of a preconditioner that left parameters plain: the share it did
+    precondition (nothing when it preconditioned all, or none was recorded)."""
+    if share != share or share >= 1.0:  # NaN, or all
+        return ""
+    return f" ({share:.0%} preconditioned)"
+
+
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``opt`` (display label) and ``run``, normalise ``mode`` and ``world_size`` (1
     where records predate it), keep each run's latest attempt; returns a new frame (``df``
@@ -204,7 +229,12 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         return df
     impls = df.groupby("optimizer")["impl"].nunique()
     several = set(impls.index[impls > 1])
-    df["opt"] = per_key(df, ["optimizer", "impl"], lambda o, i: f"{o} ({i})" if o in several else o)
+    keyed = df.assign(_share=preconditioned_share(df))
+    df["opt"] = per_key(
+        keyed,
+        ["optimizer", "impl", "_share"],
+        lambda o, i, s: (f"{o} ({i})" if o in several else o) + share_note(s),
+    )
     mode = df["mode"].astype(object)
     df["mode"] = mode.where(mode.notna() & (mode != ""), None)
     df["run"] = per_key(

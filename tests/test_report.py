@@ -908,3 +908,20 @@ def test_profile_summary_shows_its_spread_and_flags_steps_that_disagree(tmp_path
     assert "Warning:" in section
     assert "fngd · weighted_sum: repeated steps disagree widely, 1.28 to 138 ms GPU" in section
     assert section.count("disagree widely") == 1
+
+
+def test_a_partly_preconditioned_optimiser_says_so_beside_its_figures(tmp_path: Path) -> None:
+    """FNGD that left parameters plain is labelled with the share it preconditioned in every
+    table; one that preconditioned all (or records without the share) is not."""
+    records = [
+        dict(r, hparams={"lr": 0.1, "preconditioned": 0.467}) if r["optimizer"] == "fngd" else r
+        for r in tiny_records()
+    ]
+    write_records(tmp_path / "in", records)
+    out = build_report([tmp_path / "in"], tmp_path / "r.html")
+    html = out.read_text(encoding="utf-8")
+    for section in ("steps", "epochs", "verdict"):
+        assert "fngd (47% preconditioned)" in section_html(html, section), section
+    steps = pd.read_csv(tmp_path / "r_step_times.csv")
+    assert set(steps.loc[steps["optimizer"] == "fngd", "opt"]) == {"fngd (47% preconditioned)"}
+    assert set(steps.loc[steps["optimizer"] == "sgd", "opt"]) == {"sgd"}

@@ -398,7 +398,8 @@ def generalisation(ctx: Context) -> pd.DataFrame:
     for name, column in (("eval_loss", "test_loss"), (None, "train_metric")):
         if name is None:
             metrics = metric_names(ctx.records)
-            pick = last.loc[last["quantity"] == "train_" + last["workload"].map(metrics)]
+            train = "train_" + last["workload"].map(metrics).fillna("").astype(str)
+            pick = last.loc[last["quantity"] == train]  # (a workload without a metric: none)
         else:
             pick = last.loc[last["quantity"] == name]
         if pick.empty:
