@@ -57,7 +57,8 @@ class SampleTable:
     seen, not the largest one. Turning sparse costs nothing (rows stay put); turning dense
     again is one gather of the table into id order. A sparse store of new ids inserts them
     into the sorted index, a host copy of it (8 bytes an id and row); a later epoch's sparse
-    lookup is a ``searchsorted`` and a gather, some tens of microseconds for a batch.
+    lookup is a ``searchsorted`` and a gather (about 85 us for 128 of 50,000 ids on one CPU
+    thread, against 6 us for the dense one).
     """
 
     def __init__(self, num_blocks: int, refresh_epochs: int | None = None) -> None:
