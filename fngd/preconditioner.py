@@ -523,7 +523,8 @@ class FNGD:
         self.store.reset()
 
     def memory_usage(self) -> dict[str, int]:
-        """Bytes of the coefficient tables."""
+        """Bytes of the coefficient tables: their values and their host bookkeeping (the
+        epochs stored, a sparse table's id index), ``fngd.coefficients``."""
         return {"coefficients": self.store.nbytes()}
 
     def state_dict(self) -> dict[str, Any]:

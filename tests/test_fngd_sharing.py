@@ -225,7 +225,8 @@ def test_state_dict_resumes_in_weighted_sum_phase() -> None:
     pre = FNGD(model, damping=DAMPING, share="sample")
     train_step(model, pre, x, y, torch.tensor([0, 1, 2, 3]), prepare=True)
     state = copy.deepcopy(pre.state_dict())
-    assert pre.memory_usage()["coefficients"] == 2 * 4 * 8  # 2 blocks x 4 ids x float64
+    # 2 blocks x 4 ids: float64 values, int64 stored epochs, and a known flag per id
+    assert pre.memory_usage()["coefficients"] == 2 * 4 * 8 + 2 * 4 * 8 + 4
 
     model2 = copy.deepcopy(model)
     pre2 = FNGD(model2, damping=DAMPING, share="sample")

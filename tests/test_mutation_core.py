@@ -161,13 +161,13 @@ def test_fresh_sample_table_state() -> None:
 def test_sample_table_lookup_edges_and_exact_memory() -> None:
     t = SampleTable(2)
     t.store(torch.tensor([0]), torch.tensor([[1.0], [2.0]], dtype=F64), 0, [0, 1])
-    assert t.nbytes() == 2 * 1 * 8
+    assert t.nbytes() == 2 * 1 * 8 + 2 * 1 * 8 + 1  # values, stored epochs, known flag
     assert t.lookup(torch.tensor([], dtype=torch.int64), 0) is None
     c, known = t.lookup(torch.tensor([0]), 0)
     torch.testing.assert_close(c, torch.tensor([[1.0], [2.0]], dtype=F64))
     assert known.dtype == np.bool_ and known.tolist() == [True, True]
     t.store(torch.tensor([], dtype=torch.int64), torch.zeros(2, 0, dtype=F64), 0, [0])
-    assert t.nbytes() == 2 * 1 * 8
+    assert t.nbytes() == 2 * 1 * 8 + 2 * 1 * 8 + 1
 
 
 def test_sample_table_refresh_uses_epoch_windows() -> None:
@@ -206,7 +206,7 @@ def test_iteration_table_keeps_earlier_blocks_and_marks_others_unknown() -> None
     c, known = t.lookup(0, 1, 0)
     assert known.tolist() == [True, True, False]
     torch.testing.assert_close(c[:2], torch.tensor([[1.0], [8.0]], dtype=F64))
-    assert t.nbytes() == 3 * 8
+    assert t.nbytes() == 3 * 8 + 3 * 8  # values and stored epochs (int64)
     assert t.state_dict()["stored_epoch"][0].dtype == torch.int64
 
 
