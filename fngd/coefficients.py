@@ -235,6 +235,8 @@ class SampleTable:
             grown = coeffs.new_zeros(capacity, self.num_blocks)
             grown[: table.shape[0]] = table
             table = grown
+        if torch.promote_types(table.dtype, coeffs.dtype) != table.dtype:
+            table = table.to(coeffs.dtype)  # a model cast to float64 keeps its coefficients so
         self._by_sample = table
         self._reserve(table.shape[0])
         block_rows = torch.tensor(blocks, device=table.device)
@@ -307,6 +309,8 @@ class IterationTable:
         if old is None or old.shape != coeffs.shape:
             old = torch.zeros_like(coeffs)
             self.stored_epoch[iteration] = np.full(self.num_blocks, -1, dtype=np.int64)
+        elif torch.promote_types(old.dtype, coeffs.dtype) != old.dtype:
+            old = old.to(coeffs.dtype)  # a model cast to float64 keeps its coefficients so
         old[blocks] = coeffs[blocks]
         self.values[iteration] = old
         self.stored_epoch[iteration][blocks] = epoch

@@ -307,3 +307,28 @@ def test_a_cast_after_construction_is_followed_in_both_phases(share: str) -> Non
         for name, g in expected.items():
             assert got[name].dtype == torch.float64
             assert rel_err(got[name], g) < 1e-10, (phase, name)
+
+
+@pytest.mark.parametrize("share", ["sample", "iteration"])
+def test_a_cast_between_epochs_stores_the_new_coefficients_at_the_new_precision(
+    share: str,
+) -> None:
+    """Coefficients solved after a cast to float64 are kept in float64, not cut to the
+    float32 of the table the first epoch made."""
+    torch.manual_seed(0)
+    model, x, y = conv1d()
+    pre = FNGD(
+        model, damping=DAMPING, share=share, steps_per_epoch=1, refresh_epochs=2, native="off"
+    )
+    _step(model, pre, x, y)  # epoch 0, float32: the table is float32
+    _step(model, pre, x, y)  # epoch 1 reuses it
+    model.double()
+    x, y = x.double(), y.double()
+    _step(model, pre, x, y)  # epoch 2 solves again, in float64, into the same table
+    assert pre.mode == "inversion"
+    _step(model, pre, x, y)  # epoch 3 reuses what it stored
+    assert pre.mode == "weighted_sum"
+    expected = expected_grads(model, x, y, [b.name for b in pre.blocks], "layer")
+    got = {k: p.grad for k, p in model.named_parameters()}
+    for name, g in expected.items():
+        assert rel_err(got[name], g) < 1e-10, name
