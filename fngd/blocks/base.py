@@ -126,6 +126,13 @@ class Block:
         ``weighted_grads(x, grad_out, scale)`` (``self.kernels`` is set)."""
         raise NotImplementedError
 
+    def traced_op(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: Any, scale: torch.Tensor
+    ) -> torch.Tensor:
+        """``native_op`` as a ``torch.library`` custom op (``fngd.blocks.custom_ops``), the
+        form ``torch.compile`` traces without a graph break."""
+        raise NotImplementedError
+
     def gram_operands(
         self, x: torch.Tensor, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,6 +196,8 @@ class BlockForward:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         block = self.block
+        if torch.compiler.is_compiling():
+            return self.traced(x)
         params = block.module._parameters  # direct: Module.__getattr__ is slow
         weight = params.get("weight")
         if weight is None:  # e.g. a parametrized weight
@@ -216,6 +225,24 @@ class BlockForward:
                 state.summed.append(block)
                 return block.native_op(unwrap_if_dead(x), weight, bias, scale)
         return _apply(unwrap_if_dead(x), weight, bias, block)
+
+    def traced(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward as ``torch.compile`` traces it: a step whose scale is known runs the
+        custom op (no graph break, whether or not the compiled blocks are built); any other
+        runs ``BlockFunction``, which dynamo cannot trace (the inversion step's break)."""
+        block = self.block
+        module = block.module
+        weight, bias = module.weight, module.bias
+        state = block.owner.state
+        if not weight.requires_grad or (state is not None and state.reweighted):
+            return block.op(x, weight, bias)
+        if state is not None and torch.is_grad_enabled():
+            scales = state.scales
+            scale = None if scales is None else scales[block.index]
+            if scale is not None and scale.shape[0] == x.shape[0]:
+                state.summed.append(block)
+                return block.traced_op(x, weight, bias, scale)
+        return BlockFunction.apply(x, weight, bias, block)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PlainForward:
         return PlainForward(copy.deepcopy(self.block.module, memo))

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fngd.blocks import custom_ops
 from fngd.blocks.base import Block, append_ones
 
 # The overload itself: calling the packet costs a lookup each time.
@@ -38,7 +39,16 @@ class Conv2dBlock(Block):
         m = self.module
         bias_sizes = [weight.shape[0]] if mask[2] else None
         return _CONVOLUTION_BACKWARD(
-            grad_out, x, weight, bias_sizes, m.stride, m.padding, m.dilation, False, (0, 0), 1,
+            grad_out,
+            x,
+            weight,
+            bias_sizes,
+            m.stride,
+            m.padding,
+            m.dilation,
+            False,
+            (0, 0),
+            1,
             mask,
         )
 
@@ -59,8 +69,14 @@ class Conv2dBlock(Block):
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor
     ) -> torch.Tensor:
         m = self.module
-        return self.kernels.weighted_conv2d(
-            x, weight, bias, scale, m.stride, m.padding, m.dilation
+        return self.kernels.weighted_conv2d(x, weight, bias, scale, m.stride, m.padding, m.dilation)
+
+    def traced_op(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor
+    ) -> torch.Tensor:
+        m = self.module
+        return custom_ops.weighted_conv2d(
+            x, weight, bias, scale, list(m.stride), list(m.padding), list(m.dilation)
         )
 
     def gram_operands(
