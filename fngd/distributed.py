@@ -5,9 +5,10 @@ Everything FNGD and the built-in KFAC communicate goes through ``Comm``, so it i
 ``torch.distributed`` itself (gloo on CPUs, NCCL on GPUs); nothing here is a home-made
 transport.
 
-- ``unwrap(model)``: a ``DistributedDataParallel`` model's own module and the wrapper. The
-  preconditioners attach to the inner module, so block names (and state dicts) are the same
-  with and without DDP.
+- ``unwrap(model)``: a ``DistributedDataParallel`` model's own module and the wrapper, with
+  any ``torch.compile`` wrapper (``OptimizedModule``, outside or inside DDP) taken off too.
+  The preconditioners attach to the inner module, so block names (and state dicts) are the
+  same with and without DDP or ``torch.compile``.
 - ``Comm.sync(on)``: whether DDP's reducer all-reduces the coming backward pass (what
   ``DistributedDataParallel.no_sync()`` switches; FNGD's inversion phase turns it off and
   reduces the gradients itself once they exist, in ``step()``).
@@ -19,6 +20,7 @@ transport.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,11 +41,23 @@ def _ddp_type() -> type | None:
 
 def unwrap(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
     """``(module, ddp)``: a ``DistributedDataParallel``'s inner module and the wrapper, else
-    ``(model, None)``."""
+    ``(model, None)``; a compiled model's original module either way (its blocks' forwards
+    are the ones the compiled model traces)."""
+    model = _uncompiled(model)
     ddp = _ddp_type()
     if ddp is not None and isinstance(model, ddp):
-        return model.module, model
+        return _uncompiled(model.module), model
     return model, None
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module ``torch.compile`` wrapped (its ``_orig_mod``), else ``model``. Dynamo is
+    only looked up once imported (a model cannot be compiled before): importing it costs
+    seconds."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    while eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+        model = model._orig_mod
+    return model
 
 
 def default_group() -> Any | None:

@@ -93,6 +93,9 @@ class Block:
     #: that is not symmetric zeros), and its mode; None: the op takes the input as it is.
     pre_pad: tuple[int, ...] | None = None
     pad_mode = "constant"
+    #: Whether ``traced_op`` (a ``torch.library`` custom op) computes this block's weighted
+    #: sum under ``torch.compile``; else the block function runs there (a graph break).
+    traceable = True
 
     def __init__(
         self,
@@ -133,6 +136,13 @@ class Block:
     ) -> torch.Tensor:
         """``op`` through the compiled block whose backward is ``input_grad`` and
         ``weighted_grads(x, grad_out, scale)`` (``self.kernels`` is set)."""
+        raise NotImplementedError
+
+    def traced_op(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: Any, scale: torch.Tensor
+    ) -> torch.Tensor:
+        """``native_op`` as a ``torch.library`` custom op (``fngd.blocks.custom_ops``), the
+        form ``torch.compile`` traces without a graph break."""
         raise NotImplementedError
 
     def gram_operands(
@@ -260,6 +270,8 @@ class BlockForward:
         block = self.block
         if block.pre_pad is not None:  # autograd takes the padding's backward
             x = F.pad(x, block.pre_pad, block.pad_mode)
+        if torch.compiler.is_compiling():
+            return self.traced(x)
         params = block.module._parameters  # direct: Module.__getattr__ is slow
         weight = params.get("weight")
         if weight is None:  # e.g. a parametrized weight
@@ -287,6 +299,24 @@ class BlockForward:
                 state.summed.append(block)
                 return block.native_op(unwrap_if_dead(x), weight, bias, scale)
         return _apply(unwrap_if_dead(x), weight, bias, block)
+
+    def traced(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward as ``torch.compile`` traces it: a step whose scale is known runs the
+        custom op (no graph break, whether or not the compiled blocks are built); any other
+        runs ``BlockFunction``, which dynamo cannot trace (the inversion step's break)."""
+        block = self.block
+        module = block.module
+        weight, bias = module.weight, module.bias
+        state = block.owner.state
+        if not weight.requires_grad or (state is not None and state.reweighted):
+            return block.op(x, weight, bias)
+        if state is not None and torch.is_grad_enabled():
+            scales = state.scales
+            scale = None if scales is None else scales[block.index]
+            if block.traceable and scale is not None and scale.shape[0] == x.shape[0]:
+                state.summed.append(block)
+                return block.traced_op(x, weight, bias, scale)
+        return BlockFunction.apply(x, weight, bias, block)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PlainForward:
         return PlainForward(copy.deepcopy(self.block.module, memo))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fngd.blocks import custom_ops
 from fngd.blocks.base import Block, append_ones
 
 # The overload itself: calling the packet costs a lookup each time.
@@ -61,8 +62,9 @@ class ConvBlock(Block):
             self.pre_pad = pre_pad
             self.pad_mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
         self.groups = m.groups
-        if self.groups != 1 or self.dims != 2:  # the compiled block is a plain Conv2d's
+        if self.groups != 1 or self.dims != 2:  # the compiled blocks are a plain Conv2d's
             self.kernels = None
+            self.traceable = False
         self._conv = _CONVOLUTIONS[self.dims]
 
     def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -119,6 +121,14 @@ class ConvBlock(Block):
         m = self.module
         return self.kernels.weighted_conv2d(
             x, weight, bias, scale, m.stride, self.padding, m.dilation
+        )
+
+    def traced_op(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor
+    ) -> torch.Tensor:
+        m = self.module
+        return custom_ops.weighted_conv2d(
+            x, weight, bias, scale, list(m.stride), list(self.padding), list(m.dilation)
         )
 
     def gram_operands(

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fngd.blocks import custom_ops
 from fngd.blocks.base import Block, append_ones, scale_rows
 
 
@@ -38,6 +39,11 @@ class LinearBlock(Block):
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor
     ) -> torch.Tensor:
         return self.kernels.weighted_linear(x, weight, bias, scale)
+
+    def traced_op(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor
+    ) -> torch.Tensor:
+        return custom_ops.weighted_linear(x, weight, bias, scale)
 
     def gram_operands(
         self, x: torch.Tensor, grad_out: torch.Tensor
