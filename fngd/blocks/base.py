@@ -84,6 +84,10 @@ class Block:
     """Base class: subclasses define the op, its input gradient and the Gram operands."""
 
     module_type: type[nn.Module] = nn.Module
+    #: The fewest dimensions of a batched input, and their names (an unbatched input is
+    #: refused at the forward: the batch is dimension 0).
+    input_dims: int = 2
+    input_layout: str = "(N, ..., features)"
 
     def __init__(
         self,
@@ -204,6 +208,11 @@ class BlockForward:
             or (state is not None and state.reweighted)
         ):
             return block.op(x, weight, bias)
+        if x.dim() < block.input_dims:
+            raise ValueError(
+                f"{block.name!r} ({type(block.module).__name__}): FNGD needs a batched input "
+                f"{block.input_layout}, got shape {tuple(x.shape)}"
+            )
         if (
             block.kernels is not None
             and state is not None

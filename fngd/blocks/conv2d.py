@@ -23,6 +23,8 @@ def supported(module: nn.Conv2d) -> bool:
 
 class Conv2dBlock(Block):
     module_type = nn.Conv2d
+    input_dims = 4
+    input_layout = "(N, C, H, W)"
 
     def op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         m = self.module
