@@ -19,14 +19,12 @@ __all__ = ["check_finite", "write_plain", "write_weighted"]
 
 @torch.no_grad()
 def write_weighted(
-    blocks: list[Block], pairs: dict[Block, Pair], scales: torch.Tensor, rows: list[int]
+    blocks: list[Block], uses: dict[Block, list[Pair]], scales: torch.Tensor, rows: list[int]
 ) -> None:
     """Each block's weighted sum with the scales (rows, N, 1) of its table row."""
     for b in blocks:
-        x, grad_out = pairs[b]
-        grads = b.weighted_grads(x, grad_out, scales[rows[b.index]].to(grad_out.dtype))
-        for p, g in zip(b.params, grads, strict=False):
-            accumulate(p, g)
+        dtype = uses[b][0][1].dtype
+        b.accumulate(b.weighted_grads_of(uses[b], scales[rows[b.index]].to(dtype)))
 
 
 @torch.no_grad()
@@ -35,18 +33,7 @@ def write_plain(stash: dict[Block, list[Pair]]) -> None:
     for b, pairs in stash.items():
         for x, grad_out in pairs:
             ones = grad_out.new_ones(grad_out.shape[0], 1)
-            for p, g in zip(b.params, b.weighted_grads(x, grad_out, ones), strict=False):
-                accumulate(p, g)
-
-
-def accumulate(p: torch.Tensor, g: torch.Tensor | None) -> None:
-    """``p.grad += g`` as autograd does it (the first gradient is set, in ``p``'s dtype)."""
-    if g is None:
-        return
-    if p.grad is None:
-        p.grad = g.to(p.dtype)
-    else:
-        p.grad.add_(g)
+            b.accumulate(b.weighted_grads(x, grad_out, ones))
 
 
 def check_finite(blocks: list[Block]) -> None:
@@ -57,7 +44,7 @@ def check_finite(blocks: list[Block]) -> None:
     """
     zero = torch.zeros((), device=blocks[0].module.weight.device)
     sums = torch.stack(
-        [sum((p.grad.float().sum() for p in b.params if p.grad is not None), zero)
+        [sum((p.grad.float().sum() for p in b.leaves if p.grad is not None), zero)
          for b in blocks]
     )
     flags = torch.isfinite(sums).cpu()

@@ -11,6 +11,10 @@ patches for Conv2d):
 
 ``choose`` picks the cheaper one per layer (the mixed ghost-norm choice of the
 differentially-private training literature).
+
+A grouped convolution's operands carry a group dimension, (N, G, T, p) and (N, G, T, q):
+its per-sample gradient is the G groups' side by side, so ``K`` is the sum of the groups'
+Gram matrices (both paths).
 """
 
 from __future__ import annotations
@@ -34,12 +38,28 @@ def explicit_flops(n: int, t: int, p: int, q: int) -> int:
 
 
 def choose(n: int, t: int, p: int, q: int) -> GramPath:
-    """The cheaper path by flop count for a block with these sizes."""
+    """The cheaper path by flop count for a block with these sizes (per group: the groups'
+    costs add up alike on both paths)."""
     return "pairwise" if pairwise_flops(n, t, p, q) <= explicit_flops(n, t, p, q) else "explicit"
 
 
+def sizes(a: torch.Tensor, d: torch.Tensor) -> tuple[int, int, int]:
+    """``(T, p, q)`` of operands ``A`` (N, [G,] T, p) and ``D`` (N, [G,] T, q)."""
+    return a.shape[-2], a.shape[-1], d.shape[-1]
+
+
 def gram_pairwise(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """``K`` from ``A`` (N, T, p) and ``D`` (N, T, q) without per-sample gradients."""
+    """``K`` from ``A`` (N, T, p) and ``D`` (N, T, q) without per-sample gradients (with a
+    group dimension, (N, G, T, .): the sum over groups)."""
+    if a.dim() == 4:
+        return sum(
+            (_pairwise(a[:, g], d[:, g]) for g in range(1, a.shape[1])),
+            _pairwise(a[:, 0], d[:, 0]),
+        )
+    return _pairwise(a, d)
+
+
+def _pairwise(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     n, t, _ = a.shape
     if t == 1:
         a2, d2 = a[:, 0], d[:, 0]
@@ -56,7 +76,10 @@ def gram_pairwise(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 
 def per_sample_grads(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """``G`` (N, q * p): row i is ``vec(D_i^T A_i)``, the block's per-sample gradient."""
+    """``G`` (N, q * p): row i is ``vec(D_i^T A_i)``, the block's per-sample gradient (with
+    a group dimension: the groups' side by side, (N, G * q * p))."""
+    if a.dim() == 4:
+        return torch.matmul(d.transpose(-1, -2), a).flatten(1)
     return torch.bmm(d.transpose(1, 2), a).flatten(1)
 
 

@@ -35,7 +35,7 @@ from fngd.coefficients import CoefficientStore
 from fngd.distributed import Comm
 from fngd.phases import FNGD_GRAM, FNGD_SOLVE, phase
 from fngd.solve import NonFiniteGradientError, SolveReport, damped_solve
-from fngd.step_state import Pair
+from fngd.step_state import Uses
 
 #: The key of the whole network's vector (network scope) and of the concatenated directions.
 NETWORK = "network"
@@ -49,9 +49,7 @@ class GramBlock(Protocol):
     name: str
     index: int
 
-    def gram_operands(
-        self, x: torch.Tensor, grad_out: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def operands_of(self, uses: Uses) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class Inverted(NamedTuple):
@@ -112,7 +110,7 @@ class Inversion:
     def coefficients(
         self,
         blocks: list[GramBlock],
-        pairs: dict[Any, Pair],
+        pairs: dict[Any, Uses],
         n: int,
         *,
         share: str,
@@ -150,7 +148,7 @@ class Inversion:
     def invert(
         self,
         active: list[GramBlock],
-        pairs: dict[Any, Pair],
+        pairs: dict[Any, Uses],
         n: int,
         ids: torch.Tensor | None,
         damping: float,
@@ -175,16 +173,15 @@ class Inversion:
         return Inverted(full, ids, full)
 
     def operands(
-        self, active: list[GramBlock], pairs: dict[Any, Pair], n: int
+        self, active: list[GramBlock], pairs: dict[Any, Uses], n: int
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each block's Gram operands ``(A, D)`` for the per-sample losses, in the solve's
         dtype and unscaled by the loss scale."""
-        dtype = solve_dtype(pairs[active[0]][1].dtype)
+        dtype = solve_dtype(pairs[active[0]][0][1].dtype)
         unscale = None if self.grad_scaler is None else 1.0 / loss_scale(self.grad_scaler)
         out = []
         for b in active:
-            x, grad_out = pairs[b]
-            a, d = b.gram_operands(x, grad_out)
+            a, d = b.operands_of(pairs[b])
             a, d = a.to(dtype), d.to(dtype)
             if self.loss_reduction == "mean":
                 d = d * n  # the hook saw delta_i / N
@@ -197,10 +194,9 @@ class Inversion:
         """The Gram path for operands ``a``, ``d`` of a batch of ``n`` samples (default: a's)."""
         if self.gram != "auto":
             return self.gram
-        rows, t, p = a.shape
-        return gram_mod.choose(rows if n is None else n, t, p, d.shape[-1])
+        return gram_mod.choose(a.shape[0] if n is None else n, *gram_mod.sizes(a, d))
 
-    def grams(self, active: list[GramBlock], pairs: dict[Any, Pair], n: int) -> torch.Tensor:
+    def grams(self, active: list[GramBlock], pairs: dict[Any, Uses], n: int) -> torch.Tensor:
         """``K_b`` (len(active), N, N) of the per-sample losses, unscaled by the loss scale."""
         grams = []
         for b, (a, d) in zip(active, self.operands(active, pairs, n), strict=True):
@@ -245,7 +241,7 @@ def _invert_local(
     inversion: Inversion,
     comm: Comm,
     active: list[GramBlock],
-    pairs: dict[Any, Pair],
+    pairs: dict[Any, Uses],
     n: int,
     ids: torch.Tensor | None,
     damping: float,
@@ -288,7 +284,7 @@ def _invert_global(
     inversion: Inversion,
     comm: Comm,
     active: list[GramBlock],
-    pairs: dict[Any, Pair],
+    pairs: dict[Any, Uses],
     n: int,
     ids: torch.Tensor | None,
     damping: float,
@@ -299,7 +295,7 @@ def _invert_global(
     the same N x N Gram matrices and solves them, and keeps its own slice of ``c``. ``ids``
     (None unless the sample table keeps them) are gathered with them.
     """
-    device = pairs[active[0]][1].device
+    device = pairs[active[0]][0][1].device
     with phase(FNGD_GRAM):
         sizes = comm.sizes(n, device)
         total = sum(sizes)

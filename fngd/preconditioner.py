@@ -72,13 +72,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from fngd import coverage as coverage_mod
 from fngd import damping as damping_mod
 from fngd import distributed as dist_mod
 from fngd import hparams
 from fngd import staleness as staleness_mod
 from fngd.block_grads import check_finite, write_plain, write_weighted
 from fngd.blocks import Block
-from fngd.blocks import find as find_blocks
+from fngd.blocks import decide as decide_blocks
 from fngd.blocks import native as native_blocks
 from fngd.coefficients import IterationTable, SampleTable
 from fngd.ddp_step import DDPStep
@@ -89,7 +90,7 @@ from fngd.phases import NGD as NGD_PHASES
 from fngd.sample_ids import check_batch, checked
 from fngd.solve import NonFiniteGradientError, SolveReport
 from fngd.staleness import Staleness
-from fngd.step_state import StepState, single_pairs
+from fngd.step_state import StepState, block_uses
 
 Share = Literal["none", "sample", "iteration"]
 Scope = Literal["layer", "network"]
@@ -103,11 +104,14 @@ _index = attrgetter("index")
 
 
 class FNGD:
-    """Fast natural gradient preconditioner for nn.Linear and nn.Conv2d blocks.
+    """Fast natural gradient preconditioner for nn.Linear, nn.Conv1d and nn.Conv2d blocks.
 
     Args:
-        model: its Linear and Conv2d modules (minus ``skip_layers``) become blocks; other
-            parameters (norms, embeddings, skipped layers) get the plain gradient of the
+        model: its Linear, Conv1d and Conv2d modules (minus ``skip_layers``, modules inside
+            ``nn.MultiheadAttention`` and modules sharing a weight: ``fngd.blocks.decide``)
+            become blocks; ``coverage()`` lists every trainable parameter and why it is
+            not preconditioned where it is not. Other parameters (norms, embeddings,
+            skipped layers) get the plain gradient of the
             loss that was backpropagated, in either scope and phase: of the mean loss in
             the ``prepare / backward / step`` pattern, and of the reweighted loss -- the
             weighted sum ``G c`` -- when the caller reweights it (``loss_weights``).
@@ -221,7 +225,8 @@ class FNGD:
         self._world = 1 if self.comm is None else self.comm.world_size
         self._ddp = DDPStep()  # under DDP: who reduces the coming step
 
-        found = find_blocks(model, self.skip_layers)
+        decisions = decide_blocks(model, self.skip_layers)
+        found = [(d.name, d.module, d.block) for d in decisions if d.block is not None]
         # Only layer scope's weighted sum runs through blocks that know their scales at
         # their forward (network scope's is a reweighted loss; exact NGD has none).
         native_blocks.check(native)
@@ -233,8 +238,13 @@ class FNGD:
             cls(name, module, self, i, kernels) for i, (name, module, cls) in enumerate(found)
         ]
 
+        self._coverage = coverage_mod.of(
+            model,
+            {b.name: b.name for b in self.blocks},
+            {d.name: d.reason for d in decisions if d.reason is not None},
+        )
+        coverage_mod.warn_plain(self._coverage, "FNGD")
         self._params = list(model.parameters())  # whose .grad a staleness probe keeps
-        self._dtype = self.blocks[0].module.weight.dtype if self.blocks else torch.float32
         self.counts = {"inversion": 0, "weighted_sum": 0, "gram": 0, "solve": 0}
         #: Gram matrices and the solve (``fngd.inversion``), with this preconditioner's settings.
         self.inversion = Inversion(
@@ -272,6 +282,17 @@ class FNGD:
     def phases(self) -> tuple[str, ...]:
         """The phases this preconditioner reports (exact NGD: the inversion's)."""
         return NGD_PHASES if self.share == "none" else FNGD_PHASES
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        """The parameters' dtype now: read at every step, so a cast after construction
+        (``model.double()``) is followed in both phases."""
+        return self.blocks[0].dtype if self.blocks else torch.float32
+
+    def coverage(self) -> coverage_mod.Coverage:
+        """Every trainable parameter of the model: the block preconditioning it, or why it
+        keeps the plain gradient (``fngd.coverage``)."""
+        return self._coverage
 
     @property
     def sample_table(self) -> SampleTable:
@@ -444,8 +465,8 @@ class FNGD:
         self, stashed: list[Block], state: StepState, ids: torch.Tensor | None, epoch: int
     ) -> bool:
         """Weighted sums for the stashed blocks; returns whether any of them inverted."""
-        pairs = single_pairs(state.stash, stashed)
-        n = pairs[stashed[0]][0].shape[0]
+        pairs = block_uses(state, stashed)
+        n = pairs[stashed[0]][0][0].shape[0]
         if ids is not None:
             check_batch(ids, n)
         try:
@@ -456,7 +477,7 @@ class FNGD:
         except NonFiniteGradientError:
             if self.grad_scaler is None:
                 raise
-            write_plain({b: [pairs[b]] for b in stashed})  # an overflow: the scaler skips it
+            write_plain({b: pairs[b] for b in stashed})  # an overflow: the scaler skips it
             return True
         with phase(FNGD_WEIGHTED_SUM):
             scales = (coeffs * (n * self._world)).unsqueeze(-1)

@@ -24,10 +24,9 @@ import torch
 from fngd.blocks.base import Block
 from fngd.inversion import NETWORK, Inversion
 from fngd.sample_ids import check_batch
-from fngd.step_state import Pair, StepState, single_pairs
+from fngd.step_state import Pair, StepState, block_uses
 
 Result = dict[str, dict[str, Any]]
-Stash = dict[Block, list[Pair]]
 
 __all__ = ["Result", "Staleness", "compare", "measure", "unknown"]
 
@@ -61,7 +60,7 @@ class Staleness:
         self,
         swap: Callable[[StepState | None], StepState | None],
         params: list[torch.Tensor],
-        measure: Callable[[Stash], Result],
+        measure: Callable[[StepState | None], Result],
     ) -> None:
         self._swap = swap
         self._params = params
@@ -89,12 +88,12 @@ class Staleness:
         for p, g in zip(self._params, grads, strict=True):
             p.grad = g
         if exc_type is None:
-            self.result = self._measure({} if probe is None else probe.stash)
+            self.result = self._measure(probe)
 
 
 @torch.no_grad()
 def measure(
-    stash: Stash,
+    probe: StepState | None,
     *,
     inversion: Inversion,
     share: str,
@@ -111,11 +110,12 @@ def measure(
     stored coefficient. ``world``: under DDP the stored coefficients are the global batch's,
     and ``world`` times them weighs this rank's probe batch as a fresh local solve does.
     """
-    blocks = sorted(stash, key=attrgetter("index"))
+    blocks = [] if probe is None else sorted(probe.stash, key=attrgetter("index"))
     if not blocks:
         return {}
-    pairs = single_pairs(stash, blocks)
-    n = pairs[blocks[0]][0].shape[0]
+    assert probe is not None
+    pairs = block_uses(probe, blocks)
+    n = pairs[blocks[0]][0][0].shape[0]
     if sample_ids is not None:
         check_batch(sample_ids, n)
     names = [b.name for b in blocks]
@@ -142,9 +142,8 @@ def measure(
     return result
 
 
-def direction(block: Block, pair: Pair, coeffs: torch.Tensor) -> torch.Tensor:
+def direction(block: Block, uses: list[Pair], coeffs: torch.Tensor) -> torch.Tensor:
     """``sum_i c_i g_i`` of ``block`` (weight, then bias), flattened, in float64."""
-    x, grad_out = pair
-    scale = (coeffs * len(coeffs)).unsqueeze(-1).to(grad_out.dtype)
-    grads = block.weighted_grads(x, grad_out, scale)
+    scale = (coeffs * len(coeffs)).unsqueeze(-1).to(uses[0][1].dtype)
+    grads = block.weighted_grads_of(uses, scale)
     return torch.cat([g.flatten() for g in grads if g is not None]).double()

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # (input, grad_output) of one block call
+Uses = list[Pair]  # every call of one block in one forward pass (a weight used twice: two)
 
 
 class BlockLike(Protocol):
@@ -46,6 +47,21 @@ class StepState:
     weights: torch.Tensor | None = None
     #: ``reweight()`` was called: the loss carries ``N c``, the blocks run plain ops.
     reweighted: bool = False
+    #: Per stashed block, the backward pass (autograd's graph task) of its first pair ...
+    passes: dict[BlockLike, int] = field(default_factory=dict)
+    #: ... and the blocks with pairs from more than one backward pass (accumulation).
+    accumulated: set[BlockLike] = field(default_factory=set)
+
+    def keep(self, block: BlockLike, pair: Pair, backward_pass: int) -> None:
+        """Stash ``pair`` of ``block`` for ``step()``, noting which backward pass made it."""
+        uses = self.stash.get(block)
+        if uses is None:
+            self.stash[block] = [pair]
+            self.passes[block] = backward_pass
+            return
+        uses.append(pair)
+        if self.passes[block] != backward_pass:
+            self.accumulated.add(block)
 
     @classmethod
     def known(
@@ -131,17 +147,15 @@ class SharedScale:
         return column
 
 
-def single_pairs(
-    stash: dict[BlockLike, list[Pair]], blocks: list[BlockLike]
-) -> dict[BlockLike, Pair]:
-    """Each block's one stashed (input, grad_output) pair; two mean a module ran twice."""
-    pairs = {}
-    for b in blocks:
-        if len(stash[b]) > 1:
-            raise RuntimeError(
-                f"module {b.name!r} ran more than one forward/backward before step() "
-                "(weight sharing or gradient accumulation); add it to skip_layers, or "
-                "call discard() after a backward pass that is not followed by step()"
-            )
-        pairs[b] = stash[b][0]
-    return pairs
+def block_uses(state: StepState, blocks: list[BlockLike]) -> dict[BlockLike, Uses]:
+    """Each block's stashed pairs, all from one backward pass (the uses of its weight in one
+    forward); pairs from two passes (gradient accumulation) are one clear error."""
+    accumulated = sorted(b.name for b in blocks if b in state.accumulated)
+    if accumulated:
+        raise RuntimeError(
+            f"module(s) {', '.join(map(repr, accumulated))} ran more than one backward pass "
+            "before step() (gradient accumulation, which FNGD's per-batch solve does not "
+            "support); call step() after every backward pass, or discard() after one that "
+            "is not followed by step()"
+        )
+    return {b: state.stash[b] for b in blocks}

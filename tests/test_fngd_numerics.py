@@ -181,9 +181,3 @@ def test_solve_matches_dense_when_well_posed() -> None:
     assert torch.allclose(c, want, rtol=1e-10)
 
 
-def test_module_called_twice_is_reported() -> None:
-    lin = nn.Linear(3, 3)
-    pre = FNGD(nn.Sequential(lin), share="none")
-    lin(lin(torch.randn(4, 3))).sum().backward()
-    with pytest.raises(RuntimeError, match="more than one forward"):
-        pre.step()

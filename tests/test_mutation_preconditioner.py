@@ -161,17 +161,28 @@ def test_reweighted_step_checks_its_ids_too() -> None:
     assert not any(is_plain(b) for b in pre.blocks)  # the block forwards are back
 
 
-def test_module_run_twice_message() -> None:
+def test_two_backward_passes_message() -> None:
+    model, (x, y) = mlp(), data()
+    pre = FNGD(model)
+    for _ in range(2):
+        sq(model(x), y).mean().backward()
+    with pytest.raises(
+        RuntimeError,
+        match=r"^module\(s\) '0', '2' ran more than one backward pass before step\(\) "
+        r"\(gradient accumulation, which FNGD's per-batch solve does not support\); call "
+        r"step\(\) after every backward pass, or discard\(\) after one that is not "
+        r"followed by step\(\)$",
+    ):
+        pre.step(sample_ids=torch.arange(6))
+
+
+def test_a_model_run_twice_in_one_backward_is_one_batch() -> None:
+    """Two forwards summed into one loss are two uses of each weight, not two batches."""
     model, (x, y) = mlp(), data()
     pre = FNGD(model)
     (sq(model(x), y).mean() + sq(model(x), y).mean()).backward()
-    with pytest.raises(
-        RuntimeError,
-        match=r"^module '0' ran more than one forward/backward before step\(\) "
-        r"\(weight sharing or gradient accumulation\); add it to skip_layers, or "
-        r"call discard\(\) after a backward pass that is not followed by step\(\)$",
-    ):
-        pre.step(sample_ids=torch.arange(6))
+    pre.step(sample_ids=torch.arange(6))
+    assert pre.mode == "inversion"
 
 
 def test_check_finite_names_every_bad_block() -> None:

@@ -25,10 +25,12 @@ from types import ModuleType
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from fngd.blocks import parametrized
 from fngd.phases import FNGD_WEIGHTED_SUM, phase
-from fngd.step_state import StepState
+from fngd.step_state import Pair, StepState
 from fngd.transforms import transforms_active
 
 
@@ -78,6 +80,9 @@ class BlockFunction(torch.autograd.Function):
 _apply = super(torch.autograd.Function, BlockFunction).apply
 unwrap_if_dead = torch._C._functorch.unwrap_if_dead
 _any_autocast = torch._C._is_any_autocast_enabled
+#: Which backward pass is running: the uses of a weight in one forward share it, a
+#: gradient-accumulation step's second backward does not.
+_graph_task = torch._C._current_graph_task_id
 
 
 class Block:
@@ -88,6 +93,10 @@ class Block:
     #: refused at the forward: the batch is dimension 0).
     input_dims: int = 2
     input_layout: str = "(N, ..., features)"
+    #: ``F.pad``'s padding of the input before the block's op (a convolution's padding
+    #: that is not symmetric zeros), and its mode; None: the op takes the input as it is.
+    pre_pad: tuple[int, ...] | None = None
+    pad_mode = "constant"
 
     def __init__(
         self,
@@ -141,6 +150,27 @@ class Block:
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------------
+    def operands_of(self, uses: list[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Gram operands of every use of the module in one forward: a weight used twice
+        (a Linear called on two inputs) has the sum of both uses' gradients as its
+        per-sample gradient, so its positions are both uses' positions (``T`` is
+        concatenated, and the Gram then holds the cross terms)."""
+        if len(uses) == 1:
+            return self.gram_operands(*uses[0])
+        parts = [self.gram_operands(x, grad_out) for x, grad_out in uses]
+        return torch.cat([a for a, _ in parts], -2), torch.cat([d for _, d in parts], -2)
+
+    def weighted_grads_of(
+        self, uses: list[Pair], scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``weighted_grads`` summed over the uses of the module in one forward."""
+        total = list(self.weighted_grads(*uses[0], scale))
+        for x, grad_out in uses[1:]:
+            for k, g in enumerate(self.weighted_grads(x, grad_out, scale)):
+                if g is not None:
+                    total[k] = total[k] + g
+        return total[0], total[1]
+
     @property
     def has_bias(self) -> bool:
         """A trainable bias, the block's last column (a frozen one is left out)."""
@@ -150,10 +180,49 @@ class Block:
 
     @property
     def params(self) -> list[torch.Tensor]:
+        """The block's tensors as its op sees them: weight and bias (computed, for a
+        parametrised one; ``accumulate`` writes their gradients to what they are made of)."""
         ps = [self.module.weight]
         if self.has_bias:
             ps.append(self.module.bias)
         return ps
+
+    @property
+    def leaves(self) -> list[torch.Tensor]:
+        """The trainable parameters whose ``.grad`` the block writes (a parametrised
+        tensor's originals in its place)."""
+        return [p for p in self.module.parameters() if p.requires_grad]
+
+    @property
+    def parametrized(self) -> bool:
+        """Whether weight or bias is computed by a ``torch.nn.utils.parametrize``
+        parametrisation (``weight_norm``, ``spectral_norm``, ...)."""
+        return "weight" not in self.module._parameters or (
+            self.has_bias and "bias" not in self.module._parameters
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the module computes in now (a cast after FNGD was built included)."""
+        weight = self.module._parameters.get("weight")
+        if weight is None:
+            weight = next(self.module.parametrizations.weight.parameters())
+        return weight.dtype
+
+    def accumulate(self, grads: tuple[torch.Tensor | None, ...]) -> None:
+        """Add the gradients of weight and bias (``params``' order) to ``.grad``, as
+        autograd accumulates; a parametrised tensor's go through the parametrisation's
+        backward to the parameters it is made of (``parametrized.write_through``)."""
+        module = self.module
+        for name, g in zip(("weight", "bias"), grads, strict=False):
+            if g is None:
+                continue
+            p = module._parameters.get(name)
+            if p is not None:
+                accumulate(p, g)
+            else:
+                for original, g_original in parametrized.grads_through(module, name, g):
+                    accumulate(original, g_original)
 
     def backward(
         self, x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor, needs_input: bool
@@ -165,7 +234,7 @@ class Block:
         scales = state.scales
         scale = None if scales is None else scales[self.index]
         if scale is None or scale.shape[0] != grad_out.shape[0]:  # unknown, or another batch
-            state.stash.setdefault(self, []).append((x, grad_out))
+            state.keep(self, (x, grad_out), _graph_task())
             return grad_x, None, None
         state.summed.append(self)
         if scale.dtype != grad_out.dtype:
@@ -193,6 +262,8 @@ class BlockForward:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         block = self.block
+        if block.pre_pad is not None:  # autograd takes the padding's backward
+            x = F.pad(x, block.pre_pad, block.pad_mode)
         params = block.module._parameters  # direct: Module.__getattr__ is slow
         weight = params.get("weight")
         if weight is None:  # e.g. a parametrized weight
@@ -244,6 +315,16 @@ class PlainForward:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PlainForward:
         return PlainForward(copy.deepcopy(self.module, memo))
+
+
+def accumulate(p: torch.Tensor, g: torch.Tensor | None) -> None:
+    """``p.grad += g`` as autograd does it (the first gradient is set, in ``p``'s dtype)."""
+    if g is None:
+        return
+    if p.grad is None:
+        p.grad = g.to(p.dtype)
+    else:
+        p.grad.add_(g)
 
 
 def append_ones(a: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,9 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
+
+from fngd.blocks import decide, inside_fused_attention
 
 
 def second_moment(rows: torch.Tensor, *, append_ones: bool, divisor: float = 1.0) -> torch.Tensor:
@@ -179,20 +182,53 @@ def _patterns(skip_layers: Iterable[str] | str | None) -> list[re.Pattern[str]]:
     return [re.compile(p) for p in skip_layers]
 
 
+def skipped(patterns: list[re.Pattern[str]], name: str, module: nn.Module) -> bool:
+    """kfac-pytorch's rule: a pattern searched in the module's name or its class name."""
+    return any(p.search(name) or p.search(type(module).__name__) for p in patterns)
+
+
+def plain_reasons(
+    model: nn.Module, skip_layers: Iterable[str] | str | None, layers: Iterable[str]
+) -> dict[str, str]:
+    """Why each module holding trainable parameters that is not one of ``layers`` keeps the
+    plain gradient under the built-in KFAC (``fngd.coverage``)."""
+    patterns = _patterns(skip_layers)
+    chosen = set(layers)
+    reasons = {}
+    for d in decide(model):
+        if d.name in chosen:
+            continue
+        if skipped(patterns, d.name, d.module):
+            reasons[d.name] = "matched by skip_layers"
+        elif d.reason is not None:
+            reasons[d.name] = d.reason
+        elif parametrize.is_parametrized(d.module):
+            reasons[d.name] = "a parametrised weight: not supported by the built-in KFAC"
+        else:
+            reasons[d.name] = (
+                f"{type(d.module).__name__} with these settings (groups, 1-D, padding): not "
+                "supported by the built-in KFAC"
+            )
+    return reasons
+
+
 def find_layers(
     model: nn.Module, skip_layers: Iterable[str] | str | None = ()
 ) -> list[ModuleHelper]:
     """Supported leaf modules of ``model`` whose parameters all train, in module order.
 
     As kfac-pytorch: a pattern of ``skip_layers`` skips a module when ``re.search`` finds it
-    in the module's qualified name or its class name.
+    in the module's qualified name or its class name. Left out as well: the modules inside
+    ``nn.MultiheadAttention`` (whose fused forward never runs them, so no hook would fire) and
+    parametrised ones (their weight is computed, not the parameter that trains).
     """
     patterns = _patterns(skip_layers)
+    fused = inside_fused_attention(model)
     found = []
     for name, module in model.named_modules():
         if next(module.children(), None) is not None:
             continue
-        if any(p.search(name) or p.search(type(module).__name__) for p in patterns):
+        if skipped(patterns, name, module) or name in fused or parametrize.is_parametrized(module):
             continue
         if not all(p.requires_grad for p in module.parameters()):
             continue

@@ -63,11 +63,12 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from fngd import coverage as coverage_mod
 from fngd import damping as damping_mod
 from fngd import distributed as dist_mod
 from fngd import hparams, phases
 from fngd.kfac.block import KFACBlock
-from fngd.kfac.layers import find_layers
+from fngd.kfac.layers import find_layers, plain_reasons
 from fngd.phases import KFAC_FACTORS, KFAC_INVERSE, KFAC_PRECONDITION, phase
 from fngd.transforms import transforms_active
 
@@ -174,6 +175,17 @@ class KFAC:
             self._handles.append(
                 helper.module.register_forward_hook(self._forward_hook, with_kwargs=True)
             )
+        self._coverage = coverage_mod.of(
+            model,
+            {name: name for name in self.blocks},
+            plain_reasons(model, self.skip_layers, self.blocks),
+        )
+        coverage_mod.warn_plain(self._coverage, "KFAC")
+
+    def coverage(self) -> coverage_mod.Coverage:
+        """Every trainable parameter of the model: the layer preconditioning it, or why it
+        keeps the plain gradient (``fngd.coverage``)."""
+        return self._coverage
 
     def __repr__(self) -> str:
         return (

@@ -18,6 +18,8 @@ OPTIMIZER_KEYS = {
     "adamw": ("lr", "betas", "eps", "weight_decay"),
 }
 KFAC_IMPLS = hparams_mod.KFAC_IMPLS
+#: The records' key for the preconditioned share of the trainable numbers (0 to 1).
+PRECONDITIONED = "preconditioned"
 
 
 def names() -> list[str]:
@@ -58,8 +60,9 @@ def _fngd_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
 
 def _fngd_record(hp: dict[str, Any], pre: Any) -> dict[str, Any]:
     """The hyperparameters as records keep them: a damping schedule as its spec string,
-    a loss scaler by its type's name (a callable: its name), and whether the compiled
-    blocks ran ("on"/"off", not "auto")."""
+    a loss scaler by its type's name (a callable: its name), whether the compiled
+    blocks ran ("on"/"off", not "auto"), and the preconditioned share of the trainable
+    numbers (``coverage()``), which every FNGD figure is read beside."""
     scaler = hp["grad_scaler"]
     if scaler is not None:
         scaler = getattr(scaler, "__name__", None) or type(scaler).__name__
@@ -68,6 +71,7 @@ def _fngd_record(hp: dict[str, Any], pre: Any) -> dict[str, Any]:
         "damping": damping.describe(hp["damping"]),
         "grad_scaler": scaler,
         "native": pre.native,
+        PRECONDITIONED: pre.coverage().fraction,
     }
 
 
@@ -124,6 +128,9 @@ def _build_kfac(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
     else:
         raise ValueError(f"unknown KFAC impl {impl!r}; valid: {', '.join(KFAC_IMPLS)}")
     record = {**hp, "damping": damping.describe(hp["damping"])}  # as FNGD's records keep it
+    coverage = getattr(pre, "coverage", None)  # kfac-pytorch's own preconditioner has none
+    if coverage is not None:
+        record[PRECONDITIONED] = coverage().fraction
     return BenchOptimizer("kfac", _sgd(model, hp), impl=impl, hparams=record, preconditioner=pre)
 
 
