@@ -229,3 +229,13 @@ def test_an_unbatched_conv2d_input_names_the_module_and_the_shape() -> None:
     assert msg.startswith("'0' (Conv2d): FNGD needs a batched input (N, C, H, W)"), msg
     assert "(3, 5, 5)" in msg
     assert m(torch.randn(2, 3, 5, 5)).shape == (2, 2)
+
+
+def test_an_unbatched_conv1d_input_names_the_module_and_the_shape() -> None:
+    m = nn.Sequential(nn.Conv1d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 3, 2))
+    FNGD(m, share="none")
+    with pytest.raises(
+        ValueError, match=r"^'0' \(Conv1d\): FNGD needs a batched input \(N, C, L\)"
+    ):
+        m[0](torch.randn(3, 5))
+    assert m(torch.randn(2, 3, 5)).shape == (2, 2)
