@@ -75,6 +75,7 @@ from torch import nn
 from fngd import coverage as coverage_mod
 from fngd import damping as damping_mod
 from fngd import distributed as dist_mod
+from fngd import hparams
 from fngd import staleness as staleness_mod
 from fngd.block_grads import check_finite, write_plain, write_weighted
 from fngd.blocks import Block
@@ -87,18 +88,12 @@ from fngd.phases import FNGD as FNGD_PHASES
 from fngd.phases import FNGD_WEIGHTED_SUM, phase
 from fngd.phases import NGD as NGD_PHASES
 from fngd.sample_ids import check_batch, checked
-from fngd.solve import DAMPING_MODES, NonFiniteGradientError, SolveReport
+from fngd.solve import NonFiniteGradientError, SolveReport
 from fngd.staleness import Staleness
 from fngd.step_state import StepState, block_uses
 
 Share = Literal["none", "sample", "iteration"]
-SHARES = ("none", "sample", "iteration")
 Scope = Literal["layer", "network"]
-SCOPES = ("layer", "network")
-REDUCTIONS = ("mean", "sum")
-GRAM_CHOICES = ("auto", "pairwise", "explicit")
-#: How the inversion phase runs under ``DistributedDataParallel`` (``FNGD``'s ``distributed``).
-DISTRIBUTED = ("global", "local")
 #: Whether the weighted-sum phase checks for non-finite gradients unless told otherwise (the
 #: optimiser factory's default too); why it is off: ``FNGD``'s ``check_finite``.
 CHECK_FINITE = False
@@ -106,11 +101,6 @@ CHECK_FINITE = False
 __all__ = ["CHECK_FINITE", "FNGD", "NETWORK", "NonFiniteGradientError"]
 
 _index = attrgetter("index")
-
-
-def _choose(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
 
 
 class FNGD:
@@ -155,7 +145,7 @@ class FNGD:
             Fisher by that count squared (so the damping weighs relatively more).
         gram: ``"auto"`` picks pairwise or explicit per layer by a cost estimate.
         skip_layers: regular expressions on module names (search) or class names (full
-            match) of modules to leave out.
+            match) of modules to leave out; one string is one pattern.
         check_finite: in the weighted-sum phase, raise ``NonFiniteGradientError`` naming
             the blocks whose gradient is not finite. Off by default (``CHECK_FINITE``): it
             is a host synchronisation per step that SGD does not pay (on a GPU it stalls the
@@ -190,23 +180,33 @@ class FNGD:
         steps_per_epoch: int | None = None,
         loss_reduction: str = "mean",
         gram: str = "auto",
-        skip_layers: Iterable[str] = (),
+        skip_layers: Iterable[str] | str = (),
         check_finite: bool = CHECK_FINITE,
         distributed: str = "global",
         process_group: Any = None,
         native: str = "auto",
     ) -> None:
-        _choose("share", share, SHARES)
-        _choose("loss_reduction", loss_reduction, REDUCTIONS)
-        _choose("gram", gram, GRAM_CHOICES)
-        _choose("scope", scope, SCOPES)
-        _choose("damping_mode", damping_mode, DAMPING_MODES)
-        _choose("distributed", distributed, DISTRIBUTED)
+        # Every argument against its rule (``fngd.hparams``); skip_layers as a list.
+        skip_layers = hparams.check_all(
+            {
+                "share": share,
+                "scope": scope,
+                "damping_mode": damping_mode,
+                "normalize": normalize,
+                "grad_scaler": grad_scaler,
+                "refresh_epochs": refresh_epochs,
+                "steps_per_epoch": steps_per_epoch,
+                "loss_reduction": loss_reduction,
+                "gram": gram,
+                "skip_layers": skip_layers,
+                "check_finite": check_finite,
+                "distributed": distributed,
+                "native": native,
+            }
+        )["skip_layers"]
         self.damping = damping_mod.resolve(damping)
         if share == "iteration" and not steps_per_epoch:
             raise ValueError('share="iteration" needs steps_per_epoch')
-        if refresh_epochs is not None and refresh_epochs < 1:
-            raise ValueError(f"refresh_epochs must be >= 1 or None, got {refresh_epochs}")
         self.share: Share = share
         self.scope: Scope = scope
         self.damping_mode = damping_mode

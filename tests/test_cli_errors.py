@@ -11,7 +11,7 @@ import torch
 from bench import cli
 from bench.campaign.presets import PRESETS
 from bench.cli import checks
-from tests.test_cli import QUIET, TINY, records_dir  # noqa: F401 - fixture
+from tests.test_cli import QUIET, TINY, _best_hparams, records_dir  # noqa: F401 - fixture
 
 
 def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -191,3 +191,14 @@ def test_debug_shows_the_traceback(before):
     argv = ["--debug", *RATIO_TO_FULL] if before else [*RATIO_TO_FULL, "--debug"]
     with pytest.raises(OSError, match="No space left on device"):
         cli.main(argv)
+
+
+@pytest.mark.parametrize(("lr", "error"), [("0.1", "got '0.1' (str)"), (-1.0, "got -1.0")])
+def test_run_hparams_from_a_bad_value_names_the_study_and_the_value(tmp_path, capsys, lr, error):
+    best = _best_hparams(tmp_path / "best.json", {"sgd": lr})
+    argv = ["run", *TINY, "--optimizer", "sgd", "--seeds", "0", "--hparams-from", str(best)]
+    assert cli.main([*argv, "--out", str(tmp_path / "res"), *QUIET]) == 2
+    err = _one_line(capsys)
+    assert "--hparams-from" in err and "mlp-digits__sgd: sgd: lr must be a finite number" in err
+    assert error in err
+    assert not (tmp_path / "res").exists()  # nothing ran

@@ -111,7 +111,7 @@ def test_unknown_name_lists_valid_names() -> None:
 def test_unknown_hyperparameter_lists_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"'dampening'.*valid: lr, momentum"):
         build("sgd", mlp()[0], dampening=0.1)
-    with pytest.raises(ValueError, match="unknown KFAC impl"):
+    with pytest.raises(ValueError, match="kfac: unknown impl"):
         build("kfac", mlp()[0], impl="other")
 
 

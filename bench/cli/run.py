@@ -244,6 +244,7 @@ def _run(args: argparse.Namespace, world: distributed.World) -> int:
 
 def _apply_hparams_from(source: str, cells: Sequence[Any], *, study_epochs: bool) -> None:
     from bench.campaign.tune import apply_best, load_best
+    from fngd import hparams
 
     if "://" not in source and not Path(source).is_file():
         raise UsageError(f"--hparams-from {source}: neither a storage URL nor a file")
@@ -258,6 +259,15 @@ def _apply_hparams_from(source: str, cells: Sequence[Any], *, study_epochs: bool
             f"--hparams-from {source}: no complete trial for {names} "
             f"(studies there: {', '.join(best) or 'none'})"
         )
+    for found in best.values():  # checked here, before any cell runs (``fngd.hparams``)
+        family = VARIANTS[found.optimizer].family if found.optimizer in VARIANTS else None
+        for name, value in found.params.items():
+            if family is None or name not in hparams.RULES:
+                continue
+            try:
+                hparams.check(name, value, owner=family, positive_damping=family == "kfac")
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"--hparams-from {source}: {found.study}: {exc}") from None
 
 
 COMMAND = Subcommand(

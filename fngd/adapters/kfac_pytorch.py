@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from fngd import damping as damping_mod
-from fngd import phases
+from fngd import hparams, phases
 from fngd.phases import KFAC_PYTORCH_STEP, phase
 
 MISSING_MESSAGE = (
@@ -176,12 +176,23 @@ def make_preconditioner(
     ``fngd.KFAC`` (``fngd.damping``): a text spec becomes its schedule, and a schedule's
     value is checked at every step kfac-pytorch asks for it.
     """
+    hparams.check_all(
+        {
+            "lr": lr,
+            "factor_decay": factor_decay,
+            "kl_clip": kl_clip,
+            "factor_update_steps": factor_update_steps,
+            "inv_update_steps": inv_update_steps,
+            "update_factors_in_hook": update_factors_in_hook,
+            "compute_eigenvalue_outer_product": compute_eigenvalue_outer_product,
+        },
+        schedule=True,
+    )
+    skip_layers = hparams.patterns(skip_layers)
     damping = damping_mod.resolve(damping, positive=True)
     if callable(damping):
         damping = functools.partial(damping_mod.at, damping, positive=True)
     cls = _import()
-    if isinstance(skip_layers, str):
-        skip_layers = [skip_layers]
     settings: dict[str, Any] = {
         "factor_update_steps": factor_update_steps,
         "inv_update_steps": inv_update_steps,
@@ -193,7 +204,7 @@ def make_preconditioner(
         "compute_method": "eigen",
         "compute_eigenvalue_outer_product": compute_eigenvalue_outer_product,
         "grad_scaler": None,
-        "skip_layers": list(skip_layers or []),
+        "skip_layers": skip_layers,
         "update_factors_in_hook": update_factors_in_hook,
         **ONE_PROCESS,
         **options,

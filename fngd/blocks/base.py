@@ -89,6 +89,10 @@ class Block:
     """Base class: subclasses define the op, its input gradient and the Gram operands."""
 
     module_type: type[nn.Module] = nn.Module
+    #: The fewest dimensions of a batched input, and their names (an unbatched input is
+    #: refused at the forward: the batch is dimension 0).
+    input_dims: int = 2
+    input_layout: str = "(N, ..., features)"
     #: ``F.pad``'s padding of the input before the block's op (a convolution's padding
     #: that is not symmetric zeros), and its mode; None: the op takes the input as it is.
     pre_pad: tuple[int, ...] | None = None
@@ -287,6 +291,11 @@ class BlockForward:
             or (state is not None and state.reweighted)
         ):
             return block.op(x, weight, bias)
+        if x.dim() < block.input_dims:
+            raise ValueError(
+                f"{block.name!r} ({type(block.module).__name__}): FNGD needs a batched input "
+                f"{block.input_layout}, got shape {tuple(x.shape)}"
+            )
         if (
             block.kernels is not None
             and state is not None

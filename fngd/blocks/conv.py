@@ -157,8 +157,12 @@ class ConvBlock(Block):
 class Conv2dBlock(ConvBlock):
     module_type = nn.Conv2d
     dims = 2
+    input_dims = 4
+    input_layout = "(N, C, H, W)"
 
 
 class Conv1dBlock(ConvBlock):
     module_type = nn.Conv1d
     dims = 1
+    input_dims = 3
+    input_layout = "(N, C, L)"

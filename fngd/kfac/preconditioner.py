@@ -55,7 +55,6 @@ that a restored run continues bit-for-bit.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -67,7 +66,7 @@ from torch.utils.hooks import RemovableHandle
 from fngd import coverage as coverage_mod
 from fngd import damping as damping_mod
 from fngd import distributed as dist_mod
-from fngd import phases
+from fngd import hparams, phases
 from fngd.kfac.block import KFACBlock
 from fngd.kfac.layers import find_layers, plain_reasons
 from fngd.phases import KFAC_FACTORS, KFAC_INVERSE, KFAC_PRECONDITION, phase
@@ -107,12 +106,21 @@ class KFAC:
         inv_dtype: torch.dtype = torch.float32,
         process_group: Any = None,
     ) -> None:
-        _check(lr, "lr", lambda v: v >= 0, ">= 0")
-        _check(factor_decay, "factor_decay", lambda v: 0 < v <= 1, "in (0, 1]")
-        if kl_clip is not None:
-            _check(kl_clip, "kl_clip", lambda v: v > 0, "> 0 (or None to disable)")
-        _check(factor_update_steps, "factor_update_steps", lambda v: v > 0, "> 0")
-        _check(inv_update_steps, "inv_update_steps", lambda v: v > 0, "> 0")
+        schedules = {
+            "lr": lr,
+            "factor_decay": factor_decay,
+            "kl_clip": kl_clip,
+            "factor_update_steps": factor_update_steps,
+            "inv_update_steps": inv_update_steps,
+        }
+        hparams.check_all(schedules, schedule=True)
+        flags = {
+            "update_factors_in_hook": update_factors_in_hook,
+            "compute_eigenvalue_outer_product": compute_eigenvalue_outer_product,
+            "factor_dtype": factor_dtype,
+            "inv_dtype": inv_dtype,
+        }
+        hparams.check_all(flags)
         if (
             isinstance(inv_update_steps, int)
             and isinstance(factor_update_steps, int)
@@ -128,9 +136,7 @@ class KFAC:
         self._kl_clip = kl_clip
         self._factor_update_steps = factor_update_steps
         self._inv_update_steps = inv_update_steps
-        if isinstance(skip_layers, str):
-            skip_layers = [skip_layers]
-        self.skip_layers = list(skip_layers or [])
+        self.skip_layers = hparams.patterns(skip_layers)
         self.update_factors_in_hook = update_factors_in_hook
         self.compute_eigenvalue_outer_product = compute_eigenvalue_outer_product
         self.factor_dtype = factor_dtype
@@ -205,7 +211,7 @@ class KFAC:
 
     @lr.setter
     def lr(self, value: FloatOrSchedule) -> None:
-        self._lr = value
+        self._lr = hparams.check("lr", value, schedule=True)
 
     @property
     def damping(self) -> float:
@@ -434,12 +440,3 @@ class KFAC:
             if not has_eigen and compute_inverses and block.has_factors:
                 block.compute_eigen(damping)
         self.reset_batch()
-
-
-def _check(value: Any, name: str, ok: Callable[[Any], bool], what: str) -> None:
-    if callable(value):
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        raise TypeError(f"{name} must be a number or a callable of the step, got {value!r}")
-    if not ok(value):
-        raise ValueError(f"{name} must be {what}, got {value!r}")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fngd import damping
+from fngd import hparams as hparams_mod
 from fngd.optimizers.base import BenchOptimizer, Preconditioner
 from fngd.optimizers.defaults import DEFAULTS
 
@@ -16,7 +17,7 @@ OPTIMIZER_KEYS = {
     "sgd": ("lr", "momentum", "weight_decay", "nesterov"),
     "adamw": ("lr", "betas", "eps", "weight_decay"),
 }
-KFAC_IMPLS = ("builtin", "kfac-pytorch")
+KFAC_IMPLS = hparams_mod.KFAC_IMPLS
 #: The records' key for the preconditioned share of the trainable numbers (0 to 1).
 PRECONDITIONED = "preconditioned"
 
@@ -36,11 +37,7 @@ def _resolve(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
             f"valid: {', '.join(defaults)}"
         )
     resolved = {**defaults, **hparams}
-    if "betas" in resolved:
-        resolved["betas"] = tuple(resolved["betas"])
-    if "skip_layers" in resolved:
-        resolved["skip_layers"] = list(resolved["skip_layers"])
-    return resolved
+    return hparams_mod.check_all(resolved, owner=name, positive_damping=name == "kfac")
 
 
 def _sgd(model: nn.Module, hp: dict[str, Any]) -> torch.optim.SGD:
