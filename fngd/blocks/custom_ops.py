@@ -61,8 +61,7 @@ def _linear_backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
 weighted_linear.register_autograd(_linear_backward, setup_context=_linear_setup)
 
 
-@torch.library.custom_op("fngd::weighted_conv2d", mutates_args=())
-def weighted_conv2d(
+def _conv2d(
     x: Tensor,
     weight: Tensor,
     bias: Tensor | None,
@@ -75,18 +74,9 @@ def weighted_conv2d(
     return F.conv2d(x, weight, bias, stride, padding, dilation, 1)
 
 
-@weighted_conv2d.register_fake
-def _(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    scale: Tensor,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-) -> Tensor:
-    # The meta convolution gives the output's shape (symbolic ones included).
-    return F.conv2d(x, weight, bias, stride, padding, dilation, 1)
+weighted_conv2d = torch.library.custom_op("fngd::weighted_conv2d", _conv2d, mutates_args=())
+# The meta convolution gives the output's shape (symbolic ones included): the op is its fake.
+weighted_conv2d.register_fake(_conv2d)
 
 
 def _conv_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:

@@ -398,7 +398,7 @@ def generalisation(ctx: Context) -> pd.DataFrame:
     for name, column in (("eval_loss", "test_loss"), (None, "train_metric")):
         if name is None:
             metrics = metric_names(ctx.records)
-            train = "train_" + last["workload"].map(metrics).fillna("").astype(str)
+            train = last["workload"].map({w: f"train_{m}" for w, m in metrics.items()})
             pick = last.loc[last["quantity"] == train]  # (a workload without a metric: none)
         else:
             pick = last.loc[last["quantity"] == name]
