@@ -175,15 +175,30 @@ NGD_LABELS = tuple(v.label for v in _ngd_variants())
 
 
 def labels() -> list[str]:
-    """Every valid optimiser label."""
-    return list(VARIANTS)
+    """Every valid optimiser label: the table's, then each plugin family's own name."""
+    from fngd.optimizers import registry  # torch-free; lists names without importing them
+
+    return [*VARIANTS, *(n for n in registry.names() if n not in VARIANTS)]
 
 
 def resolve_label(label: str) -> Variant:
-    """The variant behind ``label``; unknown labels raise ``KeyError`` listing the valid ones."""
-    try:
+    """The variant behind ``label``: the table's; else a family registered by a plugin, or
+    a reference (``pkg.mod:factory``, ``path/to/file.py:factory``), which is its own label
+    with no overrides. Unknown labels raise ``KeyError`` listing the valid ones."""
+    if label in VARIANTS:
         return VARIANTS[label]
-    except KeyError:
-        raise KeyError(f"unknown optimizer {label!r}; valid: {', '.join(VARIANTS)}") from None
+    from fngd.optimizers import registry
+
+    if registry.is_known(label):
+        return Variant(label, label, {}, _note(label))
+    raise KeyError(
+        f"unknown optimizer {label!r}; valid: {', '.join(labels())} "
+        "(or a reference, module:factory or path/to/file.py:factory)"
+    )
 
 
+def _note(label: str) -> str:
+    from fngd.optimizers import registry
+
+    entry = registry.registration(label)
+    return f"{entry.origin}: {entry.value}" if entry.origin != "reference" else "reference"

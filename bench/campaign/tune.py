@@ -59,6 +59,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
 from bench.campaign.search_spaces import suggest
+from bench.cell.spec import file_safe
 from bench.campaign.sweep import freeze_heap, run_one
 from bench.campaign.warm_start import warm_up
 from bench.cell import CellSpec, WorkloadFactory, build_cell
@@ -256,7 +257,7 @@ class Objective:
         self.higher_is_better = higher_is_better
         self.progress = progress
         self.workload_factory = workload_factory
-        self.dir = config.out / "trials" / self.name
+        self.dir = config.out / "trials" / file_safe(self.name)
 
     def __call__(self, trial: optuna.Trial) -> float:
         study = trial.study

@@ -10,6 +10,7 @@ inverse, wherever they fall.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +21,16 @@ from bench.labels import resolve_label
 from bench.workloads.workload import WorkloadLike
 from fngd.optimizers import BenchOptimizer
 
-__all__ = ["WARMUP_STEPS", "Cell", "CellSpec", "LoopState", "WorkloadFactory"]
+__all__ = ["WARMUP_STEPS", "Cell", "CellSpec", "LoopState", "WorkloadFactory", "file_safe"]
 
 WorkloadFactory = Callable[..., WorkloadLike]
 #: Steps at the start of a cell marked ``warmup`` (and run before a profile's window).
 WARMUP_STEPS = 3
+
+
+def file_safe(name: str) -> str:
+    """``name`` with every character a file name should not hold written ``_``."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
 
 
 @dataclass
@@ -53,7 +59,9 @@ class CellSpec:
 
     @property
     def run_id(self) -> str:
-        run_id = f"{self.workload}__{self.optimizer}__s{self.seed}"
+        """``<workload>__<label>__s<seed>``, a file name: a reference's ``:`` and ``/``
+        (``pkg.mod:build``, ``tasks.py:build``) are written ``_`` (``file_safe``)."""
+        run_id = f"{file_safe(self.workload)}__{file_safe(self.optimizer)}__s{self.seed}"
         if self.world_size > 1:
             run_id += f"__w{self.world_size}"
         return run_id if self.trial is None else f"{run_id}__t{self.trial}"

@@ -14,6 +14,8 @@ from bench.records import RECORD_SUFFIXES, record_files
 __all__ = [
     "check_device",
     "check_names",
+    "check_optimizers",
+    "check_workloads",
     "check_out_dir",
     "check_out_file",
     "has_records",
@@ -35,6 +37,38 @@ def workload_names() -> list[str]:
             f"the workload registry (bench.workloads) is not available: {exc}"
         ) from None
     return list(workloads.names())
+
+
+def check_workloads(given: Sequence[str]) -> None:
+    """Every name a registered workload, a member of a family (``mlp-random-128``), or a
+    reference that imports (``pkg.mod:build``, ``path/to/file.py:build``)."""
+    from bench.workloads import registry
+    from fngd.optimizers.plugins import PluginError, is_reference
+
+    check_names("workload", [w for w in given if not registry.is_registered(w)], workload_names())
+    for name in given:
+        try:
+            if is_reference(name):
+                registry.load(name)
+        except PluginError as exc:
+            raise UsageError(f"workload {exc}") from None
+
+
+def check_optimizers(given: Sequence[str]) -> None:
+    """Every name an optimizer label (``bench.labels``), a plugin's family, or a reference
+    that imports and keeps the contract (``pkg.mod:factory``, ``path/to/file.py:factory``)."""
+    from bench.labels import labels
+    from fngd.optimizers import registry
+    from fngd.optimizers.plugins import PluginError, is_reference
+
+    valid = labels()
+    check_names("optimizer", [o for o in given if not is_reference(o)], valid)
+    for name in given:
+        try:
+            if is_reference(name):
+                registry.get(name)
+        except PluginError as exc:
+            raise UsageError(f"optimizer {exc}") from None
 
 
 def check_names(kind: str, given: Sequence[str], valid: Sequence[str]) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.cli.arguments import add_device, non_negative_int, positive_int
-from bench.cli.checks import check_device, check_names, check_out_dir, workload_names
+from bench.cli.checks import check_device, check_optimizers, check_out_dir, check_workloads
 from bench.cli.command import Subcommand, library_function, options_for
 from bench.labels import VARIANTS
 
@@ -22,9 +22,18 @@ PROFILE = "bench.measure.profile:main"
 
 
 def add_arguments(profile: argparse.ArgumentParser) -> None:
-    profile.add_argument("--workload", required=True, metavar="W", help="workload name")
     profile.add_argument(
-        "--optimizer", required=True, metavar="O", help=f"one of: {', '.join(VARIANTS)}"
+        "--workload",
+        required=True,
+        metavar="W",
+        help="workload name, or a reference (module:build, path/to/file.py:build)",
+    )
+    profile.add_argument(
+        "--optimizer",
+        required=True,
+        metavar="O",
+        help=f"one of: {', '.join(VARIANTS)}; a plugin's optimizer; or a reference, "
+        "module:factory or path/to/file.py:factory",
     )
     profile.add_argument(
         "--out", type=Path, default=Path("runs"), help="trace directory (default: runs/)"
@@ -59,8 +68,8 @@ def add_arguments(profile: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    check_names("optimizer", [args.optimizer], list(VARIANTS))
-    check_names("workload", [args.workload], workload_names())
+    check_optimizers([args.optimizer])
+    check_workloads([args.workload])
     check_device(args.device)
     check_out_dir(args.out)
     main = library_function(PROFILE)

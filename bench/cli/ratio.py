@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bench.cli.arguments import add_device, non_negative_int, positive_int
-from bench.cli.checks import check_device, check_names, check_out_file, workload_names
+from bench.cli.checks import check_device, check_out_file, check_workloads
 from bench.cli.command import Subcommand, library_function, options_for
 from bench.measure.step_ratio import DEFAULT_VARIANTS
 from bench.measure.step_variants import STEP_VARIANTS
@@ -30,14 +30,15 @@ def add_arguments(ratio: argparse.ArgumentParser) -> None:
         default=["mlp-digits"],
         metavar="W",
         help="workload name(s), or mlp-random-<width>: MLP 784-W-W-10 on random tensors "
-        "(batch 128), for the per-layer cost alone",
+        "(batch 128), for the per-layer cost alone, or references (module:build)",
     )
     ratio.add_argument(
         "--variants",
         nargs="+",
         default=list(DEFAULT_VARIANTS),
         metavar="V",
-        help=f"step variants (default: all): {', '.join(STEP_VARIANTS)}",
+        help=f"step variants (default: all): {', '.join(STEP_VARIANTS)}; or any optimizer "
+        "label (a plugin's, a reference module:factory), timed as it steps",
     )
     ratio.add_argument(
         "--rounds", type=positive_int, default=200, help="timed rounds (default: 200)"
@@ -51,10 +52,15 @@ def add_arguments(ratio: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from bench.workloads.registry import family
+    from bench.cli.checks import UsageError
+    from bench.measure.step_variants import step_variant
 
-    check_names("workload", [w for w in args.workloads if family(w) is None], workload_names())
-    check_names("variant", args.variants, list(STEP_VARIANTS))
+    check_workloads(args.workloads)
+    for name in args.variants:
+        try:
+            step_variant(name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     check_device(args.device)
     if args.out is not None:
         check_out_file(args.out)

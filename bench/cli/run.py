@@ -20,7 +20,13 @@ from bench.cli.arguments import (
     non_negative_int,
     positive_int,
 )
-from bench.cli.checks import check_device, check_names, check_out_dir, say, workload_names
+from bench.cli.checks import (
+    check_device,
+    check_optimizers,
+    check_out_dir,
+    check_workloads,
+    say,
+)
 from bench.cli.command import Subcommand, UsageError, library_function, options_for
 from bench.host import distributed
 from bench.host.env import cpu_threads
@@ -80,7 +86,8 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         nargs="+",
         action="extend",
         metavar="W",
-        help="only these workloads (default: the preset's)",
+        help="only these workloads (default: the preset's): names of `fngd-bench list`, or "
+        "references, module:build or path/to/file.py:build",
     )
     run.add_argument(
         "--optimizer",
@@ -89,7 +96,8 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         nargs="+",
         action="extend",
         metavar="O",
-        help="only these optimizer labels (default: the preset's)",
+        help="only these optimizer labels (default: the preset's): labels of `fngd-bench "
+        "list`, or references, module:factory or path/to/file.py:factory",
     )
     run.add_argument("--epochs", type=positive_int, help="epochs per cell (default: the preset's)")
     run.add_argument(
@@ -183,8 +191,8 @@ def _run(args: argparse.Namespace, world: distributed.World) -> int:
     from bench.cli.report import write_report
 
     preset = PRESETS[args.preset]
-    check_names("optimizer", preset.optimizers_for(args.optimizers), list(VARIANTS))
-    check_names("workload", preset.workloads_for(args.workloads), workload_names())
+    check_optimizers(preset.optimizers_for(args.optimizers))
+    check_workloads(preset.workloads_for(args.workloads))
     check_device(args.device)
     out = args.out or Path("results") / preset.name
     check_out_dir(out)
@@ -261,6 +269,7 @@ def _apply_hparams_from(source: str, cells: Sequence[Any], *, study_epochs: bool
         )
     for found in best.values():  # checked here, before any cell runs (``fngd.hparams``)
         family = VARIANTS[found.optimizer].family if found.optimizer in VARIANTS else None
+        # a plugin's hyperparameters are checked by its own spec when its cell is built
         for name, value in found.params.items():
             if family is None or name not in hparams.RULES:
                 continue

@@ -12,7 +12,13 @@ from bench.cli.arguments import (
     non_negative_int,
     positive_int,
 )
-from bench.cli.checks import check_device, check_names, check_out_dir, say, workload_names
+from bench.cli.checks import (
+    check_device,
+    check_optimizers,
+    check_out_dir,
+    check_workloads,
+    say,
+)
 from bench.cli.command import Subcommand, UsageError, library_function, options_for
 from bench.labels import VARIANTS
 
@@ -47,7 +53,8 @@ def add_arguments(tune: argparse.ArgumentParser) -> None:
         action="extend",
         required=True,
         metavar="W",
-        help="workloads (with a validation split)",
+        help="workloads (with a validation split): names of `fngd-bench list`, or "
+        "references, module:build or path/to/file.py:build",
     )
     tune.add_argument(
         "--optimizer",
@@ -57,7 +64,8 @@ def add_arguments(tune: argparse.ArgumentParser) -> None:
         action="extend",
         required=True,
         metavar="O",
-        help=f"optimizer labels: {', '.join(VARIANTS)}",
+        help=f"optimizer labels: {', '.join(VARIANTS)}; a plugin's optimizer; or a "
+        "reference, module:factory or path/to/file.py:factory",
     )
     tune.add_argument(
         "--trials", type=positive_int, required=True, metavar="N", help="complete trials per study"
@@ -101,8 +109,16 @@ def handle(args: argparse.Namespace) -> int:
     from bench.campaign.tune import BEST_FILE, print_best, tune
     from bench.host.progress import Progress
 
-    check_names("optimizer", args.optimizers, list(VARIANTS))
-    check_names("workload", args.workloads, workload_names())
+    from bench.campaign.search_spaces import space_for
+    from bench.labels import resolve_label
+
+    check_optimizers(args.optimizers)
+    check_workloads(args.workloads)
+    for label in args.optimizers:
+        try:
+            space_for(resolve_label(label).family)
+        except ValueError as exc:
+            raise UsageError(f"--optimizer {label}: {exc}") from None
     check_device(args.device)
     check_out_dir(args.out)
     if args.storage is not None and "://" not in args.storage:

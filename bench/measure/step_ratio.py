@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from bench.host.env import cpu_threads, device_name, resolve_device
-from bench.measure.step_variants import STEP_VARIANTS, prepare
+from bench.measure.step_variants import STEP_VARIANTS, prepare, step_variant
 
 #: Every registered step variant (SGD first: the ratios' base), so a new one is timed too.
 DEFAULT_VARIANTS = ("sgd", *(v for v in STEP_VARIANTS if v != "sgd"))
@@ -48,12 +48,10 @@ def measure(
     ``timer`` reads the clock around each step (seconds); a test can pass a fake one.
     ``seed`` seeds the per-round shuffle of the variants' order.
     """
-    unknown = [v for v in variants if v not in STEP_VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; valid: {', '.join(STEP_VARIANTS)}")
+    chosen = [step_variant(v) for v in variants]  # unknown names fail before any step
     dev = resolve_device(device)
     with cpu_threads(threads, dev):
-        held = [prepare(workload, STEP_VARIANTS[v], dev, size) for v in variants]
+        held = [prepare(workload, v, dev, size) for v in chosen]
         times: dict[str, list[float]] = {v: [] for v in variants}
         rng = random.Random(seed)
         order = list(held)

@@ -49,6 +49,23 @@ STEP_VARIANTS = {
 }
 
 
+def step_variant(name: str) -> StepVariant:
+    """The step variant ``name``: one of ``STEP_VARIANTS``, else any optimiser label
+    (a plugin's family, a reference) timed as it steps, in no phase of its own."""
+    if name in STEP_VARIANTS:
+        return STEP_VARIANTS[name]
+    from bench.labels import resolve_label
+
+    try:
+        resolve_label(name)
+    except KeyError:
+        raise ValueError(
+            f"unknown step variant {name!r}; valid: {', '.join(STEP_VARIANTS)}, or any "
+            "optimizer label of `fngd-bench list`, or a reference (module:factory)"
+        ) from None
+    return StepVariant(name, name, None)
+
+
 @dataclass
 class HeldStep:
     """A built cell and one fixed batch: ``step()`` is one timed training step."""

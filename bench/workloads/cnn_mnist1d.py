@@ -185,3 +185,9 @@ def build(
             f"signals of length {length})"
         ),
     )
+
+
+# Its two registered names (pyproject.toml) and their lines in `fngd-bench list`.
+build.description = SIZES["cnn-mnist1d"][0].description
+build_large = functools.partial(build, name="cnn-mnist1d-large")
+build_large.description = SIZES["cnn-mnist1d-large"][0].description  # type: ignore[attr-defined]

@@ -117,3 +117,6 @@ def build(
             f"{len(test[1])} test, split seed {SPLIT_SEED})"
         ),
     )
+
+
+build.description = DESCRIPTION  # its line in `fngd-bench list`

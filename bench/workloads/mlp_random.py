@@ -83,3 +83,6 @@ def build(
         num_train=batch,
         num_eval=batch,
     )
+
+
+build.description = DESCRIPTION  # its line in `fngd-bench list`

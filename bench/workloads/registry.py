@@ -1,84 +1,115 @@
-"""The workload registry: names, one-line descriptions and the ``get`` factory.
+"""The workload registry: every workload's name, where it came from, and ``get``.
 
-Workload modules are imported lazily, so that listing names (e.g. for ``--help``) does not
-import scikit-learn, mnist1d or sacrebleu. Each module defines
-``build(device, seed, batch_size, data_root, size) -> Workload``; a module that serves
-several names (``cnn-mnist1d`` and ``cnn-mnist1d-large``) takes the name as ``name=``.
+Names are the entry points of group ``fngd_bench.workloads`` (the suite's own from its
+``pyproject.toml``, a plugin's from its distribution: ``fngd.optimizers.plugins``) or
+references, ``pkg.mod:build`` / ``path/to/file.py:build``, named by their own text. A name
+ending in ``*`` is a family of names (``mlp-random-*``: ``mlp-random-128``); it is not a
+training workload and so not in ``names()``.
 
-A *family* is a name pattern: ``mlp-random-<width>`` (timing only, not a training workload,
-so not in ``names()``); its module's ``build`` also takes the full ``name``.
+Each one points at ``build(*, device, seed, batch_size, data_root, size) -> Workload`` (the
+contract: docs/PLUGINS.md); a build that also takes ``name`` is told the name it was asked
+for. Its line in ``fngd-bench list`` is its ``description`` attribute, else the first line
+of its docstring. Listing names imports nothing; ``get`` imports the one asked for.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
+from collections.abc import Callable
 
 import torch
 
 from bench.workloads.common import check_size
-from bench.workloads.workload import Workload
+from bench.workloads.workload import Workload, check_workload
+from fngd.optimizers.plugins import (
+    WORKLOAD_GROUP,
+    PluginError,
+    Registration,
+    discover,
+    is_reference,
+    reference,
+)
 
-# name -> (module, one-line description); keep the descriptions in step with the modules.
-_REGISTRY: dict[str, tuple[str, str]] = {
-    "mlp-digits": (
-        "bench.workloads.mlp_digits",
-        "MLP 64-128-128-10 on scikit-learn's 8x8 digits (real data, always available)",
-    ),
-    "cnn-mnist1d": (
-        "bench.workloads.cnn_mnist1d",
-        "small 1-D CNN on MNIST-1D, generated locally by the mnist1d package (real data)",
-    ),
-    "cnn-mnist1d-large": (
-        "bench.workloads.cnn_mnist1d",
-        "the cnn-mnist1d CNN on 20000 MNIST-1D signals (real data, generated locally); "
-        "a target SGD reaches after >= 10 epochs",
-    ),
-    "resnet18-cifar100": (
-        "bench.workloads.resnet18_cifar100",
-        "CIFAR ResNet-18 on CIFAR-100 (synthetic stand-in if the data is unavailable)",
-    ),
-    "transformer-multi30k": (
-        "bench.workloads.transformer_multi30k",
-        "encoder-decoder Transformer, Multi30K German->English, BLEU "
-        "(synthetic stand-in if the data is unavailable)",
-    ),
-}
+__all__ = [
+    "describe",
+    "descriptions",
+    "family",
+    "get",
+    "is_registered",
+    "names",
+    "registration",
+    "registrations",
+]
 
-# name prefix -> (module, one-line description) of the timing-only families.
-_FAMILIES: dict[str, tuple[str, str]] = {
-    "mlp-random-": (
-        "bench.workloads.mlp_random",
-        "MLP 784-W-W-10 on one batch of random tensors (synthetic, timing only)",
-    ),
-}
+#: The mark of a family of names in an entry point's name.
+FAMILY_MARK = "*"
+
+
+def registrations() -> dict[str, Registration]:
+    """Every registered name (families as ``prefix*``), the suite's own first."""
+    return dict(discover(WORKLOAD_GROUP))
 
 
 def names() -> list[str]:
-    """The registered workload names."""
-    return list(_REGISTRY)
-
-
-def descriptions() -> dict[str, str]:
-    """``{name: one-line description}`` for every workload."""
-    return {name: line for name, (_, line) in _REGISTRY.items()}
-
-
-def describe() -> str:
-    """One line per workload, ``name  description``, for ``--help`` texts."""
-    width = max(len(n) for n in _REGISTRY)
-    return "\n".join(f"{name:<{width}}  {line}" for name, line in descriptions().items())
+    """The registered training workloads (families left out)."""
+    return [n for n in registrations() if not n.endswith(FAMILY_MARK)]
 
 
 def family(name: str) -> str | None:
     """The family prefix ``name`` belongs to (``mlp-random-`` for ``mlp-random-128``)."""
-    return next((prefix for prefix in _FAMILIES if name.startswith(prefix)), None)
+    prefixes = [n[: -len(FAMILY_MARK)] for n in registrations() if n.endswith(FAMILY_MARK)]
+    return next((p for p in prefixes if name.startswith(p) and name != p), None)
 
 
 def is_registered(name: str) -> bool:
-    """A registered workload name or a member of a registered family."""
-    return name in _REGISTRY or family(name) is not None
+    """A registered workload name, a member of a registered family, or a reference."""
+    return name in names() or family(name) is not None or is_reference(name)
+
+
+def registration(name: str) -> Registration:
+    """Where workload ``name`` comes from; unknown is a ``PluginError`` listing the known."""
+    if is_reference(name):
+        return reference(name, WORKLOAD_GROUP)
+    found = registrations()
+    prefix = family(name)
+    if prefix is not None:
+        return found[prefix + FAMILY_MARK]
+    if name not in found or name.endswith(FAMILY_MARK):
+        valid = [*names(), *(n[:-1] + "<...>" for n in found if n.endswith(FAMILY_MARK))]
+        raise PluginError(
+            f"unknown workload {name!r}; valid names: {', '.join(valid)} "
+            "(or a reference, module:function or path/to/file.py:function)"
+        )
+    return found[name]
+
+
+def load(name: str) -> Callable[..., Workload]:
+    """Workload ``name``'s build function (imported)."""
+    entry = registration(name)
+    build = entry.load()
+    if not callable(build):
+        raise PluginError(f"{entry.what()}: expected a build function, got {type(build).__name__}")
+    return build  # type: ignore[return-value]
+
+
+def description(name: str) -> str:
+    """``name``'s line: its build's ``description``, else its docstring's first line."""
+    build = load(name)
+    text = getattr(build, "description", None) or inspect.getdoc(build) or ""
+    return str(text).strip().split("\n", 1)[0]
+
+
+def descriptions() -> dict[str, str]:
+    """``{name: one-line description}`` for every training workload (imports them all)."""
+    return {name: description(name) for name in names()}
+
+
+def describe() -> str:
+    """One line per workload, ``name  description``, for ``--help`` texts."""
+    lines = descriptions()
+    width = max(len(n) for n in lines)
+    return "\n".join(f"{name:<{width}}  {line}" for name, line in lines.items())
 
 
 def get(
@@ -94,18 +125,16 @@ def get(
     ``seed`` fixes the model initialisation and the shuffling; ``batch_size`` overrides the
     workload's default; ``data_root`` is where data sets are looked for and downloaded to
     (default ``$FNGD_BENCH_DATA`` or ``./data``); ``size`` is ``"small"`` (quick, CPU) or
-    ``"paper"`` (the GPU-sized configuration).
+    ``"paper"`` (the GPU-sized configuration). What a plugin builds is checked against the
+    contract (``check_workload``), and a failure names the plugin.
     """
-    prefix = family(name)
-    if name not in _REGISTRY and prefix is None:
-        valid = [*names(), *(f"{p}<width>" for p in _FAMILIES)]
-        raise ValueError(f"unknown workload {name!r}; valid names: {', '.join(valid)}")
+    entry = registration(name)
     check_size(size)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    module_name, line = _REGISTRY[name] if prefix is None else _FAMILIES[prefix]
-    build = importlib.import_module(module_name).build
-    extra = {"name": name} if "name" in inspect.signature(build).parameters else {}
+    build = load(name)
+    params = inspect.signature(build).parameters
+    extra = {"name": name} if "name" in params else {}
     workload = build(
         device=torch.device(device),
         seed=int(seed),
@@ -114,5 +143,11 @@ def get(
         size=size,
         **extra,
     )
-    workload.description = workload.description or line
+    if not entry.builtin:
+        try:
+            check_workload(workload)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"{entry.what()}: {exc}") from None
+    if not getattr(workload, "description", ""):
+        workload.description = description(name)
     return workload

@@ -375,3 +375,6 @@ def build(
         data_note=note,
         augment=crop_flip_augment(),
     )
+
+
+build.description = DESCRIPTION  # its line in `fngd-bench list`

@@ -619,3 +619,6 @@ def build(
         num_train=len(corpus.train_src),
         num_eval=len(corpus.eval_src),
     )
+
+
+build.description = DESCRIPTION  # its line in `fngd-bench list`

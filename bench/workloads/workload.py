@@ -137,6 +137,61 @@ class Workload:
         return sum(p.numel() for p in self.model.parameters())
 
 
+#: What :func:`check_workload` asks of a workload's attributes: (name, kind).
+_CONTRACT: tuple[tuple[str, str], ...] = (
+    ("name", "str"),
+    ("model", "module"),
+    ("train_loader", "loader"),
+    ("batch_size", "positive int"),
+    ("epochs", "positive int"),
+    ("hparams", "mapping"),
+    ("data_source", "source"),
+    ("data_note", "str"),
+    ("metric_name", "str"),
+    ("higher_is_better", "bool"),
+    ("target", "number"),
+    ("forward", "callable"),
+    ("loss_fn", "callable"),
+    ("per_sample_loss", "callable"),
+    ("eval_fn", "callable"),
+    ("reached", "callable"),
+)
+#: The honest account of the data every record carries.
+DATA_SOURCES = ("real", "synthetic")
+
+
+def check_workload(workload: object) -> None:
+    """That ``workload`` keeps the contract the runner relies on (:class:`WorkloadLike`);
+    the first broken part is a ``TypeError`` / ``ValueError`` saying what was found."""
+    for attr, kind in _CONTRACT:
+        if not hasattr(workload, attr):
+            raise TypeError(
+                f"the workload ({type(workload).__name__}) has no {attr!r}; "
+                "build one with bench.workloads.Workload or bench.workloads.from_datasets"
+            )
+        value = getattr(workload, attr)
+        ok = {
+            "str": isinstance(value, str),
+            "module": isinstance(value, nn.Module),
+            "loader": all(hasattr(value, m) for m in ("__iter__", "__len__", "set_epoch")),
+            "positive int": isinstance(value, int) and not isinstance(value, bool) and value > 0,
+            "mapping": isinstance(value, dict)
+            and all(isinstance(v, dict) for v in value.values()),
+            "source": value in DATA_SOURCES,
+            "bool": isinstance(value, bool),
+            "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "callable": callable(value),
+        }[kind]
+        if not ok:
+            want = {
+                "loader": "a loader (__iter__, __len__, set_epoch)",
+                "mapping": "a dict of per-optimizer dicts",
+                "source": f"one of {', '.join(DATA_SOURCES)}",
+                "module": "an nn.Module",
+            }.get(kind, f"a {kind}")
+            raise TypeError(f"the workload's {attr} must be {want}, got {value!r:.80}")
+
+
 def eval_function(workload: WorkloadLike, split: str) -> EvalFn:
     """``workload``'s evaluation on ``split`` (``test``: ``eval_fn``; ``val``: ``val_eval_fn``)."""
     if split == "test":

@@ -1,149 +1,129 @@
-"""``build(name, model, **hparams)``: every optimiser of the suite behind one call."""
+"""``build(name, model, **hparams)``: every optimiser family behind one call, the suite's own
+and plugins' alike (``fngd.optimizers.registry``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from fngd import damping
-from fngd import hparams as hparams_mod
-from fngd.optimizers.base import BenchOptimizer, Preconditioner
-from fngd.optimizers.defaults import DEFAULTS
+from fngd.optimizers.base import BenchOptimizer
+from fngd.optimizers.plugins import PluginError
+from fngd.optimizers.registry import Loaded, get
+from fngd.optimizers.registry import names as registered_names
 
-OPTIMIZER_KEYS = {
-    "sgd": ("lr", "momentum", "weight_decay", "nesterov"),
-    "adamw": ("lr", "betas", "eps", "weight_decay"),
-}
-KFAC_IMPLS = hparams_mod.KFAC_IMPLS
+__all__ = ["PRECONDITIONED", "build", "names", "resolve"]
+
 #: The records' key for the preconditioned share of the trainable numbers (0 to 1).
 PRECONDITIONED = "preconditioned"
+#: What a preconditioner returned by a plugin's factory must have (the runner drives these).
+PRECONDITIONER_METHODS = ("prepare", "step", "memory_usage", "state_dict", "load_state_dict")
 
 
 def names() -> list[str]:
-    return list(DEFAULTS)
+    return registered_names()
 
 
-def _resolve(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
-    if name not in DEFAULTS:
-        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(DEFAULTS)}")
-    defaults = DEFAULTS[name]
-    unknown = sorted(set(hparams) - set(defaults))
+def resolve(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """Family ``name``'s defaults updated by ``hparams``, checked: an unknown hyperparameter
+    is a ``ValueError`` listing the valid ones."""
+    spec = get(name).spec
+    unknown = sorted(set(hparams) - set(spec.defaults))
     if unknown:
         raise ValueError(
             f"unknown hyperparameter(s) {', '.join(map(repr, unknown))} for {name!r}; "
-            f"valid: {', '.join(defaults)}"
+            f"valid: {', '.join(spec.defaults) or 'none'}"
         )
-    resolved = {**defaults, **hparams}
-    return hparams_mod.check_all(resolved, owner=name, positive_damping=name == "kfac")
-
-
-def _sgd(model: nn.Module, hp: dict[str, Any]) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), **{k: hp[k] for k in OPTIMIZER_KEYS["sgd"]})
-
-
-def _build_sgd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
-    return BenchOptimizer("sgd", _sgd(model, hp), hparams=hp)
-
-
-def _build_adamw(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
-    opt = torch.optim.AdamW(model.parameters(), **{k: hp[k] for k in OPTIMIZER_KEYS["adamw"]})
-    return BenchOptimizer("adamw", opt, hparams=hp)
-
-
-def _fngd_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
-    skip = set(OPTIMIZER_KEYS["sgd"])
-    return {k: v for k, v in hp.items() if k not in skip}
-
-
-def _fngd_record(hp: dict[str, Any], pre: Any) -> dict[str, Any]:
-    """The hyperparameters as records keep them: a damping schedule as its spec string,
-    a loss scaler by its type's name (a callable: its name), whether the compiled
-    blocks ran ("on"/"off", not "auto"), and the preconditioned share of the trainable
-    numbers (``coverage()``), which every FNGD figure is read beside."""
-    scaler = hp["grad_scaler"]
-    if scaler is not None:
-        scaler = getattr(scaler, "__name__", None) or type(scaler).__name__
-    return {
-        **hp,
-        "damping": damping.describe(hp["damping"]),
-        "grad_scaler": scaler,
-        "native": pre.native,
-        PRECONDITIONED: pre.coverage().fraction,
-    }
-
-
-def _build_fngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
-    from fngd.preconditioner import FNGD
-
-    pre = FNGD(model, **_fngd_kwargs(hp))
-    return BenchOptimizer(
-        "fngd", _sgd(model, hp), impl="builtin", hparams=_fngd_record(hp, pre), preconditioner=pre
-    )
-
-
-def _build_ngd(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
-    from fngd.preconditioner import FNGD
-
-    pre = FNGD(model, share="none", **_fngd_kwargs(hp))
-    return BenchOptimizer(
-        "ngd",
-        _sgd(model, hp),
-        impl="builtin",
-        hparams={**_fngd_record(hp, pre), "share": "none"},
-        preconditioner=pre,
-    )
-
-
-def _build_kfac(model: nn.Module, hp: dict[str, Any]) -> BenchOptimizer:
-    impl = hp["impl"]
-    kfac_hp = {
-        k: hp[k]
-        for k in (
-            "lr",
-            "damping",
-            "factor_decay",
-            "kl_clip",
-            "factor_update_steps",
-            "inv_update_steps",
-            "skip_layers",
-        )
-    }
-    options = dict(hp["kfac_pytorch_options"] or {})
-    if impl == "builtin":
-        from fngd.kfac import KFAC
-
-        if options:
-            raise ValueError(
-                "kfac_pytorch_options are kfac-pytorch's own settings: they need "
-                "impl='kfac-pytorch'"
-            )
-        pre: Preconditioner = KFAC(model, **kfac_hp)
-    elif impl == "kfac-pytorch":
-        from fngd.adapters import kfac_pytorch
-
-        pre = kfac_pytorch.make_preconditioner(model, **kfac_hp, **options)
-    else:
-        raise ValueError(f"unknown KFAC impl {impl!r}; valid: {', '.join(KFAC_IMPLS)}")
-    record = {**hp, "damping": damping.describe(hp["damping"])}  # as FNGD's records keep it
-    coverage = getattr(pre, "coverage", None)  # kfac-pytorch's own preconditioner has none
-    if coverage is not None:
-        record[PRECONDITIONED] = coverage().fraction
-    return BenchOptimizer("kfac", _sgd(model, hp), impl=impl, hparams=record, preconditioner=pre)
-
-
-BUILDERS: dict[str, Callable[[nn.Module, dict[str, Any]], BenchOptimizer]] = {
-    "sgd": _build_sgd,
-    "adamw": _build_adamw,
-    "kfac": _build_kfac,
-    "ngd": _build_ngd,
-    "fngd": _build_fngd,
-}
+    resolved = {**spec.defaults, **hparams}
+    return spec.check(resolved) if spec.check is not None else resolved
 
 
 def build(name: str, model: nn.Module, **hparams: Any) -> BenchOptimizer:
     """Build optimiser ``name`` for ``model``; unknown names or hyperparameters fail clearly."""
-    hp = _resolve(name, hparams)
-    return BUILDERS[name](model, hp)
+    family = get(name)
+    hp = resolve(name, hparams)
+    return _wrap(family, family.spec.factory(model, **hp), hp)
+
+
+def _wrap(family: Loaded, made: Any, hp: dict[str, Any]) -> BenchOptimizer:
+    """A factory's result as the runner drives it: a ``BenchOptimizer`` as it is, an
+    optimiser alone, or a (preconditioner, optimiser) pair; anything else names the plugin."""
+    if isinstance(made, BenchOptimizer):
+        return made
+    what = family.registration.what()
+    pre = None
+    if isinstance(made, tuple) and len(made) == 2:
+        pre, made = made
+        missing = [m for m in PRECONDITIONER_METHODS if not callable(getattr(pre, m, None))]
+        if missing:
+            raise PluginError(
+                f"{what}: its preconditioner {type(pre).__name__} lacks {', '.join(missing)}"
+            )
+    if not isinstance(made, torch.optim.Optimizer):
+        raise PluginError(
+            f"{what}: its factory returned {type(made).__name__}; expected a "
+            "torch.optim.Optimizer or a (preconditioner, optimizer) pair"
+        )
+    record = dict(hp)
+    coverage = getattr(pre, "coverage", None)
+    if callable(coverage):
+        record[PRECONDITIONED] = coverage().fraction
+    return BenchOptimizer(
+        family.name,
+        made,
+        impl=_impl(family),
+        hparams=record,
+        preconditioner=_Adapted(pre) if pre is not None else None,
+    )
+
+
+def _impl(family: Loaded) -> str:
+    """The records' ``impl`` of a plugin: where it came from (a reference: ``reference``)."""
+    origin = family.registration.origin
+    return origin.removesuffix(" (built in)")
+
+
+class _Adapted:
+    """A plugin's preconditioner with the optional parts of the surface filled in (no
+    phases of its own, no per-sample loss weights, ``mode`` None)."""
+
+    def __init__(self, pre: Any) -> None:
+        self._pre = pre
+
+    @property
+    def mode(self) -> str | None:
+        return getattr(self._pre, "mode", None)
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return tuple(getattr(self._pre, "phases", ()))
+
+    def prepare(self, sample_ids: torch.Tensor | None = None) -> None:
+        self._pre.prepare(sample_ids=sample_ids)
+
+    def reweight(self, sample_ids: torch.Tensor | None = None) -> bool:
+        fn = getattr(self._pre, "reweight", None)
+        return bool(fn(sample_ids)) if fn is not None else False
+
+    def reweighted_loss(self, losses: torch.Tensor) -> torch.Tensor:
+        return self._pre.reweighted_loss(losses)
+
+    def loss_weights(self, sample_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        fn = getattr(self._pre, "loss_weights", None)
+        return fn(sample_ids=sample_ids) if fn is not None else None
+
+    def step(self, sample_ids: torch.Tensor | None = None) -> None:
+        self._pre.step(sample_ids=sample_ids)
+
+    def memory_usage(self) -> dict[str, int]:
+        return dict(self._pre.memory_usage())
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._pre.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pre.load_state_dict(state)
+
+    def coverage(self) -> Any:
+        return self._pre.coverage()
