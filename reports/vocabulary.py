@@ -12,7 +12,7 @@ order, a display name or a colour here, or a name here that the code no longer w
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import bench.labels
 from bench.labels import VARIANTS
@@ -32,8 +32,11 @@ FAMILY_COLORS = {
     "ngd": "#c0392b",
     "fngd": "#029e73",
 }
-#: Unknown families (old or foreign records) take these, in order of first appearance.
+#: Families outside the suite (a plugin's, a reference, old records) take these, in order of
+#: first appearance; past the last, hues a golden-ratio turn apart (``spare_colors``), so two
+#: such families never share one.
 SPARE_COLORS = ("#ca9161", "#56b4e9", "#ece133", "#fbafe4")
+GOLDEN_TURN = 0.618033988749895
 #: Lightness of a family's n-th label (its n-th shade): the first at ``SHADE_BASE``, the
 #: others darker and lighter in turn, at least 0.06 apart; past the last step the steps
 #: repeat with the hue turned by ``SHADE_TURN`` each time round.
@@ -90,6 +93,16 @@ def family_of(label: str | None) -> str:
     return head if head in FAMILIES else label
 
 
+def spare_colors() -> Iterator[str]:
+    """The colours of families outside the suite: ``SPARE_COLORS``, then endless hues."""
+    yield from SPARE_COLORS
+    hue = 0.1
+    while True:
+        hue = (hue + GOLDEN_TURN) % 1.0
+        r, g, b = colorsys.hls_to_rgb(hue, SHADE_BASE + 0.1, SHADE_SATURATION)
+        yield "#" + "".join(f"{round(c * 255):02x}" for c in (r, g, b))
+
+
 def shade(base: str, n: int) -> str:
     """The ``n``-th shade of ``base`` (``#rrggbb``): its saturation (capped), the lightness of
     ``SHADE_STEPS``, its hue (turned when ``n`` is past the steps)."""
@@ -113,7 +126,7 @@ def label_colors(labels: Iterable[str]) -> dict[str, str]:
     known = {f: [v for v in VARIANTS if VARIANTS[v].family == f] for f in FAMILIES}
     taken: dict[str, set[int]] = {}
     out: dict[str, str] = {}
-    spare = iter(SPARE_COLORS * (1 + len(labels)))
+    spare = spare_colors()
     bases = dict(FAMILY_COLORS)
     later = []
     for display in labels:

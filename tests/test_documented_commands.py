@@ -73,6 +73,9 @@ TOX_NOT_RUN = {
     "mutation": "mutmut over the core and the harness: tens of minutes on two cores",
 }
 BLOCK_TIMEOUT = 600
+#: Where a documented `pip install -e examples/...` installs the plugin, in a block's
+#: scratch checkout.
+PLUGINS = "plugins"
 
 
 @dataclass
@@ -238,6 +241,23 @@ def plan(command: Command) -> list[Step] | str:
         except UsageError as exc:
             return f"fngd-bench rejects it: {exc}"
         return [Step(command, [_bin(program), *words[1:at], *args], env, check)]
+    if words[:3] == ["pip", "install", "-e"] and words[3].startswith("examples/"):
+        # a plugin: installed into the scratch checkout's PLUGINS folder (on every step's
+        # PYTHONPATH), not into the environment running this test
+        argv = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            PLUGINS,
+            words[3],
+        ]
+        return [Step(command, argv, env)]
     if program == "pytest" and "--benchmark-only" in words:
         argv = [_bin("pytest"), *words[1:], *BENCHMARK_OVERRIDES]
         return [Step(command, argv, env, _check_pytest(words))]
@@ -279,6 +299,8 @@ def _checkout(into: Path) -> None:
 def _environment(step: Step) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # relative: each block's own scratch checkout; absent until a block installs a plugin
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PLUGINS, env.get("PYTHONPATH")) if p)
     env.pop("PYTEST_CURRENT_TEST", None)
     env.update(step.env)
     env.update({k: v for k, v in ENV_OVERRIDES.items() if k in step.env})
@@ -289,7 +311,11 @@ def _run_step(step: Step, cwd: Path) -> None:
     env = _environment(step)
     if step.server is not None:
         proc = subprocess.Popen(
-            step.argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            step.argv,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
         )
         try:

@@ -142,3 +142,10 @@ def test_design_vocabulary_is_consistent():
     assert set(vocabulary.DESIGN_COLORS) == {
         (s, h) for s in vocabulary.SCOPES for h in vocabulary.SHARES
     }
+
+
+def test_families_outside_the_suite_never_share_a_colour() -> None:
+    """Plugins' and references' families: one colour each, however many there are."""
+    outside = [f"plugin-{i}" for i in range(3 * len(vocabulary.SPARE_COLORS))]
+    colors = vocabulary.label_colors(["sgd", "fngd", *outside])
+    assert len(set(colors.values())) == len(colors)
