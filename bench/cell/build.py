@@ -18,7 +18,7 @@ from bench.host.distributed import world
 from bench.host.env import environment, peak_rss, seed_everything
 from bench.labels import resolve_label
 from bench.workloads.workload import Loader, WorkloadLike
-from fngd.optimizers import DEFAULTS, BenchOptimizer, build
+from fngd.optimizers import BenchOptimizer, build, registry
 
 __all__ = [
     "build_cell",
@@ -105,7 +105,8 @@ def build_cell(
     per_epoch = steps_per_epoch(spec, loader)
     family = spec.family
     schedule, hp = split_schedule(cell_hparams(spec, workload))
-    if "steps_per_epoch" in DEFAULTS.get(family, {}) and hp.get("steps_per_epoch") is None:
+    takes = registry.get(family).spec.defaults  # FNGD's share="iteration" needs it
+    if "steps_per_epoch" in takes and hp.get("steps_per_epoch") is None:
         hp["steps_per_epoch"] = per_epoch
     epochs = int(spec.epochs if spec.epochs is not None else workload.epochs)
     opt = build(family, model, **hp)
