@@ -51,7 +51,7 @@ def check_workloads(given: Sequence[str]) -> None:
             if is_reference(name):
                 registry.load(name)
         except PluginError as exc:
-            raise UsageError(f"workload {exc}") from None
+            raise UsageError(str(exc)) from None
 
 
 def check_optimizers(given: Sequence[str]) -> None:
@@ -68,7 +68,7 @@ def check_optimizers(given: Sequence[str]) -> None:
             if is_reference(name):
                 registry.get(name)
         except PluginError as exc:
-            raise UsageError(f"optimizer {exc}") from None
+            raise UsageError(str(exc)) from None
 
 
 def check_names(kind: str, given: Sequence[str], valid: Sequence[str]) -> None:

@@ -7,12 +7,15 @@ pattern, :class:`fngd.optimizers.base.Preconditioner`), or a ready
 hyperparameter the factory takes, with its value; a run may override only those. ``space``
 is what ``fngd-bench tune`` searches (optional: without one the optimiser is run, not tuned).
 A plain function ``(model, lr=..., ...)`` registers too: its keyword defaults are its
-``defaults``. Torch-free, so that a plugin's registration can be read before torch loads.
+``defaults``; so does a ``torch.optim.Optimizer`` class (``torch.optim:NAdam``), built on
+the model's parameters with its constructor's defaults. Torch-free (a class alone imports
+torch), so that a plugin's registration can be read before torch loads.
 """
 
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +69,8 @@ def as_spec(obj: object, what: str) -> OptimizerSpec:
     ``what``."""
     if isinstance(obj, OptimizerSpec):
         return obj
+    if isinstance(obj, type) and _is_optimizer_class(obj):
+        return _from_class(obj)
     if callable(obj) and not isinstance(obj, type):
         params = list(inspect.signature(obj).parameters.values())
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -80,6 +85,32 @@ def as_spec(obj: object, what: str) -> OptimizerSpec:
         doc = inspect.getdoc(obj) or ""
         return OptimizerSpec(factory=obj, defaults=defaults, note=doc.split("\n", 1)[0])
     raise TypeError(
-        f"{what}: expected an fngd.optimizers.OptimizerSpec or a factory function "
-        f"(model, **hparams), got {type(obj).__name__}"
+        f"{what}: expected an fngd.optimizers.OptimizerSpec, a factory function "
+        f"(model, **hparams) or a torch.optim.Optimizer class, got {obj!r:.80}"
     )
+
+
+def _is_optimizer_class(cls: type) -> bool:
+    import torch  # only for a class: a spec or a function is read without torch
+
+    return issubclass(cls, torch.optim.Optimizer)
+
+
+def _from_class(cls: type) -> OptimizerSpec:
+    """A ``torch.optim.Optimizer`` class (``torch.optim:NAdam``, ``pytorch_optimizer:Lion``)
+    as a family: built on the model's parameters, its constructor's keyword defaults its
+    defaults."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, params
+    defaults = {
+        p.name: p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    doc = inspect.getdoc(cls) or ""
+    note = f"{cls.__module__}.{cls.__qualname__}" + (f": {doc.splitlines()[0]}" if doc else "")
+    return OptimizerSpec(factory=partial(_build_from_class, cls), defaults=defaults, note=note)
+
+
+def _build_from_class(cls: type, model: Any, **hparams: Any) -> Any:
+    return cls(model.parameters(), **hparams)
