@@ -15,9 +15,9 @@ torch), so that a plugin's registration can be read before torch loads.
 from __future__ import annotations
 
 import inspect
-from functools import partial
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 __all__ = ["OptimizerSpec", "Range", "as_spec"]
