@@ -59,10 +59,10 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
 from bench.campaign.search_spaces import suggest
-from bench.cell.spec import file_safe
 from bench.campaign.sweep import freeze_heap, run_one
 from bench.campaign.warm_start import warm_up
 from bench.cell import CellSpec, WorkloadFactory, build_cell
+from bench.cell.spec import file_safe
 from bench.host.env import cpu_threads, resolve_device
 from bench.host.progress import Progress
 from bench.labels import resolve_label

@@ -106,10 +106,9 @@ def add_arguments(tune: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from bench.campaign.search_spaces import space_for
     from bench.campaign.tune import BEST_FILE, print_best, tune
     from bench.host.progress import Progress
-
-    from bench.campaign.search_spaces import space_for
     from bench.labels import resolve_label
 
     check_optimizers(args.optimizers)
