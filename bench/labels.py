@@ -53,6 +53,7 @@ __all__ = [
     "Variant",
     "damping_strategy",
     "labels",
+    "plugin_families",
     "resolve_label",
 ]
 
@@ -174,21 +175,41 @@ VARIANTS: dict[str, Variant] = {
 NGD_LABELS = tuple(v.label for v in _ngd_variants())
 
 
+def plugin_families() -> list[str]:
+    """The optimiser families registered beyond the table (plugins'), in the registry's order.
+
+    A plugin family named like one of the table's labels (``fngd-iter``) would be shadowed
+    by it without a word, so it is a ``PluginError`` naming the plugin; a family named like
+    one of the suite's own families (``sgd``) is already one (a clash in the registry)."""
+    from fngd.optimizers import registry  # torch-free; lists names without importing them
+    from fngd.optimizers.plugins import PluginError
+
+    names = registry.names()
+    for name in names:
+        entry = registry.registration(name)
+        if name in VARIANTS and not entry.builtin:
+            raise PluginError(
+                f"{entry.what()}: {name!r} is a built-in optimizer label "
+                f"({VARIANTS[name].note}); the plugin must register it under another name"
+            )
+    return [n for n in names if n not in VARIANTS]
+
+
 def labels() -> list[str]:
     """Every valid optimiser label: the table's, then each plugin family's own name."""
-    from fngd.optimizers import registry  # torch-free; lists names without importing them
-
-    return [*VARIANTS, *(n for n in registry.names() if n not in VARIANTS)]
+    return [*VARIANTS, *plugin_families()]
 
 
 def resolve_label(label: str) -> Variant:
     """The variant behind ``label``: the table's; else a family registered by a plugin, or
     a reference (``pkg.mod:factory``, ``path/to/file.py:factory``), which is its own label
-    with no overrides. Unknown labels raise ``KeyError`` listing the valid ones."""
-    if label in VARIANTS:
-        return VARIANTS[label]
+    with no overrides. Unknown labels raise ``KeyError`` listing the valid ones; a plugin
+    family named like a label of the table is a ``PluginError`` (``plugin_families``)."""
     from fngd.optimizers import registry
 
+    plugin_families()  # a plugin shadowed by the table is an error, whichever label is asked
+    if label in VARIANTS:
+        return VARIANTS[label]
     if registry.is_known(label):
         return Variant(label, label, {}, _note(label))
     raise KeyError(

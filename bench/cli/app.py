@@ -1,5 +1,7 @@
 """The ``fngd-bench`` parser and ``main``: mistakes are one line and exit 2, other errors one
-line and exit 1 (their traceback under ``--debug``)."""
+line and exit 1 (their traceback under ``--debug``). A plugin that cannot be used (a
+``PluginError``: not found, fails to import, clashes, breaks the contract) counts as a
+mistake: its message names the plugin and what to change, wherever it is raised."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from bench.cli import listing, profile, ratio, report, run, tune
 from bench.cli.arguments import add_debug
 from bench.cli.checks import say
 from bench.cli.command import Formatter, Parser, Subcommand, UsageError
+from fngd.optimizers.plugins import PluginError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -62,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand. Mistakes on the command line print one line and return 2; any
-    other error prints one line and returns 1, or is raised again under ``--debug``."""
+    """Run one subcommand. Mistakes on the command line and unusable plugins print one line
+    and return 2; any other error prints one line and returns 1, or is raised again under
+    ``--debug``."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -77,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv  # for `run --nproc K`, which starts the same command under torchrun
     try:
         return COMMANDS[args.command].handle(args)
-    except UsageError as exc:
+    except (UsageError, PluginError) as exc:
         if args.debug:
             raise
         say(str(exc))

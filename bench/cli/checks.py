@@ -41,23 +41,24 @@ def workload_names() -> list[str]:
 
 def check_workloads(given: Sequence[str]) -> None:
     """Every name a registered workload, a member of a family (``mlp-random-128``), or a
-    reference that imports (``pkg.mod:build``, ``path/to/file.py:build``)."""
+    reference (``pkg.mod:build``, ``path/to/file.py:build``), and its build function
+    imports: a broken plugin is one line here, not a failed cell later."""
     from bench.workloads import registry
-    from fngd.optimizers.plugins import PluginError, is_reference
+    from fngd.optimizers.plugins import PluginError
 
     check_names("workload", [w for w in given if not registry.is_registered(w)], workload_names())
     for name in given:
         try:
-            if is_reference(name):
-                registry.load(name)
-        except PluginError as exc:
+            registry.load(name)
+        except PluginError as exc:  # names the workload and where it came from
             raise UsageError(str(exc)) from None
 
 
 def check_optimizers(given: Sequence[str]) -> None:
     """Every name an optimizer label (``bench.labels``), a plugin's family, or a reference
-    that imports and keeps the contract (``pkg.mod:factory``, ``path/to/file.py:factory``)."""
-    from bench.labels import labels
+    (``pkg.mod:factory``, ``path/to/file.py:factory``), and its family imports and registers
+    an ``OptimizerSpec`` or a factory: a broken plugin is one line here."""
+    from bench.labels import labels, resolve_label
     from fngd.optimizers import registry
     from fngd.optimizers.plugins import PluginError, is_reference
 
@@ -65,9 +66,8 @@ def check_optimizers(given: Sequence[str]) -> None:
     check_names("optimizer", [o for o in given if not is_reference(o)], valid)
     for name in given:
         try:
-            if is_reference(name):
-                registry.get(name)
-        except PluginError as exc:
+            registry.get(resolve_label(name).family)
+        except PluginError as exc:  # names the optimizer and where it came from
             raise UsageError(str(exc)) from None
 
 

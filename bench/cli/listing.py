@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from bench.labels import VARIANTS
+    from bench.labels import VARIANTS, plugin_families
     from bench.workloads import registry as workloads
     from fngd.optimizers import registry as optimizers
     from fngd.optimizers.plugins import PluginError
@@ -22,6 +22,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         found = workloads.registrations()
         families = {n: optimizers.registration(n) for n in optimizers.names()}
+        plugins = plugin_families()  # one named like a label of the table is an error
     except PluginError as exc:
         raise UsageError(str(exc)) from None
     print("workloads:")
@@ -35,9 +36,8 @@ def handle(args: argparse.Namespace) -> int:
     print("optimizers:")
     for v in VARIANTS.values():
         print(f"  {v.label:<22} {v.note}  [{families[v.family].origin}]")
-    for name, entry in families.items():
-        if name in VARIANTS:
-            continue
+    for name in plugins:
+        entry = families[name]
         try:
             note = optimizers.get(name).spec.note
         except PluginError as exc:

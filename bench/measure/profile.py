@@ -47,6 +47,7 @@ from bench.cell import (
     record_base,
     run_steps,
 )
+from bench.cell.spec import file_safe
 from bench.cell.timing import NullTimer
 from bench.host.env import resolve_device
 from bench.measure import trace_summary
@@ -230,8 +231,9 @@ def profile_run(
     """Profile ``steps`` training steps of ``workload`` with optimiser label ``optimizer``.
 
     Writes the trace and ``profile.jsonl`` to ``out_dir/<workload>/<optimizer>`` (module
-    docstring) and returns what was written. ``max_steps_per_epoch`` (None: whole epochs)
-    cuts each epoch, ``overrides`` are hyperparameters on top of the workload's,
+    docstring; each name made file-safe, so that a reference such as ``/abs/tasks.py:build``
+    stays inside ``out_dir``) and returns what was written. ``max_steps_per_epoch`` (None:
+    whole epochs) cuts each epoch, ``overrides`` are hyperparameters on top of the workload's,
     ``workload_factory`` replaces ``bench.workloads.get``. Training that diverges
     (``FloatingPointError``) ends the run early; ``result.stopped`` says so.
     """
@@ -256,7 +258,7 @@ def profile_run(
         raise RuntimeError(f"{workload}: the train loader gives no batch")
     window = plan_window(opt, per_epoch, steps)
 
-    run_dir = Path(out_dir) / workload / optimizer
+    run_dir = Path(out_dir) / file_safe(workload) / file_safe(optimizer)
     run_dir.mkdir(parents=True, exist_ok=True)
     _clear_previous(run_dir)
 

@@ -60,7 +60,8 @@ def step_variant(name: str) -> StepVariant:
         resolve_label(name)
     except KeyError:
         raise ValueError(
-            f"unknown step variant {name!r}; valid step variants: {', '.join(STEP_VARIANTS)}, any "
+            f"unknown step variant {name!r}; valid step variants: {', '.join(STEP_VARIANTS)}, "
+            "or any "
             "optimizer label of `fngd-bench list`, or a reference (module:factory)"
         ) from None
     return StepVariant(name, name, None)

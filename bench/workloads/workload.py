@@ -167,7 +167,7 @@ def check_workload(workload: object) -> None:
         if not hasattr(workload, attr):
             raise TypeError(
                 f"the workload ({type(workload).__name__}) has no {attr!r}; "
-                "build one with bench.workloads.Workload or bench.workloads.from_datasets"
+                "build one with bench.workloads.Workload"
             )
         value = getattr(workload, attr)
         ok = {

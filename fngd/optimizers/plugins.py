@@ -84,7 +84,8 @@ def reference(name: str, group: str) -> Registration:
 
 def load_reference(text: str) -> object:
     """The object ``package.module:attr`` or ``path/to/file.py:attr`` names (``attr`` may be
-    dotted). A file is imported once per process, under a name made from its path."""
+    dotted). A file is imported once per process, under a name made from its path. A
+    failure says what is missing (its caller, ``Registration.load``, names the reference)."""
     where, _, attr = text.rpartition(":")
     if not where or not attr:
         raise PluginError(f"{text!r}: expected module:attr or path/to/file.py:attr")
@@ -94,7 +95,7 @@ def load_reference(text: str) -> object:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise PluginError(f"{text}: {where} has no attribute {attr!r}") from None
+            raise PluginError(f"{where} has no attribute {attr!r}") from None
     return obj
 
 
