@@ -471,3 +471,37 @@ def test_tune_an_optimizer_without_a_space_is_one_line(toy, tmp_path, capsys) ->
     assert "--optimizer toy-plain" in line and "no search space" in line
     assert "toy-plugin 1.2.3" in line
     assert not out.exists()
+
+
+def test_a_preconditioner_without_sample_ids_is_called_without_them(tmp_path) -> None:
+    """kfac-pytorch's pattern: ``step()`` takes no arguments; the runner's ids stay out."""
+    source = tmp_path / "argless.py"
+    source.write_text(
+        "import torch\n"
+        "CALLS = []\n"
+        "class Pre:\n"
+        "    def prepare(self):\n"
+        "        CALLS.append('prepare')\n"
+        "    def step(self):\n"
+        "        CALLS.append('step')\n"
+        "    def memory_usage(self):\n"
+        "        return {}\n"
+        "    def state_dict(self):\n"
+        "        return {}\n"
+        "    def load_state_dict(self, state):\n"
+        "        pass\n"
+        "def make(model, lr=0.1):\n"
+        "    return Pre(), torch.optim.SGD(model.parameters(), lr=lr)\n"
+    )
+    import torch
+
+    from fngd.optimizers import build
+    from fngd.optimizers.plugins import load_reference
+
+    model = torch.nn.Linear(3, 2)
+    opt = build(f"{source}:make", model)
+    ids = torch.arange(4)
+    opt.prepare(sample_ids=ids)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step(sample_ids=ids)
+    assert load_reference(f"{source}:CALLS") == ["prepare", "step"]

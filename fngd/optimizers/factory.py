@@ -3,6 +3,7 @@ and plugins' alike (``fngd.optimizers.registry``)."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -84,12 +85,23 @@ def _impl(family: Loaded) -> str:
     return origin.removesuffix(" (built in)")
 
 
+def _takes_ids(method: Any) -> bool:
+    """Whether ``method`` accepts ``sample_ids=`` (by name, or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: assume the surface
+        return True
+    return any(p.name == "sample_ids" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 class _Adapted:
     """A plugin's preconditioner with the optional parts of the surface filled in (no
-    phases of its own, no per-sample loss weights, ``mode`` None)."""
+    phases of its own, no per-sample loss weights, ``mode`` None); a ``prepare`` or
+    ``step`` without ``sample_ids`` (kfac-pytorch's ``step()``) is called without them."""
 
     def __init__(self, pre: Any) -> None:
         self._pre = pre
+        self._ids = {name: _takes_ids(getattr(pre, name)) for name in ("prepare", "step")}
 
     @property
     def mode(self) -> str | None:
@@ -100,7 +112,10 @@ class _Adapted:
         return tuple(getattr(self._pre, "phases", ()))
 
     def prepare(self, sample_ids: torch.Tensor | None = None) -> None:
-        self._pre.prepare(sample_ids=sample_ids)
+        if self._ids["prepare"]:
+            self._pre.prepare(sample_ids=sample_ids)
+        else:
+            self._pre.prepare()
 
     def reweight(self, sample_ids: torch.Tensor | None = None) -> bool:
         fn = getattr(self._pre, "reweight", None)
@@ -114,7 +129,10 @@ class _Adapted:
         return fn(sample_ids=sample_ids) if fn is not None else None
 
     def step(self, sample_ids: torch.Tensor | None = None) -> None:
-        self._pre.step(sample_ids=sample_ids)
+        if self._ids["step"]:
+            self._pre.step(sample_ids=sample_ids)
+        else:
+            self._pre.step()
 
     def memory_usage(self) -> dict[str, int]:
         return dict(self._pre.memory_usage())
