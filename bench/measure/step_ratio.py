@@ -109,16 +109,17 @@ def _iqr(times: list[float]) -> float:
 
 
 def format_result(result: dict[str, Any]) -> str:
+    width = max(20, *(len(v) for v in result["variants"]))  # a reference is a long name
     lines = [
         f"{result['workload']} ({result['size']}, batch {result['batch_size']}, "
         f"{result['data_source']} data) on {result['device_name']}, "
         f"{result['threads']} thread(s), torch {result['torch_version']}, "
         f"{result['rounds']} interleaved rounds",
-        f"{'variant':<20} {'median ms':>10} {'IQR ms':>8} {'/ ' + result['baseline']:>8}",
+        f"{'variant':<{width}} {'median ms':>10} {'IQR ms':>8} {'/ ' + result['baseline']:>8}",
     ]
     for v, r in result["variants"].items():
         lines.append(
-            f"{v:<20} {r['median_s'] * 1e3:>10.3f} {r['iqr_s'] * 1e3:>8.3f} "
+            f"{v:<{width}} {r['median_s'] * 1e3:>10.3f} {r['iqr_s'] * 1e3:>8.3f} "
             f"{r['ratio_to_baseline']:>8.3f}"
         )
     return "\n".join(lines)
