@@ -163,10 +163,8 @@ def _folders(sources: Iterable[object]) -> list[str]:
     """The folders of the files that rows came from (``file:line`` or ``file``)."""
     found: dict[str, None] = {}
     for text in map(str, sources):
-        path = Path(text)
-        if not path.suffix and ":" in text:
-            path = Path(text.rpartition(":")[0])
-        found[str(path.parent)] = None
+        file, _, line = text.rpartition(":")
+        found[str(Path(file if file and line.isdigit() else text).parent)] = None
     return list(found)
 
 

@@ -132,3 +132,10 @@ def test_importing_bench_stays_light():
     code = "import sys, bench; print('torch' in sys.modules, 'pandas' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+def test_a_frames_folders_are_those_of_its_files():
+    from bench.api import _folders
+
+    sources = ["res/a/x.parquet", "res/a/y.jsonl:12", "res/b/z.jsonl:3", "c:/w/q.parquet"]
+    assert _folders(sources) == ["res/a", "res/b", "c:/w"]
