@@ -312,12 +312,29 @@ def build_report(results_dirs: Iterable[Path | str] | Path | str, out_html: Path
     if isinstance(results_dirs, (str, Path)):
         results_dirs = [results_dirs]
     inputs = [str(d) for d in results_dirs]
+    records, unusable = load_records(inputs)
+    ctx = Context(prepare(records), unusable, inputs)
+    del records  # the frame as read is not kept beside the prepared one
+    return _write_report(ctx, out_html)
+
+
+def build_frame_report(
+    records: pd.DataFrame,
+    out_html: Path | str,
+    *,
+    problems: Iterable[str] = (),
+    inputs: Iterable[str] = (),
+) -> Path:
+    """The report of ``records``, a frame as :func:`reports.load_records` returns it (or rows
+    of one), at ``out_html``, as :func:`build_report` writes it; ``problems``: what reading
+    them met, listed under "Input problems"; ``inputs``: where they came from, named in the
+    summary. ``records`` is left as it was. Returns the HTML path."""
+    return _write_report(Context(prepare(records), list(problems), list(inputs)), out_html)
+
+
+def _write_report(ctx: Context, out_html: Path | str) -> Path:
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
-    records, unusable = load_records(inputs)
-    records = prepare(records)  # the frame as read is not kept beside it
-    ctx = Context(records, unusable, inputs)
-    del records
     secs = build_sections(ctx)
     csv_names: dict[int, str] = {}
     for sec in secs:
@@ -325,6 +342,6 @@ def build_report(results_dirs: Iterable[Path | str] | Path | str, out_html: Path
             name = f"{out.stem}_{block.name}.csv"
             block.frame.to_csv(out.parent / name, index=False)
             csv_names[id(block)] = name
-    summary = _summary(ctx.records, inputs, len(unusable) + len(ctx.errors))
+    summary = _summary(ctx.records, ctx.inputs, len(ctx.problems) + len(ctx.errors))
     _write_text(out, render(secs, summary, csv_names))
     return out

@@ -26,8 +26,10 @@ __all__ = [
 ]
 
 
-class UsageError(Exception):
-    """A mistake on the command line: one line on stderr, no traceback, exit code 2."""
+class UsageError(ValueError):
+    """A mistake on the command line: one line on stderr, no traceback, exit code 2. A
+    ``ValueError``, so that the checks of ``bench.cli.checks`` serve the Python API
+    (``bench.api``) too."""
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):

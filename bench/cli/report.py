@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 
+from bench.campaign.launch import report_path, write_report
 from bench.cli.checks import check_out_file, has_records, say
-from bench.cli.command import Subcommand, UsageError, library_function
+from bench.cli.command import Subcommand, UsageError
 
 DESCRIPTION = """\
 Build one HTML report (tables and figures) from the records (*.parquet, *.jsonl) of
 RESULTS_DIR(s).
 """
 
-BUILD = "reports:build_report"
+BUILD = "bench.campaign.launch:write_report"
 
 
 def add_arguments(report: argparse.ArgumentParser) -> None:
@@ -27,11 +27,6 @@ def add_arguments(report: argparse.ArgumentParser) -> None:
         help="output HTML file (default: RESULTS_DIR/report/index.html of the first one with "
         "records)",
     )
-
-
-def write_report(results: Sequence[Path], out: Path) -> Path:
-    """The report of ``results`` at ``out``; returns the page's path."""
-    return Path(library_function(BUILD)([Path(r) for r in results], out))
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -47,7 +42,7 @@ def handle(args: argparse.Namespace) -> int:
     if empty:
         say(f"no records (*.parquet, *.jsonl) in {', '.join(empty)}; reporting the others")
     first = next(p for p in args.results if str(p) not in empty)
-    out = args.out or first / "report" / "index.html"
+    out = args.out or report_path(first)
     check_out_file(out, "-o/--out")
     print(f"report: {write_report(args.results, out)}")
     return 0

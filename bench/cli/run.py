@@ -29,7 +29,6 @@ from bench.cli.checks import (
 )
 from bench.cli.command import Subcommand, UsageError, library_function, options_for
 from bench.host import distributed
-from bench.host.env import cpu_threads
 from bench.host.progress import Progress, as_progress
 from bench.labels import VARIANTS
 
@@ -60,7 +59,7 @@ Presets:
 """
 
 CELLS = "bench.campaign.presets:Preset.cells"
-SWEEP = "bench.campaign.sweep:run_sweep"
+SWEEP = "bench.campaign.launch:run_cells"
 
 
 def presets_help() -> str:
@@ -187,8 +186,8 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, world: distributed.World) -> int:
+    from bench.campaign.launch import report_path, write_report
     from bench.campaign.sweep import resume_conflicts
-    from bench.cli.report import write_report
 
     preset = PRESETS[args.preset]
     check_optimizers(preset.optimizers_for(args.optimizers))
@@ -216,10 +215,9 @@ def _run(args: argparse.Namespace, world: distributed.World) -> int:
     sweep = library_function(SWEEP)
     start = time.perf_counter()
     try:
-        with cpu_threads(args.threads, args.device):
-            result = sweep(
-                cells, **options_for(sweep, args, out=out, progress=progress, overhead=overhead)
-            )
+        result = sweep(
+            cells, **options_for(sweep, args, out=out, progress=progress, overhead=overhead)
+        )
     except KeyboardInterrupt:
         say(f"interrupted; records so far are in {out}. Rerun with --resume to continue.")
         return EXIT_INTERRUPTED
@@ -242,7 +240,7 @@ def _run(args: argparse.Namespace, world: distributed.World) -> int:
     if not args.no_report:
         progress.stage(f"writing the report from {out}")
         try:
-            html = write_report([out], out / "report" / "index.html")
+            html = write_report([out], report_path(out))
         except Exception as exc:  # noqa: BLE001 - the records are safe; say what failed
             say(f"report failed: {type(exc).__name__}: {exc}")
             return 1
@@ -287,7 +285,6 @@ COMMAND = Subcommand(
     handle=handle,
     library=(CELLS, SWEEP),
     own=frozenset(
-        {"preset", "out", "hparams_from", "no_report", "no_overhead", "no_progress", "threads",
-         "nproc"}
+        {"preset", "out", "hparams_from", "no_report", "no_overhead", "no_progress", "nproc"}
     ),
 )
