@@ -114,11 +114,35 @@ def test_run_through_entry_points_and_report(site: Path, tmp_path: Path) -> None
     assert lion["hparams"]["lr"] == pytest.approx(1e-4)  # the plugin's own default
     # FNGD leaves the residual blocks' LayerNorms plain, and the records say how much
     assert 0.9 < last["diabetes-resmlp__fngd__s0"]["hparams"]["preconditioned"] < 1.0
-    html = tmp_path / "report.html"
-    done = fngd_bench(site, "report", str(out), "--out", str(html), cwd=tmp_path)
+    report = out / "report" / "index.html"  # `run` wrote it; `report` writes it again
+    done = fngd_bench(site, "report", str(out), "--out", str(report), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    text = html.read_text()
+    text = report.read_text()
     assert "diabetes-resmlp" in text and "lion" in text
+
+    # the notebook-style script reads the same records through the Python API
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE / "notebook.py"), str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(",") for line in done.stdout.splitlines()[1:] if "," in line]
+    printed = {(o, int(seed)): [float(v) for v in values] for o, seed, *values in rows}
+    recorded = {
+        (r["optimizer"], r["seed"]): [r["evals"][(e, "mse")] for e in (0, 1)] for r in last.values()
+    }
+    assert printed == recorded  # the same numbers, to the last digit
+    notebook = out / "notebook" / "index.html"
+    assert notebook.is_file()
+    tables = sorted(p.name for p in report.parent.glob("*.csv"))
+    assert tables and tables == sorted(p.name for p in notebook.parent.glob("*.csv"))
+    for name in tables:  # the same report: every table the same, byte for byte
+        assert (notebook.parent / name).read_bytes() == (report.parent / name).read_bytes()
 
 
 def test_references_run_without_entry_points(site: Path, tmp_path: Path) -> None:
