@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,3 +154,22 @@ def documented_blocks() -> list[Block]:
     for pattern in DOCUMENTS:
         paths += sorted(REPO.glob(pattern))
     return [block for path in paths for block in blocks_of(path)]
+
+
+def install_into(source: str | Path, target: str | Path) -> list[str]:
+    """The pip command that installs the project at ``source`` (a plugin) into the folder
+    ``target`` alone, as a site directory of its own: nothing fetched, nothing else of the
+    environment changed."""
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--target",
+        str(target),
+        str(source),
+    ]

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli.command import UsageError
-from tests.documented import REPO, Block, Command, documented_blocks
+from tests.documented import REPO, Block, Command, documented_blocks, install_into
 
 #: Appended to each subcommand's documented options: one short epoch, one seed, few steps.
 OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -244,20 +244,7 @@ def plan(command: Command) -> list[Step] | str:
     if words[:3] == ["pip", "install", "-e"] and words[3].startswith("examples/"):
         # a plugin: installed into the scratch checkout's PLUGINS folder (on every step's
         # PYTHONPATH), not into the environment running this test
-        argv = [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            PLUGINS,
-            words[3],
-        ]
-        return [Step(command, argv, env)]
+        return [Step(command, install_into(words[3], PLUGINS), env)]
     if program == "pytest" and "--benchmark-only" in words:
         argv = [_bin("pytest"), *words[1:], *BENCHMARK_OVERRIDES]
         return [Step(command, argv, env, _check_pytest(words))]

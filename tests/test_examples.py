@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.records import read_dir
-from tests.documented import REPO
+from tests.documented import REPO, install_into
 
 EXAMPLE = REPO / "examples" / "fngd-bench-examples"
 DIST = "fngd-bench-examples 0.1.0"
@@ -29,19 +29,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example installed, not editable, into a folder of its own."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(target),
-            str(EXAMPLE),
-        ],
+        install_into(EXAMPLE, target),
         check=True,
         capture_output=True,
         text=True,
