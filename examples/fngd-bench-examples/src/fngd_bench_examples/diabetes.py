@@ -3,7 +3,9 @@
 Real data that ships with scikit-learn (442 patients, 10 features, a disease-progression
 score one year on), so it runs anywhere. Features and target are standardised with the
 training split's statistics, so the MSE is in units of the target's variance (a model that
-always predicts the mean scores about 1.0; a linear model about 0.5).
+always predicts the mean scores about 1.0; a linear model about 0.5). The hyperparameters
+are hand-set from a short sweep on seed 0 (SGD lr 0.01 and 0.03; FNGD damping 0.1 and 1.0:
+0.1 diverged to MSE above 1), not tuned: ``fngd-bench tune`` does that on equal budgets.
 """
 
 from __future__ import annotations
@@ -72,15 +74,17 @@ def build(*, device, seed, batch_size, data_root, size) -> Workload:  # noqa: AN
         test=s["test"],
         loss="mse",
         metric="mse",
-        target=0.6,  # test MSE in target variances: below what the mean predictor scores
+        # test MSE in target variances (the mean predictor: about 1.0); SGD passes it in
+        # its first epochs and then overfits these 282 samples
+        target=0.7,
         batch_size=batch_size or 32,
-        epochs=20,
+        epochs=10,
         device=device,
         seed=seed,
         hparams={
             "sgd": {"lr": 0.01},
-            "fngd": {"lr": 0.01, "damping": 0.1},
-            "ngd": {"lr": 0.01, "damping": 0.1},
+            "fngd": {"lr": 0.03, "damping": 1.0},
+            "ngd": {"lr": 0.03, "damping": 1.0},
             "kfac": {"lr": 0.01},
         },
         data_source="real",

@@ -4,6 +4,8 @@ Layers the suite's own workloads do not use: GroupNorm, residual convolution blo
 average pooling. Real data that ships with scikit-learn (1797 images, 10 classes). FNGD
 preconditions the convolutions and the linear head; GroupNorm's scale and shift take the
 plain gradient, and FNGD says so (``coverage()``; the report's label shows the share).
+The hyperparameters are hand-set from a short sweep on seed 0 (SGD lr 0.05-0.2; FNGD
+damping 0.1, which stalled near chance accuracy, and 1.0), not tuned.
 """
 
 from __future__ import annotations
@@ -69,13 +71,13 @@ def build(*, device, seed, batch_size, data_root, size) -> Workload:  # noqa: AN
         metric="accuracy",
         target=0.9,
         batch_size=batch_size or 64,
-        epochs=10,
+        epochs=20,
         device=device,
         seed=seed,
         hparams={
             "sgd": {"lr": 0.05},
-            "fngd": {"lr": 0.05, "damping": 0.1},
-            "ngd": {"lr": 0.05, "damping": 0.1},
+            "fngd": {"lr": 0.05, "damping": 1.0},
+            "ngd": {"lr": 0.05, "damping": 1.0},
         },
         data_source="real",
         data_note=f"scikit-learn load_digits as 1x8x8 images, {len(y_train)} train / "
