@@ -128,6 +128,17 @@ def test_time_to_target_speedup_is_baseline_over_fngd(tmp_path: Path) -> None:
     assert row["time_to_target"] == pytest.approx(3.0, rel=1e-12)
 
 
+def test_a_plugins_family_is_a_baseline_after_the_suites_own(tmp_path: Path) -> None:
+    """FNGD is compared with every other family in the records: the suite's own first, then
+    a plugin's (``lion``, reached 0.9 after 4 s: 4 / 2 = 2) by name."""
+    recs = _target_race()
+    recs += _epochs("lion", "lion-0", (1.0, 1.0), impl="my-plugin 1.0")
+    recs.append(_target("lion", "lion-0", 0.9, 4.0, impl="my-plugin 1.0"))
+    rows = _speedup(_frame(tmp_path, recs)).to_dict("records")
+    assert [r["baseline_optimizer"] for r in rows] == ["sgd", "lion"]
+    assert rows[1]["time_to_target"] == pytest.approx(2.0, rel=1e-12)
+
+
 def test_time_to_target_speedup_reaches_the_report(tmp_path: Path) -> None:
     """The CSV and the HTML speedup table carry the same 3.00× (not 0.33×)."""
     (tmp_path / "in").mkdir()
