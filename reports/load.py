@@ -400,10 +400,11 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     for col in _TEXT_KEYS:
         df[col] = _shared(df[col], _text, na="unknown")
     df["workload"] = _shared(df["workload"], _text)
-    df["optimizer"] = _shared(df["optimizer"], lambda v: str(v).lower())
+    # labels as written: a reference's case is part of it (`torch.optim:NAdam`)
+    df["optimizer"] = _shared(df["optimizer"], _text)
     family = _shared(df["family"], lambda v: v if v != "" else None)
     family = family.where(family.notna(), _shared(df["optimizer"], family_of))
-    df["family"] = _shared(family, lambda v: str(v).lower(), na="none")
+    df["family"] = _shared(family, _text, na="none")
     df["size"] = _shared(df["size"], _text, na="")
     df["warmup"] = _shared(df["warmup"], _flag, na=False).astype(bool)
     df["batch_size"] = df["batch_size"].fillna(0).astype("int64")

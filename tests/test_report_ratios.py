@@ -584,3 +584,11 @@ def test_speedup_section_tables(tmp_path: Path, with_targets: bool) -> None:
     if with_targets:
         assert sec.tables[2].frame is ctx.targets
         assert sec.tables[2].columns == TIME_TO_TARGET.shown
+
+
+def test_labels_keep_their_case(tmp_path: Path) -> None:
+    """Two references that differ in case are two optimisers, each read as written."""
+    recs = _epochs("my.py:make", "a", (1.0,)) + _epochs("my.py:MAKE", "b", (1.0,))
+    df = _frame(tmp_path, recs)
+    assert sorted(set(df["optimizer"])) == ["my.py:MAKE", "my.py:make"]
+    assert sorted(set(df["family"])) == ["my.py:MAKE", "my.py:make"]

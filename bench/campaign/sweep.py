@@ -56,6 +56,7 @@ from typing import Any
 import torch
 
 from bench.cell import CellSpec, WorkloadFactory, run_cell
+from bench.cell.spec import file_safe
 from bench.host import distributed
 from bench.host.env import resolve_device
 from bench.host.progress import Progress, as_progress
@@ -306,7 +307,7 @@ def run_overhead(
     """Measure the runner's overhead on (workload, label); writes an ``overhead`` record."""
     from bench.measure.overhead import measure_cell_overhead
 
-    path = out / f"overhead__{workload}__{label}__{device.type}.jsonl"
+    path = out / f"overhead__{file_safe(workload)}__{file_safe(label)}__{device.type}.jsonl"
     if resume and _has_overhead(path):
         return None
     if progress is not None:

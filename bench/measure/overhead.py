@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from bench.cell import Cell, CellSpec, WorkloadFactory, build_cell, record_base, run_steps
+from bench.cell.spec import file_safe
 from bench.cell.timing import NullTimer, StepTimer
 from bench.host.env import resolve_device, synchronize
 from bench.records import RecordWriter
@@ -194,7 +195,7 @@ def measure_cell_overhead(
 ) -> dict[str, Any]:
     """Build ``spec``'s workload and optimiser, measure, write and return the record."""
     dev = resolve_device(device)
-    run_id = f"overhead__{spec.workload}__{spec.optimizer}__{dev.type}"
+    run_id = f"overhead__{file_safe(spec.workload)}__{file_safe(spec.optimizer)}__{dev.type}"
     writer.update_base(**record_base(spec, dev, run_id=run_id))
     cell = build_cell(spec, dev, data_root=data_root, workload_factory=workload_factory)
     writer.update_base(**record_base(spec, dev, cell, run_id=run_id))
