@@ -89,6 +89,12 @@ def compare(
         size=size,
     )
     cells = preset.cells()
+    from bench.cli import checks
+
+    try:  # what plugins and references bring, built once before any cell runs
+        checks.check_cells(cells, data_root=data_root)
+    except checks.UsageError as exc:
+        raise ValueError(str(exc)) from None
     if resume:
         conflicts = resume_conflicts(cells, out)
         if conflicts:

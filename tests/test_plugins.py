@@ -505,3 +505,51 @@ def test_a_preconditioner_without_sample_ids_is_called_without_them(tmp_path) ->
     model(torch.randn(4, 3)).sum().backward()
     opt.step(sample_ids=ids)
     assert load_reference(f"{source}:CALLS") == ["prepare", "step"]
+
+
+PREFLIGHT = '''
+import torch
+from bench.workloads import from_datasets
+
+
+def _parts(**kw):
+    x = torch.randn(40, 3)
+    return dict(model=lambda: torch.nn.Linear(3, 1), train=(x, x.sum(1)), test=(x, x.sum(1)),
+                metric="mse", target=0.1, batch_size=8, epochs=1, **kw)
+
+
+def typo(*, device, seed, batch_size, data_root, size):
+    return from_datasets("t", loss="mes", device=device, seed=seed, **_parts())
+
+
+def stray(*, device, seed, batch_size, data_root, size):
+    return from_datasets("t", loss="mse", device=device, seed=seed,
+                         **_parts(hparams={"sgdd": {"lr": 5.0}}))
+
+
+def bad(model, lr=0.1):
+    return {"lr": lr}
+'''
+
+
+@pytest.mark.parametrize(
+    ("workload", "optimizer", "says"),
+    [
+        ("typo", "sgd", "its build failed: from_datasets: loss must be one of"),
+        ("stray", "sgd", "its hparams name no optimizer label: 'sgdd'"),
+        (None, "bad", "its factory returned dict"),
+    ],
+)
+def test_a_plugin_mistake_stops_the_run_before_any_cell(
+    workload, optimizer, says, tmp_path, capsys
+) -> None:
+    """Built once before the sweep: one line, exit 2, nothing written (not a failed cell)."""
+    source = tmp_path / "pre.py"
+    source.write_text(PREFLIGHT)
+    w = f"{source}:{workload}" if workload else "mlp-digits"
+    o = f"{source}:{optimizer}" if optimizer != "sgd" else "sgd"
+    out = tmp_path / "out"
+    assert cli.main(["run", "--workload", w, "--optimizer", o, "--out", str(out), *QUICK]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fngd-bench: ") and says in err[0], err
+    assert not out.exists()

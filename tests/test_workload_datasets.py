@@ -166,6 +166,16 @@ def test_fngd_inverts_then_reuses_on_it() -> None:
         ({"train": 42}, TypeError, "from_datasets train: expected a torch.utils.data.Dataset"),
         ({"test": (torch.zeros(3, 4), torch.zeros(2))}, ValueError, "3 inputs and 2 targets"),
         ({"size": "huge"}, ValueError, "huge"),
+        (
+            {"loss": lambda out, t: ((out.squeeze(1) - t) ** 2).mean()},
+            ValueError,
+            r"the loss must give one value per sample, shape \(2,\) for 2 samples, got \(\)",
+        ),
+        (
+            {"metric": Metric("r", lambda out, t: (out.squeeze(1) - t).abs().mean(), False)},
+            ValueError,
+            "the metric 'r' must give one value per sample",
+        ),
     ],
 )
 def test_a_mistake_is_one_error_naming_the_argument(overrides, error, match) -> None:

@@ -7,11 +7,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.cli.command import UsageError
 from bench.records import RECORD_SUFFIXES, record_files
 
 __all__ = [
+    "check_cells",
     "check_device",
     "check_names",
     "check_optimizers",
@@ -69,6 +71,49 @@ def check_optimizers(given: Sequence[str]) -> None:
             registry.get(resolve_label(name).family)
         except PluginError as exc:  # names the optimizer and where it came from
             raise UsageError(str(exc)) from None
+
+
+def check_cells(cells: Sequence[Any], data_root: Any = None) -> None:
+    """Build what plugins and references bring, once, before any cell runs: each such
+    workload (on the CPU, seed 0: its contract, and that the keys of its ``hparams`` are
+    optimizer labels) and each such optimizer on a workload's model with the hyperparameters
+    its cell would get. A mistake is one ``UsageError`` naming the plugin, not a failed cell
+    in the middle of a sweep."""
+    from bench.cell.build import cell_hparams
+    from bench.cell.schedules import split_schedule
+    from bench.labels import labels, resolve_label
+    from bench.workloads import registry as workloads
+    from fngd.optimizers import build, registry
+    from fngd.optimizers.plugins import PluginError, is_reference
+
+    valid = set(labels())
+    built: dict[tuple[str, str], Any] = {}
+    tried: set[tuple[str, str, str]] = set()
+    for spec in cells:
+        family = resolve_label(spec.optimizer).family
+        outside_w = not workloads.registration(spec.workload).builtin
+        outside_o = not registry.registration(family).builtin
+        if not (outside_w or outside_o):
+            continue
+        key = (spec.workload, spec.size)
+        try:
+            if key not in built:
+                built[key] = workloads.get(spec.workload, seed=0, size=spec.size,
+                                           data_root=data_root)
+                unknown = [k for k in built[key].hparams if k not in valid and not is_reference(k)]
+                if unknown:
+                    raise PluginError(
+                        f"workload {spec.workload!r}: its hparams name no optimizer label: "
+                        f"{', '.join(map(repr, unknown))} (labels: `fngd-bench list`)"
+                    )
+            if outside_o and (spec.workload, spec.size, spec.optimizer) not in tried:
+                tried.add((spec.workload, spec.size, spec.optimizer))
+                _, hp = split_schedule(cell_hparams(spec, built[key]))
+                build(family, built[key].model, **hp)
+        except PluginError as exc:
+            raise UsageError(str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"optimizer {spec.optimizer!r} on {spec.workload!r}: {exc}") from None
 
 
 def check_names(kind: str, given: Sequence[str], valid: Sequence[str]) -> None:

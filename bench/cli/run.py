@@ -21,6 +21,7 @@ from bench.cli.arguments import (
     positive_int,
 )
 from bench.cli.checks import (
+    check_cells,
     check_device,
     check_optimizers,
     check_out_dir,
@@ -198,6 +199,7 @@ def _run(args: argparse.Namespace, world: distributed.World) -> int:
     cells = preset.cells(**options_for(library_function(CELLS), args))
     if args.hparams_from:
         _apply_hparams_from(args.hparams_from, cells, study_epochs=args.epochs is None)
+    check_cells(cells, data_root=args.data_root)
     if world.distributed:
         cells = [dataclasses.replace(c, world_size=world.size) for c in cells]
     if args.resume:

@@ -13,6 +13,7 @@ from bench.cli.arguments import (
     positive_int,
 )
 from bench.cli.checks import (
+    check_cells,
     check_device,
     check_optimizers,
     check_out_dir,
@@ -108,6 +109,7 @@ def add_arguments(tune: argparse.ArgumentParser) -> None:
 def handle(args: argparse.Namespace) -> int:
     from bench.campaign.search_spaces import space_for
     from bench.campaign.tune import BEST_FILE, print_best, tune
+    from bench.cell import CellSpec
     from bench.host.progress import Progress
     from bench.labels import resolve_label
 
@@ -118,6 +120,10 @@ def handle(args: argparse.Namespace) -> int:
             space_for(resolve_label(label).family)
         except ValueError as exc:
             raise UsageError(f"--optimizer {label}: {exc}") from None
+    check_cells(
+        [CellSpec(w, o, size=args.size) for w in args.workloads for o in args.optimizers],
+        data_root=args.data_root,
+    )
     check_device(args.device)
     check_out_dir(args.out)
     if args.storage is not None and "://" not in args.storage:

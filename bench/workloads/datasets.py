@@ -192,6 +192,7 @@ def from_datasets(
     call = forward or (lambda m, x: m(x))
     ev = {k: _evaluate(s, call, per_sample, chosen, eval_batch_size) for k, s in splits.items()}
     x_train, y_train = splits["train"]
+    _check_per_sample(net, call, (x_train[:2], y_train[:2]), per_sample, chosen)
     return Workload(
         name=name,
         model=net,
@@ -218,6 +219,28 @@ def from_datasets(
         num_eval=len(splits["test"][1]),
         num_val=len(splits["val"][1]) if "val" in splits else 0,
     )
+
+
+def _check_per_sample(
+    model: nn.Module,
+    forward: Callable[[nn.Module, Any], torch.Tensor],
+    batch: Split,
+    loss: PerSample,
+    metric: Metric,
+) -> None:
+    """The loss and the metric give one value per sample (N,): a batch mean would make
+    every evaluation and FNGD's reweighted step silently wrong."""
+    x, y = batch
+    with eval_mode(model), torch.no_grad():
+        out = forward(model, x)
+        for what, fn in (("loss", loss), (f"metric {metric.name!r}", metric.per_sample)):
+            got = fn(out, y)
+            if not isinstance(got, torch.Tensor) or got.shape != (len(y),):
+                shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+                raise ValueError(
+                    f"from_datasets: the {what} must give one value per sample, shape "
+                    f"({len(y)},) for {len(y)} samples, got {shape}"
+                )
 
 
 def _loss(loss: str | PerSample) -> PerSample:

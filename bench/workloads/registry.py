@@ -135,7 +135,7 @@ def get(
     build = load(name)
     params = inspect.signature(build).parameters
     extra = {"name": name} if "name" in params else {}
-    workload = build(
+    kwargs = dict(
         device=torch.device(device),
         seed=int(seed),
         batch_size=batch_size,
@@ -143,6 +143,13 @@ def get(
         size=size,
         **extra,
     )
+    if entry.builtin:
+        workload = build(**kwargs)
+    else:
+        try:
+            workload = build(**kwargs)
+        except (TypeError, ValueError) as exc:  # a mistake in the plugin: name it
+            raise PluginError(f"{entry.what()}: its build failed: {exc}") from exc
     if not entry.builtin:
         try:
             check_workload(workload)
