@@ -553,3 +553,12 @@ def test_a_plugin_mistake_stops_the_run_before_any_cell(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fngd-bench: ") and says in err[0], err
     assert not out.exists()
+
+
+def test_a_file_reference_imports_the_modules_beside_it(tmp_path) -> None:
+    from fngd.optimizers.plugins import load_reference
+
+    (tmp_path / "helper_beside.py").write_text("VALUE = 41\n")
+    main = tmp_path / "main_file.py"
+    main.write_text("import helper_beside\nVALUE = helper_beside.VALUE + 1\n")
+    assert load_reference(f"{tmp_path / 'main_file.py'}:VALUE") == 42

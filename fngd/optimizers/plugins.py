@@ -124,6 +124,9 @@ def _import_file(where: str) -> object:
         raise PluginError(f"cannot import {where}: not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look their module up there
+    folder = str(path.parent)
+    if folder not in sys.path:  # its own imports find the modules beside it, as
+        sys.path.append(folder)  # `python file.py` would (after everything else)
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
