@@ -73,16 +73,10 @@ def _wrap(family: Loaded, made: Any, hp: dict[str, Any]) -> BenchOptimizer:
     return BenchOptimizer(
         family.name,
         made,
-        impl=_impl(family),
+        impl=family.registration.origin,  # its distribution and version, or "reference"
         hparams=record,
         preconditioner=_Adapted(pre) if pre is not None else None,
     )
-
-
-def _impl(family: Loaded) -> str:
-    """The records' ``impl`` of a plugin: where it came from (a reference: ``reference``)."""
-    origin = family.registration.origin
-    return origin.removesuffix(" (built in)")
 
 
 def _takes_ids(method: Any) -> bool:

@@ -50,10 +50,7 @@ class Registration:
     value: str
     origin: str  # "fngd-bench 0.1.0 (built in)", "my-plugin 1.2", "reference"
     group: str = ""
-
-    @property
-    def builtin(self) -> bool:
-        return self.origin.endswith("(built in)")
+    builtin: bool = False  # registered by the suite itself
 
     def load(self) -> object:
         """The object ``value`` names; any failure is a :class:`PluginError` naming it."""
@@ -145,8 +142,9 @@ def discover(group: str) -> dict[str, Registration]:
         dist = ep.dist
         name = dist.metadata["Name"] if dist is not None else "an unknown distribution"
         version = f" {dist.version}" if dist is not None else ""
-        origin = f"{name}{version}" + (" (built in)" if _canonical(name) == HOME else "")
-        entry = Registration(name=ep.name, value=ep.value, origin=origin, group=group)
+        home = _canonical(name) == HOME
+        origin = f"{name}{version}" + (" (built in)" if home else "")
+        entry = Registration(ep.name, ep.value, origin, group, builtin=home)
         held = found.get(ep.name)
         if held is not None and held.origin != origin:
             raise PluginError(
