@@ -16,6 +16,11 @@ variant of one with fixed overrides:
 |             |        | plain backward of the reweighted per-sample loss        |
 | `fngd-net-iter` | fngd | `share="iteration"`, `scope="network"`               |
 
+The rivals (``fngd.optimizers.rivals``) are labels of their own: ``muon``, ``soap``,
+``psgd-kron``, and ``sf-adamw`` with ``schedule="constant"`` (Schedule-Free needs no
+schedule: whatever the workload gives the others, it runs a constant rate after its
+warm-up).
+
 Each of the six ``ngd``/``fngd`` labels above (``NGD_LABELS``) also comes with each damping
 strategy as a suffix, adding to its overrides:
 
@@ -48,6 +53,7 @@ __all__ = [
     "DAMPING_SCHEDULE",
     "NGD_LABELS",
     "RELATIVE_DAMPING",
+    "RIVALS",
     "VARIANTS",
     "Damping",
     "Variant",
@@ -169,8 +175,14 @@ VARIANTS: dict[str, Variant] = {
         Variant("kfac", "kfac", {"inv_update_steps": 10}, "KFAC, inverse every 10 steps"),
         Variant("kfac-inv1", "kfac", {"inv_update_steps": 1}, "KFAC, inverse every step"),
         *_ngd_variants(),
+        Variant("muon", "muon", {}, "Muon on weight matrices, AdamW on the rest"),
+        Variant("soap", "soap", {}, "SOAP, eigenbasis every 10 steps"),
+        Variant("psgd-kron", "psgd-kron", {}, "PSGD-Kron"),
+        Variant("sf-adamw", "sf-adamw", {"schedule": "constant"}, "Schedule-Free AdamW"),
     )
 }
+#: The rivals' labels, in table order.
+RIVALS = ("muon", "soap", "psgd-kron", "sf-adamw")
 #: The scope x sharing x damping labels, in table order (the ablation preset runs them all).
 NGD_LABELS = tuple(v.label for v in _ngd_variants())
 

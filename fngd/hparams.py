@@ -121,6 +121,14 @@ RULES: dict[str, Rule] = {
     "check_finite": Rule("bool"),
     "distributed": Rule("choice", choices=DISTRIBUTED),
     "native": Rule("choice", choices=NATIVE_CHOICES),
+    # the rivals' (fngd.optimizers.rivals)
+    "ns_steps": _COUNT,
+    "precondition_frequency": _COUNT,
+    "max_precondition_dim": _COUNT,
+    "pre_conditioner_update_probability": Rule("real", 0, 1, low_open=True, optional=True),
+    "max_size_triangular": _COUNT,
+    "r": Rule("real", 0),
+    "weight_lr_power": Rule("real", 0),
 }
 
 

@@ -22,15 +22,30 @@ from bench.labels import VARIANTS
 FAMILIES = tuple(dict.fromkeys(v.family for v in VARIANTS.values()))
 FNGD = "fngd"
 #: How family names are written in prose.
-DISPLAY = {"sgd": "SGD", "adamw": "AdamW", "kfac": "KFAC", "ngd": "NGD", "fngd": "FNGD"}
+DISPLAY = {
+    "sgd": "SGD",
+    "adamw": "AdamW",
+    "kfac": "KFAC",
+    "ngd": "NGD",
+    "fngd": "FNGD",
+    "muon": "Muon",
+    "soap": "SOAP",
+    "psgd-kron": "PSGD-Kron",
+    "sf-adamw": "Schedule-Free AdamW",
+}
 #: Each family's hue (seaborn's "colorblind" palette; NGD crimson, apart from KFAC's orange):
 #: hues far apart so that a family's labels, drawn in shades of it, never meet another's.
+#: The rivals take the hues between them: violet, indigo, olive, cyan.
 FAMILY_COLORS = {
     "sgd": "#0173b2",
     "adamw": "#cc78bc",
     "kfac": "#de8f05",
     "ngd": "#c0392b",
     "fngd": "#029e73",
+    "muon": "#8e44ad",
+    "soap": "#3f3fbf",
+    "psgd-kron": "#9a8f00",
+    "sf-adamw": "#17becf",
 }
 #: Families outside the suite (a plugin's, a reference, old records) take these, in order of
 #: first appearance; past the last, hues a golden-ratio turn apart (``spare_colors``), so two

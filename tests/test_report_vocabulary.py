@@ -15,14 +15,14 @@ import re
 import pytest
 
 from bench import records
-from bench.labels import NGD_LABELS, VARIANTS
+from bench.labels import NGD_LABELS, RIVALS, VARIANTS
 from fngd import phases
 from fngd.optimizers import DEFAULTS
 from reports import load, vocabulary
 
 
 def test_every_family_has_an_order_a_display_name_and_a_colour():
-    assert set(vocabulary.FAMILIES) == set(DEFAULTS)
+    assert set(vocabulary.FAMILIES) == set(DEFAULTS) | set(RIVALS)
     assert len(set(vocabulary.FAMILIES)) == len(vocabulary.FAMILIES)
     assert set(vocabulary.DISPLAY) == set(vocabulary.FAMILIES)
     assert set(vocabulary.FAMILY_COLORS) == set(vocabulary.FAMILIES)

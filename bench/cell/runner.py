@@ -146,6 +146,7 @@ class _Training:
         cell, dev = self.cell, self.cell.device
         self.shown.start_epoch(epoch)
         cell.workload.model.train()
+        cell.opt.train()  # Schedule-Free: gradients at its training point
         loss_sum = torch.zeros((), device=dev)
         synchronize(dev)
         t0 = time.perf_counter()
@@ -199,11 +200,12 @@ class _Training:
 
     def _eval(self, epoch: int) -> dict[str, float]:
         """Evaluate on the cell's split, outside every recorded phase and training time."""
-        model, dev = self.cell.workload.model, self.cell.device
+        model, dev, opt = self.cell.workload.model, self.cell.device, self.cell.opt
         phases.set_recorder(None)
         try:
             t_eval = time.perf_counter()
             model.eval()
+            opt.eval()  # Schedule-Free: evaluate its averaged parameters
             with torch.no_grad():
                 result = self.evaluate(model)
             synchronize(dev)
@@ -211,6 +213,7 @@ class _Training:
             self.eval_total += eval_seconds
         finally:
             model.train()
+            opt.train()
             phases.set_recorder(self.timer)
         for name, value in result.items():
             self.writer.write(

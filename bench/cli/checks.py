@@ -76,12 +76,12 @@ def check_optimizers(given: Sequence[str]) -> None:
 def check_cells(cells: Sequence[Any], data_root: Any = None) -> None:
     """Build what plugins and references bring, once, before any cell runs: each such
     workload (on the CPU, seed 0: its contract, and that the keys of its ``hparams`` are
-    optimizer labels) and each such optimizer on a workload's model with the hyperparameters
-    its cell would get. A mistake is one ``UsageError`` naming the plugin, not a failed cell
-    in the middle of a sweep."""
+    optimizer labels) and each such optimizer, or rival (its library may be missing), on a
+    workload's model with the hyperparameters its cell would get. A mistake is one
+    ``UsageError`` naming the plugin, not a failed cell in the middle of a sweep."""
     from bench.cell.build import cell_hparams
     from bench.cell.schedules import split_schedule
-    from bench.labels import labels, resolve_label
+    from bench.labels import RIVALS, labels, resolve_label
     from bench.workloads import registry as workloads
     from fngd.optimizers import build, registry
     from fngd.optimizers.plugins import PluginError, is_reference
@@ -92,7 +92,7 @@ def check_cells(cells: Sequence[Any], data_root: Any = None) -> None:
     for spec in cells:
         family = resolve_label(spec.optimizer).family
         outside_w = not workloads.registration(spec.workload).builtin
-        outside_o = not registry.registration(family).builtin
+        outside_o = not registry.registration(family).builtin or family in RIVALS
         if not (outside_w or outside_o):
             continue
         key = (spec.workload, spec.size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -66,19 +67,41 @@ class BenchOptimizer:
         impl: str = "torch",
         hparams: dict[str, Any] | None = None,
         preconditioner: Preconditioner | None = None,
+        step_mode: Callable[[torch.optim.Optimizer], str | None] | None = None,
     ) -> None:
         self.name = name
         self.impl = impl
         self.optimizer = optimizer
         self.preconditioner = preconditioner
         self.hparams = dict(hparams or {})
+        #: What the last step of an optimiser without a preconditioner did, read off its
+        #: state (SOAP: whether it refreshed its eigenbasis); ``None``: one kind of step.
+        self.step_mode = step_mode
         #: The preconditioner's own phases (none for a plain optimiser).
         self.phases: tuple[str, ...] = () if preconditioner is None else preconditioner.phases
 
     @property
     def mode(self) -> str | None:
-        """What the last step did (FNGD: inversion / weighted_sum; KFAC: inverse / no_inverse)."""
-        return None if self.preconditioner is None else self.preconditioner.mode
+        """What the last step did (FNGD: inversion / weighted_sum; KFAC: inverse / no_inverse;
+        an optimiser's own, ``step_mode``)."""
+        if self.preconditioner is not None:
+            return self.preconditioner.mode
+        return None if self.step_mode is None else self.step_mode(self.optimizer)
+
+    def train(self) -> None:
+        """Training mode, for an optimiser that has one (Schedule-Free's ``train()``: the
+        parameters at the point gradients are taken); a no-op for the others."""
+        self._switch("train")
+
+    def eval(self) -> None:
+        """Evaluation mode, for an optimiser that has one (Schedule-Free's ``eval()``: the
+        averaged parameters it evaluates); a no-op for the others."""
+        self._switch("eval")
+
+    def _switch(self, mode: str) -> None:
+        fn = getattr(self.optimizer, mode, None)
+        if callable(fn):
+            fn()
 
     def prepare(self, sample_ids: torch.Tensor | None = None) -> None:
         """Announce the next batch before its backward pass (FNGD then sums inside backward)."""
@@ -126,8 +149,13 @@ class BenchOptimizer:
         usage: dict[str, int] = {}
         for state in self.optimizer.state.values():
             for key, value in state.items():
-                if isinstance(value, torch.Tensor) and value.numel() > 1:
-                    usage[key] = usage.get(key, 0) + tensor_bytes(value)
+                # a list of tensors: one per dimension (SOAP's and PSGD-Kron's factors)
+                parts = value if isinstance(value, (list, tuple)) else (value,)
+                size = sum(
+                    tensor_bytes(t) for t in parts if isinstance(t, torch.Tensor) and t.numel() > 1
+                )
+                if size:
+                    usage[key] = usage.get(key, 0) + size
         if self.preconditioner is not None:
             usage.update(self.preconditioner.memory_usage())
         return usage

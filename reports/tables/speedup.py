@@ -11,6 +11,7 @@ import math
 
 import pandas as pd
 
+from bench.labels import RIVALS
 from reports.common import (
     OPT,
     OPT_COLUMNS,
@@ -30,9 +31,10 @@ from reports.common import (
 from reports.tables.epochs import PROJECT_EPOCHS
 from reports.vocabulary import FNGD
 
-#: The families FNGD is compared against, in column order; every other family in the records
-#: but FNGD (a plugin's, a reference) follows them, by name (``baseline_rank``).
-BASELINES = ("kfac", "ngd", "sgd", "adamw")
+#: The families FNGD is compared against, in column order (the rivals' labels are their
+#: families); every other family in the records but FNGD (a plugin's, a reference) follows
+#: them, by name (``baseline_rank``).
+BASELINES = ("kfac", "ngd", "sgd", "adamw", *RIVALS)
 
 
 def baseline_rank(family: str) -> int:
