@@ -181,7 +181,7 @@ def forest_table(df: pd.DataFrame) -> pd.DataFrame:
     ``df``: the prepared records (``common.prepare``). A setting without a baseline to
     compare with has no rows.
     """
-    trained = training(df)
+    trained = training(df[["kind", "run"] + SETTING + OPT]) if not df.empty else df
     if trained.empty:
         return empty(FOREST)
     runs = trained.groupby(SETTING + OPT, sort=False)["run"].nunique()
