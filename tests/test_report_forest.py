@@ -34,7 +34,8 @@ def _scale_final(recs: list[dict], optimizer: str, factor: float, name: str) -> 
 
 
 def _texts(fig) -> list[str]:
-    return [t.get_text() for ax in fig.axes for t in ax.texts] + [fig.get_suptitle()]
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    return texts + [t.get_text() for t in fig.texts] + [fig.get_suptitle()]
 
 
 def test_ratios_point_right_when_better(tmp_path: Path) -> None:
@@ -63,10 +64,14 @@ def test_ratios_point_right_when_better(tmp_path: Path) -> None:
     words = forest.sentences(table)
     assert len(words) == 3
     soonest, fngd_words, final = words
-    assert re.search(r"kfac on w \(small\) at 4\.00× sgd's speed \[\d\.\d\d, \d\.\d\d\]", soonest)
-    assert fngd_words.startswith("FNGD's time to target against SGD: faster: fngd on w")
-    assert "worse: fngd on w (small) at 0.50×" in final  # FNGD's loss, said as plainly
-    assert "2 of 3 comparisons show no measurable difference" in final
+    assert re.search(r"kfac on w \(small\) at 4\.00× sgd’s speed \[\d\.\d\d, \d\.\d\d\]", soonest)
+    assert re.fullmatch(
+        r"FNGD against SGD, time to target — faster on w \(small\): fngd 2\.00× "
+        r"\[1\.\d\d, 2\.\d\d\]\.",
+        fngd_words,
+    )
+    assert "worse on w (small): fngd 0.50× [" in final  # FNGD's loss, said as plainly
+    assert final.endswith("no measurable difference in 2 of 3 comparisons.")
 
 
 def test_a_lower_is_better_metric_is_inverted(tmp_path: Path) -> None:
@@ -114,7 +119,7 @@ def test_an_optimizer_that_never_reached_the_target_is_shown(tmp_path: Path) -> 
     assert "not reached (0 of 3 runs)" in texts
     assert "2 of 3 reached" in texts
     fngd_words = forest.sentences(table)[1]
-    assert "never reached the target: fngd on w (small)" in fngd_words
+    assert "never reached the target on w (small): fngd." in fngd_words
 
 
 def test_without_sgd_the_first_baseline_is_the_reference_and_says_so(tmp_path: Path) -> None:
@@ -127,10 +132,11 @@ def test_without_sgd_the_first_baseline_is_the_reference_and_says_so(tmp_path: P
     assert fngd["ratio"] == pytest.approx(1.0) and fngd["verdict"] == "no measurable difference"
 
     texts = _texts(forest.figure(table))
-    assert any("vs adamw" in t and "no sgd in these records" in t for t in texts)
+    assert any("against adamw (n=3): no sgd in these records" in t for t in texts)
     assert "first baseline where no SGD ran" in texts[-1]
-    assert "no measurable difference: fngd on w (small) at 1.00×" in forest.sentences(table)[1]
-    assert "vs adamw" in forest.sentences(table)[1]
+    soonest, fngd_words, _final = forest.sentences(table)
+    assert soonest.startswith("Soonest to the target: kfac on w (small) at 2.00× adamw’s speed")
+    assert "no measurable difference on w (small) against adamw: fngd 1.00× [" in fngd_words
 
 
 def test_no_baseline_no_rows(tmp_path: Path) -> None:

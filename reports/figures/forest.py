@@ -38,7 +38,6 @@ from reports.common import (
     setting_label,
     sort_rows,
     training,
-    workload_label,
 )
 from reports.stats import Interval, difference, ratio_interval
 from reports.tables.convergence import convergence_long
@@ -89,11 +88,16 @@ FOREST = cols(
     "value",
     "reference_value",
 )
-TITLE = "Every optimizer against SGD, per workload (right of 1 is better)"
-ALT = "Forest plot: time to target and final metric of every optimizer against SGD"
+#: The figure's caption and alternative text.
+TITLE = (
+    "Forest plot: every optimizer's time to target and final metric against SGD, per "
+    "workload (right of 1 is better)"
+)
 #: Inches per row of the figure (an optimizer, or a workload's header row), and around them.
 ROW_INCHES = 0.25
 FRAME_INCHES = 1.5
+#: A setting's header takes this many rows (two lines of text).
+HEADER_ROWS = 1.7
 HEADER_BAND = "#eef1f5"
 EDGE_COLOR = "0.3"
 
@@ -259,12 +263,11 @@ def _limits(frame: pd.DataFrame) -> tuple[float, float]:
 
 
 def _header(first: pd.Series) -> tuple[str, str]:
-    """A workload's header row: the setting (left panel), the reference and the metric
-    (right panel)."""
-    ref = first["reference"]
-    ref_text = f"vs {ref}, n={int(first['reference_runs'])}"
+    """A workload's header: the setting, then the reference, the target and the metric's
+    direction."""
+    ref_text = f"against {first['reference']} (n={int(first['reference_runs'])})"
     if first["fallback"]:
-        ref_text += f" (no {REFERENCE} in these records)"
+        ref_text += f": no {REFERENCE} in these records"
     quantity = first["quantity"] or "metric"
     side = "≥" if first["higher_is_better"] else "≤"
     target = (
@@ -272,6 +275,19 @@ def _header(first: pd.Series) -> tuple[str, str]:
     )
     better = "higher" if first["higher_is_better"] else "lower"
     return setting_label(first), f"{ref_text}{target} · {quantity}: {better} is better"
+
+
+def _layout(table: pd.DataFrame) -> tuple[list[tuple[float, str, pd.Series]], float]:
+    """Each line of the figure top down, (y, ``header`` or ``row``, its first table row),
+    and the bottom: a setting's two-line header, then one row per optimizer."""
+    lines, y = [], 0.0
+    for _, g in table.drop_duplicates(SETTING + ["opt"]).groupby(SETTING, sort=False):
+        lines.append((y + HEADER_ROWS / 2 - 0.5, "header", g.iloc[0]))
+        y += HEADER_ROWS
+        for _, r in g.iterrows():
+            lines.append((y, "row", r))
+            y += 1.0
+    return lines, y - 0.5
 
 
 def _draw_row(ax, y: float, r: pd.Series, color: str, lo: float, hi: float) -> None:
@@ -309,14 +325,10 @@ def figure(table: pd.DataFrame) -> Figure | None:
     if table.empty:
         return None
     pal = plot.palette(plot.opt_labels(table))
-    pairs = table.drop_duplicates(SETTING + ["opt"])
-    layout: list[tuple[str, pd.Series]] = []  # ("header" | "row", the first row of it)
-    for _, g in pairs.groupby(SETTING, sort=False):
-        layout.append(("header", g.iloc[0]))
-        layout += [("row", r) for _, r in g.iterrows()]
+    lines, bottom = _layout(table)
     fallback = bool(table["fallback"].any())
-    ref_word = "the reference's" if fallback else "SGD's"
-    height = FRAME_INCHES + ROW_INCHES * len(layout)
+    ref, ref_word = ("the reference", "the reference's") if fallback else ("SGD", "SGD's")
+    height = FRAME_INCHES + ROW_INCHES * (bottom + 0.5)
     with plot.style(), plot.context():
         fig = Figure(figsize=(plot.WIDTH, height), layout="constrained")
         axes = fig.subplots(1, 2, sharey=True)
@@ -332,34 +344,34 @@ def figure(table: pd.DataFrame) -> Figure | None:
             ax.grid(axis="y", visible=False)
             ax.set_title(title, fontsize=9)
             by_key = {_key(r, SETTING + ["opt"]): r for _, r in rows.iterrows()}
-            for y, (kind, first) in enumerate(layout):
+            for y, kind, first in lines:
                 if kind == "header":
-                    ax.axhspan(y - 0.5, y + 0.5, color=HEADER_BAND, zorder=0, linewidth=0)
+                    half = HEADER_ROWS / 2
+                    ax.axhspan(y - half, y + half, color=HEADER_BAND, zorder=0, linewidth=0)
                     continue
                 r = by_key.get(_key(first, SETTING + ["opt"]))
                 if r is not None:
                     _draw_row(ax, y, r, pal[r["opt"]], lo, hi)
         left, right = axes
-        for y, (kind, first) in enumerate(layout):
+        # a header runs across the figure from its left edge (over both panels: a figure
+        # text, drawn after the axes), outside the layout's sums
+        across = blended_transform_factory(fig.transFigure, left.transData)
+        for y, kind, first in lines:
             if kind != "header":
                 continue
             setting, info = _header(first)
             color = plot.SYNTHETIC_COLOR if first["data_source"] == "synthetic" else "black"
-            for ax, text, x, ha, weight in (
-                (left, setting, 0.01, "left", "bold"),
-                (right, info, 0.99, "right", "normal"),
-            ):
-                tr = blended_transform_factory(ax.transAxes, ax.transData)
-                ax.text(x, y, text, transform=tr, ha=ha, va="center", fontsize=7.5,
-                        fontweight=weight, color=color, zorder=5,
-                        bbox=dict(facecolor=HEADER_BAND, edgecolor="none", pad=1.0))  # fmt: skip
-        labels = ["" if k == "header" else f"{r['opt']}  n={int(r['runs'])}" for k, r in layout]
-        left.set_yticks(range(len(layout)), labels)
-        for tick, (kind, r) in zip(left.get_yticklabels(), layout, strict=True):
-            if kind == "row":
-                tick.set_color(pal[r["opt"]])
-        left.set_ylim(len(layout) - 0.5, -0.5)
-        ref = "the reference" if fallback else "SGD"
+            text = fig.text(
+                0.01, y, f"{setting}\n{info}", transform=across, ha="left", va="center",
+                fontsize=7.5, linespacing=1.35, color=color, zorder=5,
+                bbox=dict(facecolor=HEADER_BAND, edgecolor="none", pad=0.5),
+            )  # fmt: skip
+            text.set_in_layout(False)
+        rows = [(y, r) for y, kind, r in lines if kind == "row"]
+        left.set_yticks([y for y, _ in rows], [f"{r['opt']}  n={int(r['runs'])}" for _, r in rows])
+        for tick, (_y, r) in zip(left.get_yticklabels(), rows, strict=True):
+            tick.set_color(pal[r["opt"]])
+        left.set_ylim(bottom, -0.5)
         left.set_xlabel(
             f"{ref_word} time ÷ the optimizer's\n← slower than {ref} · faster than {ref} →",
             fontsize=8,
@@ -376,8 +388,8 @@ def figure(table: pd.DataFrame) -> Figure | None:
             fontsize=7,
             frameon=False,
         )
-        what = "SGD (or, named per workload, the first baseline where no SGD ran)"
-        plot.title(fig, f"Every optimizer against {what if fallback else 'SGD'}, per workload")
+        where = " (against the first baseline where no SGD ran)" if fallback else ""
+        plot.title(fig, f"Every optimizer against SGD, per workload{where}")
     return fig
 
 
@@ -398,76 +410,100 @@ def _legend_handles() -> list[Line2D]:
 
 
 def _places(table: pd.DataFrame) -> dict[tuple, str]:
-    """setting -> how the words name it: the workload, or the whole setting where one
-    workload ran in several."""
+    """setting -> how the words name it: the workload with its size, and what else tells its
+    settings apart where one workload ran in several (``mlp-digits (small, batch 64)``)."""
     settings = table[SETTING].drop_duplicates()
-    several = settings["workload"].value_counts()
-    return {
-        _key(s, SETTING): setting_label(s) if several[s["workload"]] > 1 else workload_label(s)
-        for _, s in settings.iterrows()
-    }
+    out = {}
+    for _, g in settings.groupby("workload", sort=False):
+        varies = [c for c in SETTING if g[c].nunique(dropna=False) > 1]
+        for _, s in g.iterrows():
+            parts = [str(s["size"])] if s["size"] else []
+            if "device_name" in varies:
+                parts.append(str(s["device_name"]))
+            if "world_size" in varies:
+                parts.append(f"{int(s['world_size'])} processes")
+            if "batch_size" in varies:
+                parts.append(f"batch {int(s['batch_size'])}")
+            if "data_source" in varies:
+                parts.append(f"{s['data_source']} data")
+            inside = f" ({', '.join(parts)})" if parts else ""
+            out[_key(s, SETTING)] = f"{s['workload']}{inside}"
+    return out
 
 
 def _ratio(r: pd.Series, what: str = "") -> str:
     """``2.00× [1.90, 2.10]`` (``what`` after the ratio), or why there is no interval."""
     iv = Interval(r["ratio"], r["ci_low"], r["ci_high"], int(r["n"]), str(r["unit"]))
     text, ratio = iv.text(), f"{r['ratio']:.2f}×{what}"
-    return f"{ratio} {text}" if text.startswith("[") else f"{ratio} ({text})"
+    return f"{ratio} {text}" if text.startswith("[") else f"{ratio}, {text}"
 
 
-def _vs(r: pd.Series) -> str:
-    """`` vs adamw`` where the setting had no SGD; nothing where it did."""
-    return f" vs {r['reference']}" if r["fallback"] else ""
+def _where(r: pd.Series, places: dict[tuple, str]) -> str:
+    """The setting's name, and its reference where that is not SGD."""
+    place = places[_key(r, SETTING)]
+    return f"{place} against {r['reference']}" if r["fallback"] else place
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _by_place(rows: pd.DataFrame, places: dict[tuple, str]) -> str:
+    """``A: x 2.00× [1.9, 2.1], y 0.50× [0.4, 0.6]; B: x ...``: each row under its setting."""
+    said: dict[str, list[str]] = {}
+    for _, r in rows.iterrows():
+        entry = f"{r['opt']} {_ratio(r)}" if r["status"] == "ok" else str(r["opt"])
+        said.setdefault(_where(r, places), []).append(entry)
+    return "; ".join(f"{place}: {', '.join(entries)}" for place, entries in said.items())
 
 
 def _soonest(table: pd.DataFrame, places: dict[tuple, str]) -> str:
+    itself: dict[str, list[str]] = {}
     parts = []
-    for setting, g in table.loc[table["panel"] == "time_to_target"].groupby(SETTING, sort=False):
-        first, where = g.iloc[0], places[tuple(setting)]
+    for _, g in table.loc[table["panel"] == "time_to_target"].groupby(SETTING, sort=False):
+        first = g.iloc[0]
+        where, ref = places[_key(first, SETTING)], first["reference"]
         ok = g.loc[g["value"].notna() & (2 * g["reached"] >= g["runs"])]
         ref_ok = not math.isnan(first["reference_value"]) and (
             2 * first["reference_reached"] >= first["reference_runs"]
         )
         best = ok.loc[ok["value"].idxmin()] if not ok.empty else None
         if ref_ok and (best is None or first["reference_value"] <= best["value"]):
-            parts.append(f"{first['reference']} itself on {where}")
+            itself.setdefault(ref, []).append(where)
         elif best is None:
             parts.append(f"none on {where} (no optimizer reached it in half its runs)")
         elif best["status"] != "ok":
-            parts.append(f"{best['opt']} on {where} ({first['reference']} did not reach it)")
+            parts.append(f"{best['opt']} on {where}, where {ref} did not reach it")
         else:
             meaning = "" if best["verdict"] == "better" else f", {best['verdict']}"
-            speed = _ratio(best, f" {first['reference']}'s speed")
-            parts.append(f"{best['opt']} on {where} at {speed}{meaning}")
+            parts.append(f"{best['opt']} on {where} at {_ratio(best, f' {ref}’s speed')}{meaning}")
+    parts += [f"{ref} itself on {_and(where)}" for ref, where in itself.items()]
     return "Soonest to the target: " + "; ".join(parts) + "." if parts else ""
 
 
-def _clause(r: pd.Series, where: str) -> str:
-    if r["status"] == "ok":
-        return f"{r['opt']} on {where} at {_ratio(r)}{_vs(r)}"
-    return f"{r['opt']} on {where}{_vs(r)}"
+#: What FNGD's time-to-target rows are said as, in the order said.
+_FNGD_SAID = {
+    "better": "faster",
+    "no measurable difference": "no measurable difference",
+    "worse": "slower",
+    "no interval": "no interval",
+    NOT_REACHED: "never reached the target",
+    REFERENCE_NOT_REACHED: "reached the target where the reference did not",
+    NEITHER_REACHED: "neither it nor the reference reached the target",
+}
 
 
 def _fngd(table: pd.DataFrame, places: dict[tuple, str]) -> str:
     rows = table.loc[(table["family"] == FNGD) & (table["panel"] == "time_to_target")]
     if rows.empty:
         return "There are no FNGD runs to place against SGD."
-    buckets: dict[str, list[str]] = {}
-    for _, r in rows.iterrows():
-        where = places[_key(r, SETTING)]
-        if r["status"] == "ok":
-            name = {"better": "faster", "worse": "slower"}.get(r["verdict"], r["verdict"])
-        else:
-            name = {
-                NOT_REACHED: "never reached the target",
-                REFERENCE_NOT_REACHED: "reached the target where the reference did not",
-                NEITHER_REACHED: "neither it nor the reference reached the target",
-            }.get(r["status"], r["status"])
-        buckets.setdefault(name, []).append(_clause(r, where))
-    order = ["faster", "no measurable difference", "slower", "never reached the target"]
-    names = sorted(buckets, key=lambda b: order.index(b) if b in order else len(order))
-    said = "; ".join(f"{b}: {', '.join(buckets[b])}" for b in names)
-    return f"{display_name(FNGD)}'s time to target against SGD: {said}."
+    outcome = rows["verdict"].where(rows["status"] == "ok", rows["status"])
+    parts = [
+        f"{said} on {_by_place(rows.loc[outcome == key], places)}"
+        for key, said in _FNGD_SAID.items()
+        if (outcome == key).any()
+    ]
+    return f"{display_name(FNGD)} against SGD, time to target — " + " — ".join(parts) + "."
 
 
 def _metric(table: pd.DataFrame, places: dict[tuple, str]) -> str:
@@ -475,25 +511,18 @@ def _metric(table: pd.DataFrame, places: dict[tuple, str]) -> str:
     if rows.empty:
         return ""
     ok = rows.loc[rows["status"] == "ok"]
-    said = {
-        v: [_clause(r, places[_key(r, SETTING)]) for _, r in ok.loc[ok["verdict"] == v].iterrows()]
-        for v in ("better", "worse")
-    }
-    better, worse = said["better"], said["worse"]
     same = int((ok["verdict"] == "no measurable difference").sum())
-    open_ = int((ok["verdict"] == "no interval").sum()) + int((rows["status"] != "ok").sum())
-    parts = []
-    if better:
-        parts.append(f"better: {', '.join(better)}")
-    if worse:
-        parts.append(f"worse: {', '.join(worse)}")
-    rest = f"{same} of {len(rows)} comparisons show no measurable difference"
-    if not better and not worse:
-        rest = f"no optimizer's differs measurably from SGD's ({same} of {len(rows)} intervals "
-        rest += f"contain 1, {open_} have none)" if open_ else "contain 1)"
-        return f"Final metric: {rest}."
-    parts.append(rest + (f", {open_} have no interval" if open_ else ""))
-    return "Final metric against SGD: " + "; ".join(parts) + "."
+    open_ = len(rows) - len(ok) + int((ok["verdict"] == "no interval").sum())
+    parts = [
+        f"{v} on {_by_place(ok.loc[ok['verdict'] == v], places)}"
+        for v in ("better", "worse")
+        if (ok["verdict"] == v).any()
+    ]
+    rest = f"no measurable difference in {same} of {len(rows)} comparisons"
+    rest += f", no interval in {open_}" if open_ else ""
+    if not parts:
+        return f"Final metric: no optimizer differs measurably from SGD ({rest})."
+    return "Final metric against SGD — " + " — ".join(parts) + f" — {rest}."
 
 
 def sentences(table: pd.DataFrame) -> list[str]:
