@@ -122,6 +122,14 @@ def test_an_optimizer_that_never_reached_the_target_is_shown(tmp_path: Path) -> 
     assert "never reached the target on w (small): fngd." in fngd_words
 
 
+def test_a_reference_that_reached_the_target_in_fewer_runs_says_so(tmp_path: Path) -> None:
+    recs = [r for r in _records() if not (r["run_id"] == "w__sgd__s0" and r["kind"] == "target")]
+    table = forest.forest_table(_context(tmp_path, recs).records)
+    fngd = _row(table, "fngd", "time_to_target")
+    assert (fngd["reference_reached"], fngd["reference_runs"], fngd["n"]) == (2, 3, 2)
+    assert any("against sgd (n=3, 2 reached the target)" in t for t in _texts(forest.figure(table)))
+
+
 def test_without_sgd_the_first_baseline_is_the_reference_and_says_so(tmp_path: Path) -> None:
     recs = [r for r in _records() if r["optimizer"] != "sgd"]
     table = forest.forest_table(_context(tmp_path, recs).records)

@@ -265,7 +265,9 @@ def _limits(frame: pd.DataFrame) -> tuple[float, float]:
 def _header(first: pd.Series) -> tuple[str, str]:
     """A workload's header: the setting, then the reference, the target and the metric's
     direction."""
-    ref_text = f"against {first['reference']} (n={int(first['reference_runs'])})"
+    runs, reached = int(first["reference_runs"]), first["reference_reached"]
+    some = "" if math.isnan(reached) or reached >= runs else f", {int(reached)} reached the target"
+    ref_text = f"against {first['reference']} (n={runs}{some})"
     if first["fallback"]:
         ref_text += f": no {REFERENCE} in these records"
     quantity = first["quantity"] or "metric"
@@ -281,7 +283,8 @@ def _layout(table: pd.DataFrame) -> tuple[list[tuple[float, str, pd.Series]], fl
     """Each line of the figure top down, (y, ``header`` or ``row``, its first table row),
     and the bottom: a setting's two-line header, then one row per optimizer."""
     lines, y = [], 0.0
-    for _, g in table.drop_duplicates(SETTING + ["opt"]).groupby(SETTING, sort=False):
+    timed = table.loc[table["panel"] == "time_to_target"]  # a row per optimizer, reached counts
+    for _, g in timed.groupby(SETTING, sort=False):
         lines.append((y + HEADER_ROWS / 2 - 0.5, "header", g.iloc[0]))
         y += HEADER_ROWS
         for _, r in g.iterrows():
