@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -350,6 +351,32 @@ def metric_names(df: pd.DataFrame) -> dict[str, str]:
     t = df.loc[(df["kind"] == "target") & df["metric"].notna()]
     for w, g in t.groupby("workload", sort=False):
         out[w] = str(g["metric"].iloc[0])
+    return out
+
+
+#: Words of metric names that are better when lower (``mse``, ``eval_loss``, ``word_error``),
+#: for a workload whose records do not show the direction (see ``higher_is_better``).
+LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "err", "perplexity", "ppl", "wer", "cer")
+
+
+def higher_is_better(df: pd.DataFrame) -> dict[str, bool]:
+    """workload -> whether its metric (``metric_names``) is better when higher.
+
+    The records say it where a run reached the target: a ``target`` record's metric value
+    beyond its target shows the side it was met from; otherwise the metric's name decides
+    (a word of ``LOWER_IS_BETTER``: lower is better; any other name: higher).
+    """
+    out: dict[str, bool] = {}
+    for w, name in metric_names(df).items():
+        words = {p for p in re.split(r"[^a-z0-9]+", name.lower()) if p}
+        out[w] = not (words & set(LOWER_IS_BETTER))
+    if df.empty or "metric_value" not in df.columns:
+        return out
+    t = df.loc[df["kind"] == "target"]
+    gap = pd.to_numeric(t["metric_value"], errors="coerce") - numeric_value(t)
+    for w, g in gap.groupby(t["workload"], sort=False):
+        if (g > 0).any() != (g < 0).any():
+            out[w] = bool((g > 0).any())
     return out
 
 

@@ -274,6 +274,8 @@ def render(secs: list[Section], summary: dict, csv_names: dict[int, str]) -> str
                         "uri": b.uri,
                         "alt": b.alt,
                         "synthetic": b.synthetic,
+                        "id": b.element_id,
+                        "lead": b.lead,
                     }
                 )
         views.append(
@@ -282,6 +284,7 @@ def render(secs: list[Section], summary: dict, csv_names: dict[int, str]) -> str
                 "title": sec.title,
                 "intro": sec.intro,
                 "findings": sec.findings,
+                "details": sec.details,
                 "missing": sec.missing,
                 "notes": sec.notes,
                 "warnings": sec.warnings,

@@ -41,10 +41,19 @@ from reports.common import phase_columns
 from reports.vocabulary import family_of
 
 #: Per-kind fields the tables read (``bench.records.KIND_FIELDS``): the steps an epoch record
-#: covers, the metric of a target record, a staleness record's norm ratio, the evaluation's
-#: own time of an eval record, the phase intervals a step timed, and every rank's time of a
-#: distributed step.
-KIND_COLUMNS = ("steps", "metric", "norm_ratio", "eval_seconds", "phase_count", "rank_seconds")
+#: covers, the metric of a target record and the value it was met with (the side it was met
+#: from says which way the metric is better), a staleness record's norm ratio, the
+#: evaluation's own time of an eval record, the phase intervals a step timed, and every
+#: rank's time of a distributed step.
+KIND_COLUMNS = (
+    "steps",
+    "metric",
+    "metric_value",
+    "norm_ratio",
+    "eval_seconds",
+    "phase_count",
+    "rank_seconds",
+)
 #: Columns of the frame :func:`load_records` returns (``source`` is ``file:line`` for JSON
 #: Lines, the file for Parquet), followed by one ``phase:<phase_key>`` column per phase key.
 COLUMNS = BASE_FIELDS + STEP_FIELDS + CELL_FIELDS + KIND_COLUMNS + ("hparams_json", "source")
@@ -67,6 +76,7 @@ _NUMERIC = (
     "norm_ratio",
     "eval_seconds",
     "phase_count",
+    "metric_value",
 )
 _TEXT_KEYS = ("run_id", "impl", "device", "device_name", "data_source")
 _TEXT = _TEXT_KEYS + (

@@ -39,6 +39,9 @@ class FigureBlock:
     uri: str
     alt: str
     synthetic: bool = False
+    element_id: str = ""  # the image's HTML id (empty: none)
+    #: shown first, above the section's words: the figure a section opens with
+    lead: bool = False
 
 
 @dataclass
@@ -53,16 +56,32 @@ class Section:
     blocks: list[TableBlock | FigureBlock] = field(default_factory=list)
     error: str = ""
     findings: list[str] = field(default_factory=list)  # what the section concludes, in words
+    #: the findings at length, shown folded below the first block ("Details")
+    details: list[str] = field(default_factory=list)
 
     def table(self, *args, **kwargs) -> None:
         self.blocks.append(TableBlock(*args, **kwargs))
 
-    def figure(self, fig: Figure | None, title: str, setting: pd.Series | None = None) -> None:
+    def figure(
+        self,
+        fig: Figure | None,
+        title: str,
+        setting: pd.Series | None = None,
+        *,
+        element_id: str = "",
+        lead: bool = False,
+    ) -> None:
+        """Append ``fig`` (nothing when ``None``); ``lead``: the first block, shown above the
+        section's words (the figure the section opens with)."""
         if fig is None:
             return
         synthetic = setting is not None and setting["data_source"] == "synthetic"
         label = title if setting is None else f"{title}: {setting_label(setting)}"
-        self.blocks.append(FigureBlock(label, to_png_data_uri(fig), label, synthetic))
+        block = FigureBlock(label, to_png_data_uri(fig), label, synthetic, element_id, lead)
+        if lead:
+            self.blocks.insert(0, block)
+        else:
+            self.blocks.append(block)
 
     @property
     def tables(self) -> list[TableBlock]:

@@ -371,11 +371,24 @@ def test_summary_is_the_first_screen(browser: DevTools, tmp_path_factory, tmp_pa
     )
     assert (first["id"], first["title"]) == ("verdict", "Summary")
     assert first["top"] < 900 / 2, "the summary starts below the first half of the first screen"
-    assert first["findings"] > 0
-    # its words are on the first screen
-    assert (
-        cdp.evaluate("document.querySelector('ul.findings li').getBoundingClientRect().bottom")
-        < 900
+    # it opens with the forest plot: the page's first figure, begun on the first screen,
+    # then at most three sentences, then the rest
+    forest = cdp.evaluate(
+        "(() => { const img = document.querySelector('img');"
+        " const r = img.getBoundingClientRect();"
+        " const words = document.querySelector('#verdict ul.findings').getBoundingClientRect();"
+        " return {id: img.id, alt: img.alt, loaded: img.complete && img.naturalWidth > 0,"
+        " inVerdict: img.closest('section').id, top: r.top, bottom: r.bottom,"
+        " words: words.top}; })()"
+    )
+    assert forest["id"] == "forest-plot" and forest["alt"].startswith("Forest plot")
+    assert forest["loaded"] and forest["inVerdict"] == "verdict"
+    assert forest["top"] < 900 / 2
+    assert forest["bottom"] <= forest["words"], "the sentences come after the figure"
+    assert 0 < first["findings"] <= 3
+    assert cdp.evaluate(
+        "Array.from(document.querySelector('#verdict').children).findIndex("
+        " e => e.tagName === 'FIGURE') === 2"  # h2, intro, the figure
     )
 
     # each row with the setting of the group row above it

@@ -1,6 +1,8 @@
-"""The summary that opens the report: FNGD against each baseline, per workload, in words and
-one small table, with 95 % bootstrap intervals (reports/stats.py); train and test side by
-side; and an AlgoPerf-style performance profile of time to target over workloads.
+"""The summary that opens the report: the forest plot of every optimizer against SGD
+(reports/figures/forest.py) and its three sentences; then FNGD against each baseline, per
+workload, in one small table and, folded, in words, with 95 % bootstrap intervals
+(reports/stats.py); train and test side by side; and an AlgoPerf-style performance profile
+of time to target over workloads.
 
 The ratios are the speed-up table's (reports/tables/speedup.py: baseline time ÷ FNGD time,
 above 1 FNGD is faster) and the final-values table's (FNGD's metric ÷ the baseline's, above 1
@@ -34,6 +36,7 @@ from reports.common import (
     sort_rows,
     timed,
 )
+from reports.figures import forest
 from reports.section import Section
 from reports.stats import Interval, difference, performance_profile, ratio_interval
 from reports.tables.convergence import convergence_long
@@ -471,9 +474,8 @@ def section(ctx: Context) -> Section:
     sec = Section(
         ID,
         TITLE,
-        "FNGD against each baseline in the same setting: time ratios are baseline ÷ FNGD "
-        "(above 1× FNGD is faster), the final metric FNGD's ÷ the baseline's; [95 % "
-        "interval]; an interval that contains 1 is no measurable difference.",
+        "Each optimizer against SGD, per workload: right of 1 is better; a bar that crosses "
+        "1 is no measurable difference.",
     )
     if ctx.empty:
         sec.missing.append(ctx.no_records())
@@ -483,16 +485,22 @@ def section(ctx: Context) -> Section:
         sec.missing.append("No FNGD records: there is nothing to compare.")
     elif ctx.speed.empty:
         sec.missing.append("No baseline (KFAC, NGD, SGD, AdamW) records to compare FNGD with.")
+    trees = forest.forest_table(ctx.records)
+    sec.figure(forest.figure(trees), forest.TITLE, element_id="forest-plot", lead=True)
+    sec.findings += forest.sentences(trees)
+    sec.table("forest", "Forest plot", trees, (), show=False)
     table = verdict(ctx)
-    sec.findings += findings(table, ctx.targets)
+    sec.details += findings(table, ctx.targets)
     sec.notes += ctx.hygiene_flags
     sec.table(
         "verdict_summary",
         "FNGD against each baseline (ratio [95 % interval])",
         summary_table(table),
         VERDICT_SHOWN,
-        note="Medians with percentile-bootstrap 95 % intervals, resampling the runs' medians "
-        "when there are several seeds and the steps or epochs of the single run when each "
+        note="Time ratios are the baseline's ÷ FNGD's (above 1× FNGD is faster), the final "
+        "metric FNGD's ÷ the baseline's; an interval that contains 1 is no measurable "
+        "difference. Medians with percentile-bootstrap 95 % intervals, resampling the runs' "
+        "medians when there are several seeds and the steps or epochs of the single run when each "
         "ran once; n=1: one seed, no interval. Time to target is training time only (the "
         "evaluation time is beside it in the speed-up section). ⚠: a run behind the ratio "
         "has a measurement flag (above). Every row with its interval and unit is in the "
