@@ -58,6 +58,8 @@ NOT_RUN: dict[str, str] = {
     "pip install torch --index-url https://download.pytorch.org/whl/cpu": "downloads from "
     "PyTorch's wheel index (the network)",
     "pip install -e .[dev]": "installs the project into the environment that runs this test",
+    "pip install -e .[rivals]": "installs the rivals' libraries into the environment that runs "
+    "this test (the dev extra holds them)",
     "fngd-bench run --preset paper --out results/paper": "paper size (ResNet-18 and the "
     "Transformer at batch 128): for a GPU, minutes a cell on two CPU cores",
     "fngd-bench profile --workload resnet18-cifar100 --size paper --optimizer fngd": "paper "
