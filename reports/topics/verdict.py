@@ -35,7 +35,7 @@ from reports.common import (
     timed,
 )
 from reports.section import Section
-from reports.stats import Interval, difference, performance_profile, ratio_interval
+from reports.stats import MIN_N, Interval, difference, performance_profile, ratio_interval
 from reports.tables.convergence import convergence_long
 from reports.vocabulary import FNGD, display_name
 
@@ -74,6 +74,7 @@ VERDICT = cols(
     "baseline_seeds",
     "unit",
     "n",
+    "method",
     "difference",
     "above_one",
     "fngd_value",
@@ -113,17 +114,22 @@ class Group:
 
     runs: np.ndarray
     raw: np.ndarray | None = None
+    seeds: tuple = ()
 
 
-def _groups(frame: pd.DataFrame, value: str, raw: bool) -> dict[tuple, Group]:
-    """(setting..., opt) -> Group: per-run medians of ``value`` and, if ``raw``, the values."""
+def _groups(
+    frame: pd.DataFrame, value: str, raw: bool, seed_of: dict | None = None
+) -> dict[tuple, Group]:
+    """(setting..., opt) -> Group: per-run medians of ``value`` (and each run's seed, from
+    ``seed_of``: run -> seed) and, if ``raw``, the values."""
     if frame.empty:
         return {}
     key = SETTING + ["opt"]
     per_run = frame.groupby(key + ["run"], sort=False)[value].median().reset_index()
     out = {}
     for k, g in per_run.groupby(key, sort=False):
-        out[k] = Group(g[value].to_numpy(float))
+        seeds = tuple(g["run"].map(seed_of)) if seed_of else ()
+        out[k] = Group(g[value].to_numpy(float), seeds=seeds)
     if raw:
         for k, g in frame.groupby(key, sort=False):
             out[k].raw = g[value].to_numpy(float)
@@ -131,13 +137,22 @@ def _groups(frame: pd.DataFrame, value: str, raw: bool) -> dict[tuple, Group]:
 
 
 def _interval(base: Group | None, fngd: Group | None, estimate: float, unit: str) -> Interval:
-    """The ratio's interval: over run medians, or over the raw values when both ran once."""
+    """The ratio's interval: over the raw values when both ran once (the table's ratio of
+    medians, percentile bootstrap); else over run medians, a ratio of geometric means with a
+    t-interval on the logs, paired by seed where both ran the same seeds once each."""
     if base is None or fngd is None:
         return Interval(estimate)
     if len(base.runs) == 1 and len(fngd.runs) == 1 and base.raw is not None:
         assert fngd.raw is not None
-        return ratio_interval(base.raw, fngd.raw, estimate=estimate, unit=unit)
-    return ratio_interval(base.runs, fngd.runs, estimate=estimate, unit="seeds")
+        return ratio_interval(
+            base.raw, fngd.raw, method="percentile", estimate=estimate, unit=unit
+        )
+    seeds = sorted(set(base.seeds))
+    if len(seeds) == len(base.seeds) == len(fngd.seeds) and seeds == sorted(set(fngd.seeds)):
+        by_seed = [dict(zip(g.seeds, g.runs, strict=True)) for g in (base, fngd)]
+        b, f = ([d[s] for s in seeds] for d in by_seed)
+        return ratio_interval(b, f, paired=True, unit="seeds")
+    return ratio_interval(base.runs, fngd.runs, unit="seeds")
 
 
 def _values(ctx: Context) -> dict[str, dict[tuple, Group]]:
@@ -151,17 +166,26 @@ def _values(ctx: Context) -> dict[str, dict[tuple, Group]]:
     if not long.empty:
         long = long.loc[long["quantity"] == long["workload"].map(metrics)]
         long = long.sort_values("epoch").groupby("run", sort=False).tail(1)
+    seed_of = _seed_of(df)
     return {
-        "step_time": _groups(steps, "seconds", raw=True),
-        "later_epoch_time": _groups(later, "seconds", raw=True),
-        "final_metric": _groups(long, "value", raw=False),
+        "step_time": _groups(steps, "seconds", raw=True, seed_of=seed_of),
+        "later_epoch_time": _groups(later, "seconds", raw=True, seed_of=seed_of),
+        "final_metric": _groups(long, "value", raw=False, seed_of=seed_of),
     }
+
+
+def _seed_of(df: pd.DataFrame) -> dict:
+    """run -> its seed (what pairs two optimizers' runs)."""
+    if df.empty or "seed" not in df.columns:
+        return {}
+    runs = df[["run", "seed"]].dropna().drop_duplicates("run")
+    return dict(zip(runs["run"], runs["seed"], strict=True))
 
 
 def _target_groups(df: pd.DataFrame, target: float) -> dict[tuple, Group]:
     t = df.loc[(df["kind"] == "target") & df["seconds"].notna()]
     t = t.loc[pd.to_numeric(t["value"], errors="coerce") == target]
-    return _groups(t, "seconds", raw=False)
+    return _groups(t, "seconds", raw=False, seed_of=_seed_of(df))
 
 
 def _flags(ctx: Context) -> dict[tuple, set[str]]:
@@ -253,6 +277,7 @@ def verdict(ctx: Context) -> pd.DataFrame:
                 baseline_seeds=nb,
                 unit=iv.unit,
                 n=iv.n,
+                method=iv.method,
                 difference=difference(iv) if not math.isnan(iv.estimate) else "unknown",
                 fngd_value=fv,
                 baseline_value=bv,
@@ -285,28 +310,42 @@ def _pooled(fg: Group | None, bg: Group | None, fv: float, bv: float) -> tuple[f
 # ----------------------------------------------------------------------------- words
 
 
-def _ci(r: pd.Series) -> str:
-    iv = Interval(r["ratio"], r["ci_low"], r["ci_high"], int(r["n"]), str(r["unit"]))
-    return iv.text()
+def _iv(r: pd.Series) -> Interval:
+    method = r["method"] if isinstance(r.get("method"), str) else ""
+    return Interval(r["ratio"], r["ci_low"], r["ci_high"], int(r["n"]), str(r["unit"]), method)
 
 
-def _ratio_text(r: pd.Series) -> str:
-    """``1.80× [1.40, 2.30]`` (``⚠`` when a run behind it is flagged)."""
+def _ci(r: pd.Series, labelled: bool = False) -> str:
+    """``[low, high]``; ``labelled``: with its method and n beside it."""
+    return _iv(r).described() if labelled else _iv(r).text()
+
+
+def interval_labels(table: pd.DataFrame) -> list[str]:
+    """The distinct ``method, n=...`` labels of the intervals in ``table``, in order."""
+    if table.empty:
+        return []
+    labels = (_iv(r).label for _, r in table.iterrows() if not isnan_(r["ratio"]))
+    return list(dict.fromkeys(lab for lab in labels if lab))
+
+
+def _ratio_text(r: pd.Series, labelled: bool = False) -> str:
+    """``1.80× [1.40, 2.30]`` (``⚠`` when a run behind it is flagged; ``labelled``: the
+    interval's method and n beside it)."""
     if isnan_(r["ratio"]):
         return ""
-    ci = _ci(r)
+    ci = _ci(r, labelled)
     text = f"{r['ratio']:.2f}× {ci}" if ci.startswith("[") else f"{r['ratio']:.2f}× ({ci})"
     return text + (" ⚠" if r["flags"] else "")
 
 
-def _clause(r: pd.Series) -> str:
+def _clause(r: pd.Series, labelled: bool = False) -> str:
     """What one comparison says, FNGD's losses as plainly as its wins."""
     b_name = display_name(r["baseline"])
     if isnan_(r["ratio"]):
         if r["metric"] == "time_to_target":
             return f"not comparable with {b_name} (no target both reached)"
         return f"not comparable with {b_name} (no records)"
-    ratio, ci, d = f"{r['ratio']:.2f}×", _ci(r), r["difference"]
+    ratio, ci, d = f"{r['ratio']:.2f}×", _ci(r, labelled), r["difference"]
     if r["metric"] == "final_metric":
         other = f"{b_name} ({r['baseline_value']:.3g})"
         if d == "higher":
@@ -347,7 +386,9 @@ def findings(table: pd.DataFrame, targets: pd.DataFrame) -> list[str]:
             if m.empty or m["ratio"].isna().all():
                 continue
             nf, unit = int(m["fngd_seeds"].max()), str(m["unit"].dropna().iloc[0])
-            clauses = "; ".join(_clause(r) for _, r in m.iterrows())
+            labels = interval_labels(m)
+            clauses = "; ".join(_clause(r, len(labels) > 1) for _, r in m.iterrows())
+            how = _seeds(nf, unit) + (f"; {labels[0]}" if len(labels) == 1 else "")
             quantity = first["quantity"] or "metric"
             if metric == "time_to_target":
                 tgt = m["target"].dropna()
@@ -360,7 +401,7 @@ def findings(table: pd.DataFrame, targets: pd.DataFrame) -> list[str]:
                 what = f"final {quantity}" + (f" {fv.iloc[0]:.3g}" if len(fv) else "")
             else:
                 what = header
-            out.append(f"{head}, {what} ({_seeds(nf, unit)}): {clauses}.")
+            out.append(f"{head}, {what} ({how}): {clauses}.")
     return out
 
 
@@ -369,13 +410,14 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return empty(SETTING + ["fngd", "against", "seeds"] + [m for m, _, _ in COMPARISONS])
     rows = []
+    labelled = len(interval_labels(table)) > 1  # else the table's note names the one label
     for _, g in table.groupby(SETTING + ["optimizer", "baseline"], sort=False):
         first = g.iloc[0]
         row = {c: first[c] for c in SETTING}
         row.update(fngd=first["optimizer"], against=first["baseline"])
         row["seeds"] = int(g["seeds"].min())
         for _, r in g.iterrows():
-            row[r["metric"]] = _ratio_text(r)
+            row[r["metric"]] = _ratio_text(r, labelled)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -467,6 +509,24 @@ def profile_figure(profile: pd.DataFrame, times: pd.DataFrame) -> Figure | None:
 # ----------------------------------------------------------------------------- section
 
 
+def _summary_note(table: pd.DataFrame) -> str:
+    """How the summary's intervals were computed: the one label every interval shares, or
+    that each names its own."""
+    labels = interval_labels(table)
+    which = (
+        f"Every interval here: {labels[0]}."
+        if len(labels) == 1
+        else "Each interval names its method and n beside it."
+    )
+    return (
+        "Several seeds: the ratio of the runs' geometric means with a 95 % t-interval on the "
+        "logs (paired by seed where both ran the same seeds, Welch's otherwise); each ran "
+        "once: the ratio of medians over its steps or epochs with a 95 % percentile "
+        f"bootstrap (approximate from fewer than {MIN_N} values: docs/STATISTICS.md). "
+        f"n=1: one seed, no interval. {which}"
+    )
+
+
 def section(ctx: Context) -> Section:
     sec = Section(
         ID,
@@ -491,9 +551,7 @@ def section(ctx: Context) -> Section:
         "FNGD against each baseline (ratio [95 % interval])",
         summary_table(table),
         VERDICT_SHOWN,
-        note="Medians with percentile-bootstrap 95 % intervals, resampling the runs' medians "
-        "when there are several seeds and the steps or epochs of the single run when each "
-        "ran once; n=1: one seed, no interval. Time to target is training time only (the "
+        note=_summary_note(table) + " Time to target is training time only (the "
         "evaluation time is beside it in the speed-up section). ⚠: a run behind the ratio "
         "has a measurement flag (above). Every row with its interval and unit is in the "
         "verdict CSV.",
