@@ -42,8 +42,8 @@ def test_three_seeds_give_a_coarse_percentile_interval_from_the_values() -> None
     assert stats.difference(iv) == "higher"
     assert iv.method == stats.PERCENTILE and iv.approximate
     assert iv.label == "percentile bootstrap, n=3, approximate"
-    five = stats.ratio_interval([4.0, 4.2, 4.4, 4.1, 4.3], [2.0, 2.1, 2.2, 2.3, 1.9],
-                                method="percentile")
+    a, b = [4.0, 4.2, 4.4, 4.1, 4.3], [2.0, 2.1, 2.2, 2.3, 1.9]
+    five = stats.ratio_interval(a, b, method="percentile")
     assert five.has_interval and not five.approximate and five.label.endswith("n=5")
 
 

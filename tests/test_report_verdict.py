@@ -209,6 +209,12 @@ def test_runs_not_paired_by_seed_get_welchs_interval(tmp_path: Path) -> None:
     assert sgd["method"] == WELCH and sgd["n"] == 4 and sgd["fngd_seeds"] == 4
     words = verdict.findings(table, _context(tmp_path, recs).targets)
     assert f"(4 seeds; {WELCH}, n=4)" in words[0]
+    # two methods in one summary: each interval names its own, and the note says so
+    paired = verdict.verdict(_context(tmp_path / "all", _records()))
+    both = pd.concat([paired, table.assign(workload="w2")], ignore_index=True)
+    cells = verdict.summary_table(both)["step_time"].tolist()
+    assert cells[0].endswith(f"] ({PAIRED}, n=5)") and cells[-1].endswith(f"] ({WELCH}, n=4)")
+    assert "Each interval names its method and n" in verdict._summary_note(both)
 
 
 def test_words(five_seeds: Context) -> None:
@@ -237,9 +243,8 @@ def test_one_seed_says_so(tmp_path: Path) -> None:
     words = verdict.findings(table, ctx.targets)
     # 32 steps a run: the percentile bootstrap of the table's ratio of medians
     assert "per step (1 seed; intervals over its steps; percentile bootstrap, n=32)" in words[0]
-    assert _row(table, "sgd", "step_time")["ratio"] == ctx.speed.set_index("baseline").loc[
-        "sgd", "per_step"
-    ]
+    per_step = ctx.speed.set_index("baseline").loc["sgd", "per_step"]
+    assert _row(table, "sgd", "step_time")["ratio"] == per_step
     assert "2.00× against SGD (n=1, no interval)" in words[2]
 
 
@@ -255,6 +260,7 @@ def test_page_opens_with_the_summary_and_writes_the_csv(tmp_path: Path) -> None:
     summary = re.search(r'<section id="verdict">(.*?)</section>', html, re.S).group(1)
     sgd = csv.loc[(csv["baseline"] == "sgd") & (csv["metric"] == "step_time")].iloc[0]
     assert f"{sgd['ratio']:.2f}× [{sgd['ci_low']:.2f}, {sgd['ci_high']:.2f}]" in summary
+    assert f"Every interval here: {PAIRED}, n=5." in summary  # the table's note
     assert "no measurable difference from AdamW" in summary
     assert "Performance profile" in summary and "Train and test" in summary
     # time to target, and the evaluation time beside it, in the speed-up section
