@@ -3,16 +3,17 @@ that turns an interval into words, the spread of repeated timings, and AlgoPerf'
 profile.
 
 Pure numpy/pandas (and scipy's t quantiles) and seeded, so a report built twice from the same
-records says the same. Which interval, measured (reports/coverage.py, docs/STATISTICS.md): on
-run times with a known ratio, the percentile bootstrap of a ratio of medians covers about 90 %
-at 3 values a group (a resampled median of 3 is one of the 3 values) and over 97 % at 5, where a
-t-interval on log values covers 95-98 % at 3, 5 and 10. So a ratio over seeds is a ratio of
-geometric means with a t-interval on the logs: paired (the per-seed log ratios) where both
-groups ran the same seeds, Welch's otherwise. A ratio a table already computed as a ratio of
-medians (the steps of one run: thousands of values) keeps its percentile bootstrap, each group
-resampled on its own stream; with fewer than ``MIN_N`` values that interval is approximate and
-says so. With a single value in a group there is nothing to estimate a spread from: the
-interval is left out and the text says "n=1, no interval" instead of inventing one.
+records says the same. Which interval was measured (reports/coverage.py, docs/STATISTICS.md):
+on run times with a known ratio, the percentile bootstrap of a ratio of medians covers about
+90 % at 3 values a group (a resampled median of 3 is one of the 3 values) for a nominal 95 %;
+a paired t on the per-seed log ratios covers 95 % on log-normal runs at 3, 5 and 10 seeds (97 %
+with slow outlier runs: on the wide side). So a ratio over seeds is a ratio of geometric means
+with a t-interval on the logs: paired where both groups ran the same seeds, Welch's otherwise.
+A ratio a table already computed as a ratio of medians (over the steps of one run: thousands
+of values) keeps its percentile bootstrap, each group resampled on its own stream; from fewer
+than ``MIN_N`` values that interval is labelled approximate. With a single value in a group
+there is no spread to estimate: the interval is left out and the text says "n=1, no interval"
+instead of inventing one.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """The summary that opens the report: FNGD against each baseline, per workload, in words and
-one small table, with 95 % bootstrap intervals (reports/stats.py); train and test side by
-side; and an AlgoPerf-style performance profile of time to target over workloads.
+one small table, with 95 % intervals (reports/stats.py, docs/STATISTICS.md); train and test
+side by side; and an AlgoPerf-style performance profile of time to target over workloads.
 
-The ratios are the speed-up table's (reports/tables/speedup.py: baseline time ÷ FNGD time,
-above 1 FNGD is faster) and the final-values table's (FNGD's metric ÷ the baseline's, above 1
-FNGD's is higher); this module only adds their intervals and says what they mean. Unit of
-resampling: the run (its median) when a group has several seeds; the steps or epochs
-themselves when each side ran once.
+The ratios are baseline time ÷ FNGD time (above 1 FNGD is faster) and FNGD's metric ÷ the
+baseline's (above 1 FNGD's is higher). When each side ran once they are the speed-up table's
+(reports/tables/speedup.py) ratios of medians over the steps or epochs, with a percentile
+bootstrap; with several seeds, ratios of the runs' geometric means (each run: its median) with
+a t-interval on the logs, paired by seed where both ran the same seeds. Each interval names its
+method and n.
 """
 
 from __future__ import annotations
