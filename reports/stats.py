@@ -1,25 +1,31 @@
-"""The statistics behind a verdict: bootstrap confidence intervals for a median and for a
-ratio of medians, the rule that turns an interval into words, the spread of repeated
-timings, and AlgoPerf's performance profile.
+"""The statistics behind a verdict: confidence intervals for a median and for a ratio, the rule
+that turns an interval into words, the spread of repeated timings, and AlgoPerf's performance
+profile.
 
-Pure numpy/pandas and seeded, so a report built twice from the same records says the same.
-Percentile bootstrap: resample each group with replacement, take the statistic of every
-resample, and read the interval off the 2.5th and 97.5th percentiles. The two groups of a
-ratio are independent (different runs), so each is resampled on its own stream. With a
-single value in a group there is nothing to resample: the interval is left out and the text
-says "n=1, no interval" instead of inventing one. With a few values (3 seeds) the interval
-is coarse (a resampled median is one of the values), which is the honest answer for 3 seeds.
+Pure numpy/pandas (and scipy's t quantiles) and seeded, so a report built twice from the same
+records says the same. Which interval was measured (reports/coverage.py, docs/STATISTICS.md):
+on run times with a known ratio, the percentile bootstrap of a ratio of medians covers about
+90 % at 3 values a group (a resampled median of 3 is one of the 3 values) for a nominal 95 %;
+a paired t on the per-seed log ratios covers 95 % on log-normal runs at 3, 5 and 10 seeds (97 %
+with slow outlier runs: on the wide side). So a ratio over seeds is a ratio of geometric means
+with a t-interval on the logs: paired where both groups ran the same seeds, Welch's otherwise.
+A ratio a table already computed as a ratio of medians (over the steps of one run: thousands
+of values) keeps its percentile bootstrap, each group resampled on its own stream; from fewer
+than ``MIN_N`` values that interval is labelled approximate. With a single value in a group
+there is no spread to estimate: the interval is left out and the text says "n=1, no interval"
+instead of inventing one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+from scipy.special import stdtrit
 
 #: Resamples per interval: enough for stable 2.5 % / 97.5 % percentiles, fast on a laptop.
 RESAMPLES = 4000
@@ -35,14 +41,22 @@ _BUDGET = 20_000_000
 MIN_RESAMPLES = 1000
 #: Said where a group has a single value.
 NO_INTERVAL = "n=1, no interval"
+#: The methods, as the report names them beside each interval.
+PERCENTILE = "percentile bootstrap"
+WELCH = "t on log values, Welch"
+PAIRED = "t on log ratios, paired"
+#: Fewest values a group for a percentile-bootstrap interval that covers what it says
+#: (docs/STATISTICS.md); below it the interval is labelled approximate.
+MIN_N = 5
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate and its percentile-bootstrap interval (NaN bounds: none).
+    """A point estimate and its interval (NaN bounds: none).
 
-    ``n`` is the size of the smaller group resampled; ``unit`` what one value is (``seeds``:
-    one per run; ``steps`` or ``epochs``: the measurements of a single run).
+    ``n`` is the size of the smaller group (for a paired interval: the pairs); ``unit`` what
+    one value is (``seeds``: one per run; ``steps`` or ``epochs``: the measurements of a single
+    run); ``method`` how the interval was computed (``PERCENTILE``, ``WELCH``, ``PAIRED``).
     """
 
     estimate: float
@@ -50,6 +64,7 @@ class Interval:
     high: float = math.nan
     n: int = 0
     unit: str = ""
+    method: str = ""
 
     @property
     def has_interval(self) -> bool:
@@ -60,15 +75,38 @@ class Interval:
         """True when the interval includes 1: no measurable difference."""
         return self.has_interval and self.low <= 1.0 <= self.high
 
+    @property
+    def approximate(self) -> bool:
+        """True for a percentile-bootstrap interval from fewer than ``MIN_N`` values a group:
+        it covers less than it says (about 90 % at 3 values for a nominal 95 %)."""
+        return self.has_interval and self.method == PERCENTILE and self.n < MIN_N
+
+    @property
+    def label(self) -> str:
+        """How the interval was computed and from how many values: ``t on log ratios, paired,
+        n=5`` (``, approximate`` where it is); empty without an interval."""
+        if not self.has_interval:
+            return ""
+        parts = [self.method or "interval", f"n={self.n}"]
+        return ", ".join(parts + (["approximate"] if self.approximate else []))
+
     def text(self, fmt: str = "{:.2f}") -> str:
         """``[low, high]``, or why there is no interval."""
         if not self.has_interval:
             return NO_INTERVAL if self.n == 1 else "no interval"
         return f"[{fmt.format(self.low)}, {fmt.format(self.high)}]"
 
+    def described(self, fmt: str = "{:.2f}") -> str:
+        """``[low, high] (method, n=...)``: the interval with how it was computed."""
+        return f"{self.text(fmt)} ({self.label})" if self.has_interval else self.text(fmt)
+
+
+def _array(values: Iterable[float]) -> np.ndarray:
+    return np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
+
 
 def _values(values: Iterable[float]) -> np.ndarray:
-    x = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
+    x = _array(values)
     return x[np.isfinite(x)]
 
 
@@ -118,6 +156,35 @@ def _bounds(samples: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def log_t_interval(
+    log_a: np.ndarray, log_b: np.ndarray, *, paired: bool, level: float = LEVEL
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A t-interval for ``mean(log a) - mean(log b)`` along the last axis: the log of a ratio of
+    geometric means and its bounds. Welch's (unequal variances, Welch-Satterthwaite degrees of
+    freedom) for independent groups; ``paired``: a one-sample t on the per-seed differences
+    (same length, same seed in the same place). Vectorised: reports/coverage.py scores this
+    very function on many trials at once."""
+    log_a, log_b = np.asarray(log_a, dtype=float), np.asarray(log_b, dtype=float)
+    q = 1.0 - (1.0 - level) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if paired:
+            d = log_a - log_b
+            n = d.shape[-1]
+            est = d.mean(axis=-1)
+            se = d.std(axis=-1, ddof=1) / math.sqrt(n)
+            df = np.full_like(est, n - 1.0)
+        else:
+            na, nb = log_a.shape[-1], log_b.shape[-1]
+            est = log_a.mean(axis=-1) - log_b.mean(axis=-1)
+            va = log_a.var(axis=-1, ddof=1) / na
+            vb = log_b.var(axis=-1, ddof=1) / nb
+            se = np.sqrt(va + vb)
+            df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+        # identical values in every group: no spread, a zero-width interval at the estimate
+        half = np.where(se > 0, stdtrit(np.where(se > 0, df, 1.0), q) * se, 0.0)
+    return est, est - half, est + half
+
+
 def median_interval(
     values: Iterable[float],
     *,
@@ -126,7 +193,8 @@ def median_interval(
     seed: int = SEED,
     level: float = LEVEL,
 ) -> Interval:
-    """The median of ``values`` and its bootstrap interval (none for fewer than 2 values)."""
+    """The median of ``values`` and its percentile-bootstrap interval (none for fewer than 2
+    values; approximate for fewer than ``MIN_N``)."""
     x = _values(values)
     if len(x) == 0:
         return Interval(math.nan, n=0, unit=unit)
@@ -134,29 +202,82 @@ def median_interval(
     if len(x) < 2:
         return Interval(est, n=len(x), unit=unit)
     lo, hi = _bounds(_medians(x, resamples, seed, 0), level)
-    return Interval(est, lo, hi, len(x), unit)
+    return Interval(est, lo, hi, len(x), unit, PERCENTILE)
+
+
+#: What ``ratio_interval``'s ``method`` takes.
+METHODS = ("t", "percentile")
 
 
 def ratio_interval(
     numerator: Iterable[float],
     denominator: Iterable[float],
     *,
+    method: str = "t",
+    paired: bool = False,
     estimate: float | None = None,
     unit: str = "",
     resamples: int = RESAMPLES,
     seed: int = SEED,
     level: float = LEVEL,
 ) -> Interval:
-    """median(numerator) / median(denominator) and its bootstrap interval.
+    """A ratio numerator : denominator and its interval.
 
-    The groups are independent: each is resampled on its own stream and the interval is
-    read off the ratios of the resampled medians. ``estimate`` replaces the point estimate
-    when a table already computed it (the report's speed-up table), so that the two agree.
-    No interval when either group has fewer than 2 values, or a median is not positive.
-    A group of more than ``_BUDGET / RESAMPLES`` values gets fewer resamples (at least
-    ``MIN_RESAMPLES``), so that the steps of one long run stay quick.
+    ``method="t"`` (the default, for values a run each): the ratio of geometric means, with a
+    t-interval on the logs: Welch's for independent groups, or with ``paired`` (the groups
+    ran the same seeds, in the same order) a t on the per-seed log ratios. Values that are
+    not all positive have no logs: they get the percentile bootstrap instead (``method`` of
+    the result says which). ``method="percentile"``: median(numerator) / median(denominator)
+    and its percentile bootstrap, each group resampled on its own stream (a group of more
+    than ``_BUDGET / RESAMPLES`` values, the steps of one long run, gets fewer resamples, at
+    least ``MIN_RESAMPLES``); ``estimate`` replaces its point estimate when a table already
+    computed that ratio of medians, so that the two agree. No interval when a group has
+    fewer than 2 values, or a median is not positive.
     """
-    num, den = _values(numerator), _values(denominator)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if estimate is not None and method != "percentile":
+        raise ValueError(
+            "estimate: a table's ratio of medians goes with method='percentile' (the t "
+            f"interval is of the ratio of geometric means), got method={method!r}"
+        )
+    if paired:
+        a, b = _array(numerator), _array(denominator)
+        if a.shape != b.shape:
+            raise ValueError(
+                f"paired: the groups need a value per seed each, got {len(a)} and {len(b)} values"
+            )
+        both = np.isfinite(a) & np.isfinite(b)  # a seed missing on one side leaves the pair
+        num, den = a[both], b[both]
+    else:
+        num, den = _values(numerator), _values(denominator)
+    positive = len(num) > 0 and len(den) > 0 and bool((num > 0).all() and (den > 0).all())
+    if method == "t" and positive:
+        return _t_ratio(num, den, paired=paired, unit=unit, level=level)
+    return _percentile_ratio(num, den, estimate, unit, resamples, seed, level)
+
+
+def _t_ratio(
+    num: np.ndarray, den: np.ndarray, *, paired: bool, unit: str, level: float
+) -> Interval:
+    n = min(len(num), len(den))
+    name = PAIRED if paired else WELCH
+    if n < 2:  # no spread to estimate: the ratio alone
+        est = float(np.exp(np.log(num).mean() - np.log(den).mean()))
+        return Interval(est, n=n, unit=unit, method=name)
+    est, lo, hi = log_t_interval(np.log(num), np.log(den), paired=paired, level=level)
+    return Interval(float(np.exp(est)), float(np.exp(lo)), float(np.exp(hi)), n, unit, name)
+
+
+def _percentile_ratio(
+    num: np.ndarray,
+    den: np.ndarray,
+    estimate: float | None,
+    unit: str,
+    resamples: int,
+    seed: int,
+    level: float,
+) -> Interval:
     n = min(len(num), len(den))
     if n == 0:
         return Interval(math.nan if estimate is None else estimate, n=0, unit=unit)
@@ -173,7 +294,30 @@ def ratio_interval(
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(den_m > 0, num_m / den_m, np.nan)
     lo, hi = _bounds(ratios, level)
-    return Interval(est, lo, hi, n, unit)
+    return Interval(est, lo, hi, n, unit, PERCENTILE)
+
+
+def seeded_ratio_interval(
+    numerator: Sequence[float],
+    numerator_seeds: Sequence[object],
+    denominator: Sequence[float],
+    denominator_seeds: Sequence[object],
+    *,
+    unit: str = "seeds",
+) -> Interval:
+    """``ratio_interval`` of one value per run, paired by seed where both groups ran the same
+    seeds once each (same seed: same initial weights and data order), Welch's otherwise."""
+    seeds = sorted(set(numerator_seeds), key=str)
+    same = len(seeds) == len(numerator_seeds) == len(denominator_seeds) and seeds == sorted(
+        set(denominator_seeds), key=str
+    )
+    if same:
+        num = dict(zip(numerator_seeds, numerator, strict=True))
+        den = dict(zip(denominator_seeds, denominator, strict=True))
+        return ratio_interval(
+            [num[k] for k in seeds], [den[k] for k in seeds], paired=True, unit=unit
+        )
+    return ratio_interval(numerator, denominator, unit=unit)
 
 
 def difference(iv: Interval) -> str:

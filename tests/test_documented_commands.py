@@ -69,6 +69,8 @@ NOT_RUN: dict[str, str] = {
     "mutmut show NAME": "reads the results of `tox -e mutation` (tens of minutes)",
     "PYTHONPATH=$PWD python -m tests.test_record_schema --update": "rewrites a committed "
     "fixture; tests/test_record_schema.py runs the same code and compares",
+    "python -m reports.coverage": "half a minute of Monte-Carlo trials; "
+    "tests/test_interval_coverage.py runs the cells behind the report's choice",
 }
 TOX_NOT_RUN = {
     "tests": "the test suite this test is part of",

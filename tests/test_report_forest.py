@@ -41,7 +41,7 @@ def _texts(fig) -> list[str]:
 def test_ratios_point_right_when_better(tmp_path: Path) -> None:
     """Time: SGD's ÷ the optimizer's; metric (accuracy, higher is better): the optimizer's ÷
     SGD's; both above 1 when the optimizer does better."""
-    recs = _records()
+    recs = _records(3)
     _scale_final(recs, "fngd", 0.5, "accuracy")
     table = forest.forest_table(_context(tmp_path, recs).records)
     assert set(table["opt"]) == {"adamw", "kfac", "fngd"}  # SGD is the reference, no row
@@ -77,7 +77,7 @@ def test_ratios_point_right_when_better(tmp_path: Path) -> None:
 def test_a_lower_is_better_metric_is_inverted(tmp_path: Path) -> None:
     """A metric the records show is lower-is-better (met from below its target): SGD's ÷
     the optimizer's, so halving it reads 2× better."""
-    recs = _records()
+    recs = _records(3)
     for r in recs:
         if r["kind"] == "eval" and r["name"] == "accuracy":
             r["name"] = "score"
@@ -93,18 +93,18 @@ def test_a_lower_is_better_metric_is_inverted(tmp_path: Path) -> None:
 
 
 def test_direction_from_the_name_where_the_records_do_not_show_it(tmp_path: Path) -> None:
-    recs = _records()
+    recs = _records(3)
     for r in recs:  # met exactly at the target: the value does not say which side
         if r["kind"] == "eval" and r["name"] == "accuracy":
             r["name"] = "val_mse"
         if r["kind"] == "target":
             r["metric"] = "val_mse"
     assert higher_is_better(_context(tmp_path / "mse", recs).records) == {"w": False}
-    assert higher_is_better(_context(tmp_path / "acc", _records()).records) == {"w": True}
+    assert higher_is_better(_context(tmp_path / "acc", _records(3)).records) == {"w": True}
 
 
 def test_an_optimizer_that_never_reached_the_target_is_shown(tmp_path: Path) -> None:
-    recs = [r for r in _records() if not (r["optimizer"] == "fngd" and r["kind"] == "target")]
+    recs = [r for r in _records(3) if not (r["optimizer"] == "fngd" and r["kind"] == "target")]
     # AdamW's seed 0 did not reach it either: 2 of its 3 runs did
     recs = [r for r in recs if not (r["run_id"] == "w__adamw__s0" and r["kind"] == "target")]
     table = forest.forest_table(_context(tmp_path, recs).records)
@@ -123,7 +123,7 @@ def test_an_optimizer_that_never_reached_the_target_is_shown(tmp_path: Path) -> 
 
 
 def test_a_reference_that_reached_the_target_in_fewer_runs_says_so(tmp_path: Path) -> None:
-    recs = [r for r in _records() if not (r["run_id"] == "w__sgd__s0" and r["kind"] == "target")]
+    recs = [r for r in _records(3) if not (r["run_id"] == "w__sgd__s0" and r["kind"] == "target")]
     table = forest.forest_table(_context(tmp_path, recs).records)
     fngd = _row(table, "fngd", "time_to_target")
     assert (fngd["reference_reached"], fngd["reference_runs"], fngd["n"]) == (2, 3, 2)
@@ -131,7 +131,7 @@ def test_a_reference_that_reached_the_target_in_fewer_runs_says_so(tmp_path: Pat
 
 
 def test_without_sgd_the_first_baseline_is_the_reference_and_says_so(tmp_path: Path) -> None:
-    recs = [r for r in _records() if r["optimizer"] != "sgd"]
+    recs = [r for r in _records(3) if r["optimizer"] != "sgd"]
     table = forest.forest_table(_context(tmp_path, recs).records)
     assert set(table["opt"]) == {"kfac", "fngd"}  # AdamW, first in the family order, is it
     assert set(table["reference"]) == {"adamw"} and table["fallback"].all()
@@ -148,7 +148,7 @@ def test_without_sgd_the_first_baseline_is_the_reference_and_says_so(tmp_path: P
 
 
 def test_no_baseline_no_rows(tmp_path: Path) -> None:
-    recs = [r for r in _records() if r["optimizer"] == "fngd"]
+    recs = [r for r in _records(3) if r["optimizer"] == "fngd"]
     table = forest.forest_table(_context(tmp_path, recs).records)
     assert table.empty and list(table.columns) == forest.FOREST.csv
     assert forest.figure(table) is None and forest.sentences(table) == []
@@ -162,7 +162,7 @@ def test_log_ticks_name_one_and_stay_few() -> None:
 
 
 def test_the_summary_opens_with_the_forest_plot(tmp_path: Path) -> None:
-    ctx = _context(tmp_path, _records())
+    ctx = _context(tmp_path, _records(3))
     sec = verdict.section(ctx)
     first = sec.blocks[0]
     assert isinstance(first, FigureBlock) and first.lead
@@ -176,7 +176,7 @@ def test_the_summary_opens_with_the_forest_plot(tmp_path: Path) -> None:
 
 
 def test_page_places_the_figure_before_the_words(tmp_path: Path) -> None:
-    out = build_report([_write(tmp_path / "in", _records())], tmp_path / "index.html")
+    out = build_report([_write(tmp_path / "in", _records(3))], tmp_path / "index.html")
     html = out.read_text(encoding="utf-8")
     first_img = re.search(r"<img [^>]*>", html)
     assert first_img and 'id="forest-plot"' in first_img.group(0)

@@ -33,12 +33,48 @@ def test_groups_twice_apart_exclude_one() -> None:
     assert stats.difference(stats.ratio_interval(fast, slow)) == "lower"
 
 
-def test_three_seeds_give_a_coarse_interval_from_the_values() -> None:
-    """With 3 values a resampled median is one of them: the bounds are ratios of values."""
-    iv = stats.ratio_interval([4.0, 4.2, 4.4], [2.0, 2.1, 2.2])
+def test_three_seeds_give_a_coarse_percentile_interval_from_the_values() -> None:
+    """With 3 values a resampled median is one of them: the bounds are ratios of values, and
+    the interval says it is approximate."""
+    iv = stats.ratio_interval([4.0, 4.2, 4.4], [2.0, 2.1, 2.2], method="percentile")
     assert iv.estimate == pytest.approx(2.0)
     assert 4.0 / 2.2 - 1e-9 <= iv.low <= iv.estimate <= iv.high <= 4.4 / 2.0 + 1e-9
     assert stats.difference(iv) == "higher"
+    assert iv.method == stats.PERCENTILE and iv.approximate
+    assert iv.label == "percentile bootstrap, n=3, approximate"
+    a, b = [4.0, 4.2, 4.4, 4.1, 4.3], [2.0, 2.1, 2.2, 2.3, 1.9]
+    five = stats.ratio_interval(a, b, method="percentile")
+    assert five.has_interval and not five.approximate and five.label.endswith("n=5")
+
+
+def test_the_t_interval_is_scipys_on_the_logs() -> None:
+    """Welch's and the paired t on log values, against scipy.stats' own t-tests."""
+    from scipy import stats as sps
+
+    a = np.array([4.0, 4.4, 3.9, 5.1, 4.6])
+    b = np.array([2.0, 2.6, 2.1, 2.2, 2.9])
+    welch = stats.ratio_interval(a, b, unit="seeds")
+    ref = sps.ttest_ind(np.log(a), np.log(b), equal_var=False).confidence_interval(0.95)
+    assert welch.method == stats.WELCH and welch.n == 5 and welch.unit == "seeds"
+    assert welch.estimate == pytest.approx(np.exp(np.log(a).mean() - np.log(b).mean()))
+    assert (welch.low, welch.high) == pytest.approx((np.exp(ref.low), np.exp(ref.high)))
+    paired = stats.ratio_interval(a, b, paired=True)
+    ref = sps.ttest_rel(np.log(a), np.log(b)).confidence_interval(0.95)
+    assert paired.method == stats.PAIRED and paired.estimate == pytest.approx(welch.estimate)
+    assert (paired.low, paired.high) == pytest.approx((np.exp(ref.low), np.exp(ref.high)))
+    assert not paired.approximate and paired.label == "t on log ratios, paired, n=5"
+    assert paired.described() == f"{paired.text()} (t on log ratios, paired, n=5)"
+    # a seed missing on one side leaves its pair out; groups of unequal length cannot pair
+    gap = stats.ratio_interval([4.0, math.nan, 3.9, 5.1], [2.0, 2.6, math.nan, 2.2], paired=True)
+    assert gap.n == 2 and gap.estimate == pytest.approx(math.sqrt(2.0 * 5.1 / 2.2))
+    with pytest.raises(ValueError, match="paired"):
+        stats.ratio_interval([1.0, 2.0], [1.0, 2.0, 3.0], paired=True)
+    # values that are not all positive have no logs: the percentile bootstrap, and it says so
+    assert stats.ratio_interval([1.0, 2.0, 0.0], [1.0, 2.0]).method == stats.PERCENTILE
+    with pytest.raises(ValueError, match="estimate"):
+        stats.ratio_interval(a, b, estimate=2.0)
+    with pytest.raises(ValueError, match="method"):
+        stats.ratio_interval(a, b, method="bca")
 
 
 def test_bootstrap_is_reproducible() -> None:
@@ -49,8 +85,8 @@ def test_bootstrap_is_reproducible() -> None:
 
 def test_single_value_has_no_interval() -> None:
     iv = stats.ratio_interval([2.0], [1.0, 1.1, 0.9])
-    assert iv.estimate == pytest.approx(2.0)
-    assert not iv.has_interval and iv.n == 1
+    assert iv.estimate == pytest.approx(2.0 / (1.0 * 1.1 * 0.9) ** (1 / 3))
+    assert not iv.has_interval and iv.n == 1 and iv.label == ""
     assert iv.text() == stats.NO_INTERVAL == "n=1, no interval"
     assert stats.difference(iv) == "unknown"
     m = stats.median_interval([7.0])
@@ -72,7 +108,7 @@ def test_degenerate_inputs() -> None:
 
 
 def test_estimate_from_a_table_is_kept() -> None:
-    iv = stats.ratio_interval([2.0, 2.0], [1.0, 1.0], estimate=1.9)
+    iv = stats.ratio_interval([2.0, 2.0], [1.0, 1.0], method="percentile", estimate=1.9)
     assert iv.estimate == 1.9 and iv.low == pytest.approx(2.0)
 
 
@@ -92,7 +128,7 @@ def test_many_values_get_fewer_resamples_within_the_budget() -> None:
     assert stats.MIN_RESAMPLES <= drawn < stats.RESAMPLES and drawn * n <= stats._BUDGET
     assert stats.resamples_for(10**9) == stats.MIN_RESAMPLES
     x = np.random.default_rng(2).random(n)
-    iv = stats.ratio_interval(x, x + 1)
+    iv = stats.ratio_interval(x, x + 1, method="percentile")
     assert iv.has_interval and iv.low < iv.estimate < iv.high and iv.n == n
 
 
@@ -202,7 +238,7 @@ def test_ratio_interval_keeps_its_unit_and_the_texts_say_why_there_is_none() -> 
     ):
         assert iv.unit == "seeds"
     assert stats.ratio_interval([2.0, 3.0], [1.0, 1.5]).unit == ""
-    assert stats.ratio_interval([], [1.0], estimate=1.5).estimate == 1.5
+    assert stats.ratio_interval([], [1.0], method="percentile", estimate=1.5).estimate == 1.5
     assert stats.Interval(1.0, n=0).text() == "no interval"
     assert stats.Interval(1.0, n=3).text() == "no interval"
     assert stats.Interval(1.2, 1.05, 1.5, 3).text() == "[1.05, 1.50]"

@@ -1,6 +1,7 @@
 """The report's summary (reports/topics/verdict.py) on hand-built records with known answers.
 
-Three seeds per optimizer, each seed's times scaled by 0.98, 1.00 or 1.02: FNGD's step
+Five seeds per optimizer (the quick preset's), each seed's times scaled by 0.98 to 1.02 in an
+order of its own: FNGD's step
 takes 10 ms, SGD's 20 ms (FNGD 2× faster), AdamW's 10 ms (no measurable difference) and
 KFAC's 5 ms (KFAC 2× faster); epochs and times to target scale alike. The records are test
 fixtures in the runner's schema (bench/records/schema.py), never results.
@@ -12,14 +13,17 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import ttest_1samp
 
 from bench.records import FIELDS
 from reports import build_report, hygiene
 from reports.common import prepare
 from reports.context import Context
 from reports.load import load_records
+from reports.stats import PAIRED, WELCH
 from reports.topics import verdict
 
 _T0 = 1_732_500_000.0
@@ -32,10 +36,10 @@ _COSTS = {
 }
 #: a different order of the seeds' scale per optimizer, so no two groups move together
 _SCALES = {
-    "sgd": (1.0, 0.98, 1.02),
-    "adamw": (0.98, 1.02, 1.0),
-    "kfac": (1.02, 1.0, 0.98),
-    "fngd": (1.0, 1.02, 0.98),
+    "sgd": (1.0, 0.98, 1.02, 0.99, 1.01),
+    "adamw": (0.98, 1.02, 1.0, 1.01, 0.99),
+    "kfac": (1.02, 1.0, 0.98, 1.01, 0.99),
+    "fngd": (1.0, 1.02, 0.98, 0.99, 1.01),
 }
 STEPS, EPOCHS = 8, 4
 #: The columns the verdict CSV promises (issue: "at least").
@@ -112,7 +116,7 @@ def _run(
     return recs
 
 
-def _records(seeds: int = 3) -> list[dict]:
+def _records(seeds: int = 5) -> list[dict]:
     recs: list[dict] = []
     start = _T0
     for opt in ("sgd", "adamw", "kfac", "fngd"):
@@ -143,18 +147,19 @@ def _row(table: pd.DataFrame, baseline: str, metric: str) -> pd.Series:
 
 
 @pytest.fixture(scope="module")
-def three_seeds(tmp_path_factory: pytest.TempPathFactory) -> Context:
+def five_seeds(tmp_path_factory: pytest.TempPathFactory) -> Context:
     return _context(tmp_path_factory.mktemp("verdict"), _records())
 
 
-def test_ratios_and_intervals(three_seeds: Context) -> None:
-    table = verdict.verdict(three_seeds)
+def test_ratios_and_intervals(five_seeds: Context) -> None:
+    table = verdict.verdict(five_seeds)
     assert list(table.columns[:2]) == ["workload", "size"]
     assert set(table.columns) >= REQUIRED
-    # one row per baseline and comparison; every row FNGD against a baseline, 3 seeds
+    # one row per baseline and comparison; every row FNGD against a baseline, 5 seeds, paired
     assert len(table) == 3 * 4
     assert set(table["optimizer"]) == {"fngd"}
-    assert set(table["seeds"]) == {3} and set(table["unit"]) == {"seeds"}
+    assert set(table["seeds"]) == {5} and set(table["unit"]) == {"seeds"}
+    assert set(table["method"]) == {PAIRED} and set(table["n"]) == {5}
     for metric in ("step_time", "later_epoch_time", "time_to_target"):
         sgd = _row(table, "sgd", metric)
         assert sgd["ratio"] == pytest.approx(2.0, rel=0.03)
@@ -177,27 +182,52 @@ def test_ratios_and_intervals(three_seeds: Context) -> None:
     assert (table["flags"].fillna("") == "").all()
 
 
-def test_ratios_are_the_speedup_tables(three_seeds: Context) -> None:
-    """The same numbers as the speed-up table, in the same direction."""
-    table = verdict.verdict(three_seeds)
-    sp = three_seeds.speed.set_index("baseline")
+def test_ratios_over_seeds_are_of_geometric_means_of_the_runs(five_seeds: Context) -> None:
+    """Over seeds: the ratio of the runs' geometric means, the quantity its t-interval is
+    of (here, with no slow runs, within 1 % of the speed-up table's ratio of medians, in the
+    same direction); the per-seed ratios are what the paired interval is built from."""
+    table = verdict.verdict(five_seeds)
+    sp = five_seeds.speed.set_index("baseline")
+    fngd = np.array(_SCALES["fngd"])
     for metric, _header, column in verdict.COMPARISONS:
         if column is None:
             continue
         for base in ("sgd", "adamw", "kfac"):
-            assert _row(table, base, metric)["ratio"] == sp.loc[base, column]
+            per_seed = _COSTS[base][0] / _COSTS["fngd"][0] * np.array(_SCALES[base]) / fngd
+            r = _row(table, base, metric)
+            assert r["ratio"] == pytest.approx(np.exp(np.log(per_seed).mean()))
+            ref = ttest_1samp(np.log(per_seed), 0.0).confidence_interval(0.95)
+            assert (r["ci_low"], r["ci_high"]) == pytest.approx(np.exp([ref.low, ref.high]))
+            assert r["ratio"] == pytest.approx(sp.loc[base, column], rel=0.01)
 
 
-def test_words(three_seeds: Context) -> None:
-    words = verdict.findings(verdict.verdict(three_seeds), three_seeds.targets)
+def test_runs_not_paired_by_seed_get_welchs_interval(tmp_path: Path) -> None:
+    """A seed FNGD lacks: the groups are no longer one run per seed on both sides."""
+    recs = [r for r in _records() if not (r["optimizer"] == "fngd" and r["seed"] == 4)]
+    table = verdict.verdict(_context(tmp_path, recs))
+    sgd = _row(table, "sgd", "step_time")
+    assert sgd["method"] == WELCH and sgd["n"] == 4 and sgd["fngd_seeds"] == 4
+    words = verdict.findings(table, _context(tmp_path, recs).targets)
+    assert f"(4 seeds; {WELCH}, n=4)" in words[0]
+    # two methods in one summary: each interval names its own, and the note says so
+    paired = verdict.verdict(_context(tmp_path / "all", _records()))
+    both = pd.concat([paired, table.assign(workload="w2")], ignore_index=True)
+    cells = verdict.summary_table(both)["step_time"].tolist()
+    assert cells[0].endswith(f"] ({PAIRED}, n=5)") and cells[-1].endswith(f"] ({WELCH}, n=4)")
+    assert "Each interval names its method and n" in verdict._summary_note(both)
+
+
+def test_words(five_seeds: Context) -> None:
+    words = verdict.findings(verdict.verdict(five_seeds), five_seeds.targets)
     assert len(words) == 4
     step, later, target, final = words
-    assert step.startswith("w (small) · cpu-x · batch 4 · FNGD, per step (3 seeds): ")
+    how = f"5 seeds; {PAIRED}, n=5"
+    assert step.startswith(f"w (small) · cpu-x · batch 4 · FNGD, per step ({how}): ")
     assert re.search(r"2\.0\d× faster than SGD \[1\.9\d, 2\.0\d\]", step)
     assert re.search(r"no measurable difference from AdamW: 1\.00× \[0\.9\d, 1\.0\d\]", step)
     assert re.search(r"KFAC is faster: 0\.50× \[0\.4\d, 0\.5\d\]", step)
-    assert "later epochs (3 seeds)" in later and "faster than SGD" in later
-    assert "to 0.9 accuracy (3 seeds)" in target and "sooner than SGD" in target
+    assert f"later epochs ({how})" in later and "faster than SGD" in later
+    assert f"to 0.9 accuracy ({how})" in target and "sooner than SGD" in target
     assert "KFAC is faster" in target
     assert "final accuracy 0.95" in final and "no measurable difference from SGD (0.95)" in final
 
@@ -211,7 +241,10 @@ def test_one_seed_says_so(tmp_path: Path) -> None:
     tt = _row(table, "sgd", "time_to_target")
     assert tt["seeds"] == 1 and pd.isna(tt["ci_low"]) and tt["difference"] == "unknown"
     words = verdict.findings(table, ctx.targets)
-    assert "per step (1 seed; intervals over its steps)" in words[0]
+    # 32 steps a run: the percentile bootstrap of the table's ratio of medians
+    assert "per step (1 seed; intervals over its steps; percentile bootstrap, n=32)" in words[0]
+    per_step = ctx.speed.set_index("baseline").loc["sgd", "per_step"]
+    assert _row(table, "sgd", "step_time")["ratio"] == per_step
     assert "2.00× against SGD (n=1, no interval)" in words[2]
 
 
@@ -227,6 +260,7 @@ def test_page_opens_with_the_summary_and_writes_the_csv(tmp_path: Path) -> None:
     summary = re.search(r'<section id="verdict">(.*?)</section>', html, re.S).group(1)
     sgd = csv.loc[(csv["baseline"] == "sgd") & (csv["metric"] == "step_time")].iloc[0]
     assert f"{sgd['ratio']:.2f}× [{sgd['ci_low']:.2f}, {sgd['ci_high']:.2f}]" in summary
+    assert f"Every interval here: {PAIRED}, n=5." in summary  # the table's note
     assert "no measurable difference from AdamW" in summary
     assert "Performance profile" in summary and "Train and test" in summary
     # time to target, and the evaluation time beside it, in the speed-up section
@@ -235,11 +269,11 @@ def test_page_opens_with_the_summary_and_writes_the_csv(tmp_path: Path) -> None:
     assert ttt.loc["fngd", "eval_median_s"] == pytest.approx(0.75)
 
 
-def test_performance_profile_and_generalisation(three_seeds: Context) -> None:
-    times = verdict.profile_times(three_seeds).set_index("optimizer")
+def test_performance_profile_and_generalisation(five_seeds: Context) -> None:
+    times = verdict.profile_times(five_seeds).set_index("optimizer")
     assert times.loc["kfac", "seconds"] == pytest.approx(1.0)
     assert times.loc["sgd", "seconds"] == pytest.approx(4.0)
-    gen = verdict.generalisation(three_seeds).set_index("optimizer")
+    gen = verdict.generalisation(five_seeds).set_index("optimizer")
     assert gen.loc["fngd", "train_loss"] == pytest.approx(0.2)
     assert gen.loc["fngd", "test_loss"] == pytest.approx(0.3)
     assert gen.loc["fngd", "loss_gap"] == pytest.approx(0.1)

@@ -17,6 +17,7 @@ over those values, and ``stats.difference`` says what it means.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ from reports.common import (
     sort_rows,
     training,
 )
-from reports.stats import Interval, difference, ratio_interval
+from reports.stats import Interval, difference, seeded_ratio_interval
 from reports.tables.convergence import convergence_long
 from reports.vocabulary import FNGD, display_name
 
@@ -116,15 +117,32 @@ def reference(members: pd.DataFrame) -> tuple[pd.Series | None, bool]:
     return (others.iloc[0], True) if not others.empty else (None, False)
 
 
-def _per_run(frame: pd.DataFrame, value: str) -> dict[tuple, np.ndarray]:
+@dataclass(frozen=True)
+class Runs:
+    """One optimizer's values in one setting, a value per run, and each run's seed (what
+    pairs two optimizers' runs)."""
+
+    values: np.ndarray
+    seeds: tuple
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _per_run(frame: pd.DataFrame, value: str) -> dict[tuple, Runs]:
     """(setting..., opt columns) -> one value per run (its first)."""
     if frame.empty:
         return {}
-    first = frame.groupby(SETTING + OPT + ["run"], sort=False)[value].first().reset_index()
-    return {k: g[value].to_numpy(float) for k, g in first.groupby(SETTING + OPT, sort=False)}
+    cols = ["seed"] if "seed" in frame.columns else []
+    first = frame.groupby(SETTING + OPT + ["run"], sort=False)[[value, *cols]].first()
+    first = first.reset_index()
+    return {
+        k: Runs(g[value].to_numpy(float), tuple(g["seed"]) if cols else tuple(g["run"]))
+        for k, g in first.groupby(SETTING + OPT, sort=False)
+    }
 
 
-def _targets(df: pd.DataFrame) -> tuple[dict[tuple, float], dict[tuple, np.ndarray]]:
+def _targets(df: pd.DataFrame) -> tuple[dict[tuple, float], dict[tuple, Runs]]:
     """Per setting its target (the highest its records name), and per optimizer one time to
     it per run that reached it (the earliest record of the run)."""
     t = df.loc[(df["kind"] == "target") & df["seconds"].notna()] if not df.empty else df
@@ -138,7 +156,7 @@ def _targets(df: pd.DataFrame) -> tuple[dict[tuple, float], dict[tuple, np.ndarr
     return setting_target, _per_run(at, "seconds")
 
 
-def _finals(df: pd.DataFrame) -> dict[tuple, np.ndarray]:
+def _finals(df: pd.DataFrame) -> dict[tuple, Runs]:
     """Per optimizer, each run's last evaluation of its workload's metric."""
     long = convergence_long(df)
     if long.empty:
@@ -149,13 +167,11 @@ def _finals(df: pd.DataFrame) -> dict[tuple, np.ndarray]:
     return _per_run(last, "value")
 
 
-def _median(values: np.ndarray | None) -> float:
-    return float(np.median(values)) if values is not None and len(values) else math.nan
+def _median(runs: Runs | None) -> float:
+    return float(np.median(runs.values)) if runs is not None and len(runs) else math.nan
 
 
-def _row(
-    base: dict, panel: str, ref: np.ndarray | None, opt: np.ndarray | None, swap: bool
-) -> dict:
+def _row(base: dict, panel: str, ref: Runs | None, opt: Runs | None, swap: bool) -> dict:
     """One row: ``ref`` ÷ ``opt`` (``swap``: ``opt`` ÷ ``ref``) with its interval, or why not."""
     row = dict(base, panel=panel, value=_median(opt), reference_value=_median(ref))
     has_ref, has_opt = ref is not None and len(ref) > 0, opt is not None and len(opt) > 0
@@ -172,7 +188,7 @@ def _row(
             row["status"] = NOT_REACHED if has_ref else NEITHER_REACHED
         return row
     num, den = (opt, ref) if swap else (ref, opt)
-    iv = ratio_interval(num, den, unit="seeds")
+    iv = seeded_ratio_interval(num.values, num.seeds, den.values, den.seeds)
     row.update(ratio=iv.estimate, ci_low=iv.low, ci_high=iv.high, n=iv.n, unit=iv.unit, status="ok")
     row["verdict"] = VERDICTS[difference(iv)] if not math.isnan(iv.estimate) else ""
     return row

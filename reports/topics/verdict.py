@@ -1,14 +1,15 @@
 """The summary that opens the report: the forest plot of every optimizer against SGD
 (reports/figures/forest.py) and its three sentences; then FNGD against each baseline, per
-workload, in one small table and, folded, in words, with 95 % bootstrap intervals
-(reports/stats.py); train and test side by side; and an AlgoPerf-style performance profile
+workload, in one small table and, folded, in words, with 95 % intervals (reports/stats.py,
+docs/STATISTICS.md); train and test side by side; and an AlgoPerf-style performance profile
 of time to target over workloads.
 
-The ratios are the speed-up table's (reports/tables/speedup.py: baseline time ÷ FNGD time,
-above 1 FNGD is faster) and the final-values table's (FNGD's metric ÷ the baseline's, above 1
-FNGD's is higher); this module only adds their intervals and says what they mean. Unit of
-resampling: the run (its median) when a group has several seeds; the steps or epochs
-themselves when each side ran once.
+The ratios are baseline time ÷ FNGD time (above 1 FNGD is faster) and FNGD's metric ÷ the
+baseline's (above 1 FNGD's is higher). When each side ran once they are the speed-up table's
+(reports/tables/speedup.py) ratios of medians over the steps or epochs, with a percentile
+bootstrap; with several seeds, ratios of the runs' geometric means (each run: its median) with
+a t-interval on the logs, paired by seed where both ran the same seeds. Each interval names its
+method and n.
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ from reports.common import (
 )
 from reports.figures import forest
 from reports.section import Section
-from reports.stats import Interval, difference, performance_profile, ratio_interval
+from reports.stats import (
+    MIN_N,
+    Interval,
+    difference,
+    performance_profile,
+    ratio_interval,
+    seeded_ratio_interval,
+)
 from reports.tables.convergence import convergence_long
 from reports.vocabulary import FNGD, display_name
 
@@ -77,6 +85,7 @@ VERDICT = cols(
     "baseline_seeds",
     "unit",
     "n",
+    "method",
     "difference",
     "above_one",
     "fngd_value",
@@ -116,17 +125,22 @@ class Group:
 
     runs: np.ndarray
     raw: np.ndarray | None = None
+    seeds: tuple = ()
 
 
-def _groups(frame: pd.DataFrame, value: str, raw: bool) -> dict[tuple, Group]:
-    """(setting..., opt) -> Group: per-run medians of ``value`` and, if ``raw``, the values."""
+def _groups(
+    frame: pd.DataFrame, value: str, raw: bool, seed_of: dict | None = None
+) -> dict[tuple, Group]:
+    """(setting..., opt) -> Group: per-run medians of ``value`` (and each run's seed, from
+    ``seed_of``: run -> seed) and, if ``raw``, the values."""
     if frame.empty:
         return {}
     key = SETTING + ["opt"]
     per_run = frame.groupby(key + ["run"], sort=False)[value].median().reset_index()
     out = {}
     for k, g in per_run.groupby(key, sort=False):
-        out[k] = Group(g[value].to_numpy(float))
+        seeds = tuple(g["run"].map(seed_of)) if seed_of else ()
+        out[k] = Group(g[value].to_numpy(float), seeds=seeds)
     if raw:
         for k, g in frame.groupby(key, sort=False):
             out[k].raw = g[value].to_numpy(float)
@@ -134,13 +148,19 @@ def _groups(frame: pd.DataFrame, value: str, raw: bool) -> dict[tuple, Group]:
 
 
 def _interval(base: Group | None, fngd: Group | None, estimate: float, unit: str) -> Interval:
-    """The ratio's interval: over run medians, or over the raw values when both ran once."""
+    """The ratio's interval: over the raw values when both ran once (the table's ratio of
+    medians, percentile bootstrap); else over run medians, a ratio of geometric means with a
+    t-interval on the logs, paired by seed where both ran the same seeds once each."""
     if base is None or fngd is None:
         return Interval(estimate)
     if len(base.runs) == 1 and len(fngd.runs) == 1 and base.raw is not None:
         assert fngd.raw is not None
-        return ratio_interval(base.raw, fngd.raw, estimate=estimate, unit=unit)
-    return ratio_interval(base.runs, fngd.runs, estimate=estimate, unit="seeds")
+        return ratio_interval(
+            base.raw, fngd.raw, method="percentile", estimate=estimate, unit=unit
+        )
+    if len(base.seeds) == len(base.runs) and len(fngd.seeds) == len(fngd.runs):
+        return seeded_ratio_interval(base.runs, base.seeds, fngd.runs, fngd.seeds)
+    return ratio_interval(base.runs, fngd.runs, unit="seeds")
 
 
 def _values(ctx: Context) -> dict[str, dict[tuple, Group]]:
@@ -154,17 +174,26 @@ def _values(ctx: Context) -> dict[str, dict[tuple, Group]]:
     if not long.empty:
         long = long.loc[long["quantity"] == long["workload"].map(metrics)]
         long = long.sort_values("epoch").groupby("run", sort=False).tail(1)
+    seed_of = _seed_of(df)
     return {
-        "step_time": _groups(steps, "seconds", raw=True),
-        "later_epoch_time": _groups(later, "seconds", raw=True),
-        "final_metric": _groups(long, "value", raw=False),
+        "step_time": _groups(steps, "seconds", raw=True, seed_of=seed_of),
+        "later_epoch_time": _groups(later, "seconds", raw=True, seed_of=seed_of),
+        "final_metric": _groups(long, "value", raw=False, seed_of=seed_of),
     }
+
+
+def _seed_of(df: pd.DataFrame) -> dict:
+    """run -> its seed (what pairs two optimizers' runs)."""
+    if df.empty or "seed" not in df.columns:
+        return {}
+    runs = df[["run", "seed"]].dropna().drop_duplicates("run")
+    return dict(zip(runs["run"], runs["seed"], strict=True))
 
 
 def _target_groups(df: pd.DataFrame, target: float) -> dict[tuple, Group]:
     t = df.loc[(df["kind"] == "target") & df["seconds"].notna()]
     t = t.loc[pd.to_numeric(t["value"], errors="coerce") == target]
-    return _groups(t, "seconds", raw=False)
+    return _groups(t, "seconds", raw=False, seed_of=_seed_of(df))
 
 
 def _flags(ctx: Context) -> dict[tuple, set[str]]:
@@ -256,6 +285,7 @@ def verdict(ctx: Context) -> pd.DataFrame:
                 baseline_seeds=nb,
                 unit=iv.unit,
                 n=iv.n,
+                method=iv.method,
                 difference=difference(iv) if not math.isnan(iv.estimate) else "unknown",
                 fngd_value=fv,
                 baseline_value=bv,
@@ -288,28 +318,42 @@ def _pooled(fg: Group | None, bg: Group | None, fv: float, bv: float) -> tuple[f
 # ----------------------------------------------------------------------------- words
 
 
-def _ci(r: pd.Series) -> str:
-    iv = Interval(r["ratio"], r["ci_low"], r["ci_high"], int(r["n"]), str(r["unit"]))
-    return iv.text()
+def _iv(r: pd.Series) -> Interval:
+    method = r["method"] if isinstance(r.get("method"), str) else ""
+    return Interval(r["ratio"], r["ci_low"], r["ci_high"], int(r["n"]), str(r["unit"]), method)
 
 
-def _ratio_text(r: pd.Series) -> str:
-    """``1.80× [1.40, 2.30]`` (``⚠`` when a run behind it is flagged)."""
+def _ci(r: pd.Series, labelled: bool = False) -> str:
+    """``[low, high]``; ``labelled``: with its method and n beside it."""
+    return _iv(r).described() if labelled else _iv(r).text()
+
+
+def interval_labels(table: pd.DataFrame) -> list[str]:
+    """The distinct ``method, n=...`` labels of the intervals in ``table``, in order."""
+    if table.empty:
+        return []
+    labels = (_iv(r).label for _, r in table.iterrows() if not isnan_(r["ratio"]))
+    return list(dict.fromkeys(lab for lab in labels if lab))
+
+
+def _ratio_text(r: pd.Series, labelled: bool = False) -> str:
+    """``1.80× [1.40, 2.30]`` (``⚠`` when a run behind it is flagged; ``labelled``: the
+    interval's method and n beside it)."""
     if isnan_(r["ratio"]):
         return ""
-    ci = _ci(r)
+    ci = _ci(r, labelled)
     text = f"{r['ratio']:.2f}× {ci}" if ci.startswith("[") else f"{r['ratio']:.2f}× ({ci})"
     return text + (" ⚠" if r["flags"] else "")
 
 
-def _clause(r: pd.Series) -> str:
+def _clause(r: pd.Series, labelled: bool = False) -> str:
     """What one comparison says, FNGD's losses as plainly as its wins."""
     b_name = display_name(r["baseline"])
     if isnan_(r["ratio"]):
         if r["metric"] == "time_to_target":
             return f"not comparable with {b_name} (no target both reached)"
         return f"not comparable with {b_name} (no records)"
-    ratio, ci, d = f"{r['ratio']:.2f}×", _ci(r), r["difference"]
+    ratio, ci, d = f"{r['ratio']:.2f}×", _ci(r, labelled), r["difference"]
     if r["metric"] == "final_metric":
         other = f"{b_name} ({r['baseline_value']:.3g})"
         if d == "higher":
@@ -350,7 +394,9 @@ def findings(table: pd.DataFrame, targets: pd.DataFrame) -> list[str]:
             if m.empty or m["ratio"].isna().all():
                 continue
             nf, unit = int(m["fngd_seeds"].max()), str(m["unit"].dropna().iloc[0])
-            clauses = "; ".join(_clause(r) for _, r in m.iterrows())
+            labels = interval_labels(m)
+            clauses = "; ".join(_clause(r, len(labels) > 1) for _, r in m.iterrows())
+            how = _seeds(nf, unit) + (f"; {labels[0]}" if len(labels) == 1 else "")
             quantity = first["quantity"] or "metric"
             if metric == "time_to_target":
                 tgt = m["target"].dropna()
@@ -363,7 +409,7 @@ def findings(table: pd.DataFrame, targets: pd.DataFrame) -> list[str]:
                 what = f"final {quantity}" + (f" {fv.iloc[0]:.3g}" if len(fv) else "")
             else:
                 what = header
-            out.append(f"{head}, {what} ({_seeds(nf, unit)}): {clauses}.")
+            out.append(f"{head}, {what} ({how}): {clauses}.")
     return out
 
 
@@ -372,13 +418,14 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return empty(SETTING + ["fngd", "against", "seeds"] + [m for m, _, _ in COMPARISONS])
     rows = []
+    labelled = len(interval_labels(table)) > 1  # else the table's note names the one label
     for _, g in table.groupby(SETTING + ["optimizer", "baseline"], sort=False):
         first = g.iloc[0]
         row = {c: first[c] for c in SETTING}
         row.update(fngd=first["optimizer"], against=first["baseline"])
         row["seeds"] = int(g["seeds"].min())
         for _, r in g.iterrows():
-            row[r["metric"]] = _ratio_text(r)
+            row[r["metric"]] = _ratio_text(r, labelled)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -470,6 +517,24 @@ def profile_figure(profile: pd.DataFrame, times: pd.DataFrame) -> Figure | None:
 # ----------------------------------------------------------------------------- section
 
 
+def _summary_note(table: pd.DataFrame) -> str:
+    """How the summary's intervals were computed: the one label every interval shares, or
+    that each names its own."""
+    labels = interval_labels(table)
+    which = (
+        f"Every interval here: {labels[0]}."
+        if len(labels) == 1
+        else "Each interval names its method and n beside it."
+    )
+    return (
+        "Several seeds: the ratio of the runs' geometric means with a 95 % t-interval on the "
+        "logs (paired by seed where both ran the same seeds, Welch's otherwise); each ran "
+        "once: the ratio of medians over its steps or epochs with a 95 % percentile "
+        f"bootstrap (approximate from fewer than {MIN_N} values: docs/STATISTICS.md). "
+        f"n=1: one seed, no interval. {which}"
+    )
+
+
 def section(ctx: Context) -> Section:
     sec = Section(
         ID,
@@ -499,9 +564,9 @@ def section(ctx: Context) -> Section:
         VERDICT_SHOWN,
         note="Time ratios are the baseline's ÷ FNGD's (above 1× FNGD is faster), the final "
         "metric FNGD's ÷ the baseline's; an interval that contains 1 is no measurable "
-        "difference. Medians with percentile-bootstrap 95 % intervals, resampling the runs' "
-        "medians when there are several seeds and the steps or epochs of the single run when each "
-        "ran once; n=1: one seed, no interval. Time to target is training time only (the "
+        "difference. "
+        + _summary_note(table)
+        + " Time to target is training time only (the "
         "evaluation time is beside it in the speed-up section). ⚠: a run behind the ratio "
         "has a measurement flag (above). Every row with its interval and unit is in the "
         "verdict CSV.",
