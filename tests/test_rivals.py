@@ -105,6 +105,30 @@ def test_muon_orthogonalises_kernels_and_steps_the_rest_as_adamw_in_float64() ->
     assert s.min() > 0.5 and s.max() < 1.3, s
 
 
+def test_muon_off_the_gpu_is_the_librarys_step_with_newton_schulz_in_float32() -> None:
+    """With bfloat16 Newton-Schulz (what it runs on a GPU) the suite's Muon is the library's
+    step exactly; on the CPU it runs float32, and says so."""
+    x, y = _batch()
+    mine, theirs = _net(), _net()
+    opt = build("muon", mine)
+    assert opt.hparams["ns_dtype"] == "float32"
+    for group in opt.optimizer.param_groups:
+        if group["use_muon"]:
+            group["ns_dtype"] = torch.bfloat16
+    matrices, rest = muon.split(theirs)
+    ref = po.Muon(
+        [{"params": matrices, "use_muon": True}, {"params": rest, "use_muon": False}],
+        lr=1e-3, momentum=0.95, weight_decay=0.1, nesterov=True, ns_steps=5,
+        use_adjusted_lr=True, adamw_lr=1e-3, adamw_betas=(0.9, 0.95), adamw_wd=0.1,
+        adamw_eps=1e-8,
+    )  # fmt: skip
+    for _ in range(3):
+        _step(opt, mine, x, y)
+        _step(ref, theirs, x, y)
+    for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_soap_and_kron_modes_are_the_steps_that_refresh_their_preconditioners() -> None:
     x, y = _batch()
     for name, hp, key, refreshing in (
