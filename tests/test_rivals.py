@@ -70,6 +70,19 @@ def test_each_rival_trains_through_the_cli_and_its_records_name_it(tmp_path: Pat
     assert len(evals) == 2 * len(RIVALS)
 
 
+def test_the_rivals_preset_runs_fngd_its_baselines_and_every_rival(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    code = main(
+        ["run", "--preset", "rivals", "--workload", "mlp-digits", "--seeds", "0", "--epochs",
+         "1", "--max-steps-per-epoch", "2", "--no-overhead", "--no-report", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    df, problems = load_records(out)
+    assert problems == []
+    expected = {"sgd", "adamw", "kfac", "fngd", "fngd-net", *RIVALS}
+    assert set(df.loc[df["kind"] == "epoch", "optimizer"]) == expected
+
+
 def test_muon_takes_matrices_and_kernels_and_leaves_the_head_biases_and_embeddings() -> None:
     model = nn.Sequential(nn.Embedding(5, 4), nn.Conv1d(4, 6, 3), nn.Linear(6, 6), nn.Linear(6, 2))
     matrices, rest = muon.split(model)

@@ -9,6 +9,11 @@ Presets
 shows its inversion epoch and its weighted-sum epochs;
 about ``QUICK_MINUTES`` minutes on a 2-core CPU, including the timer-overhead measurement.
 
+``rivals``: the quick preset's workloads, epochs and seeds for SGD, AdamW, KFAC, FNGD in
+both scopes and the rivals (Muon, SOAP, PSGD-Kron, Schedule-Free AdamW) at their library
+defaults; about ``RIVALS_MINUTES`` minutes on a 2-core CPU. Tuned, they are the committed
+verdict of results/README.md.
+
 ``ablation``: FNGD's design space: both CPU workloads at their own epochs, seeds
 ``ABLATION_SEEDS`` (three: their paired intervals still cover 95 % on log-normal run times,
 a little more with slow runs), ``sgd`` (the reference of every ratio) and every label of
@@ -28,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bench.labels import NGD_LABELS
+from bench.labels import NGD_LABELS, RIVALS
 
 if TYPE_CHECKING:
     from bench.cell import CellSpec
@@ -122,6 +127,12 @@ QUICK_SEEDS = (0, 1, 2, 3, 4)
 # busy (load average 2.5-3.0): 6.3 minutes for these 5 seeds (at 6ccf3ec), 3.8 for 3 seeds
 # (at a30e408); 3 seeds took 1.75 minutes on the quiet machine at 8caca9d, so 5 take about 3
 QUICK_MINUTES = 3
+#: The rivals preset: the quick preset's workloads and seeds, FNGD's two scopes, its
+#: baselines and the rivals (fngd/optimizers/rivals/; the ``rivals`` extra).
+RIVALS_OPTIMIZERS = ("sgd", "adamw", "kfac", "fngd", "fngd-net", *RIVALS)
+# estimated, not measured: the quick preset's minutes x 9 labels / its 6 (the rivals' steps
+# on these models cost 1-3x an AdamW step)
+RIVALS_MINUTES = 5
 ABLATION_SEEDS = (0, 1, 2)
 ABLATION_MINUTES = 12  # measured: 40 s for 12 cells of one seed (3.4 s a cell) -> ~9 min
 
@@ -139,6 +150,21 @@ PRESETS: dict[str, Preset] = {
             f"{len(QUICK_SEEDS)} seeds, "
             + ", ".join(f"{w} {n} epochs" for w, n in QUICK_EPOCHS.items())
             + f"; about {QUICK_MINUTES} minutes on a 2-core CPU, report included"
+        ),
+    ),
+    "rivals": Preset(
+        name="rivals",
+        workloads=("mlp-digits", "cnn-mnist1d"),
+        optimizers=RIVALS_OPTIMIZERS,
+        seeds=QUICK_SEEDS,
+        epochs=QUICK_EPOCHS,
+        size="small",
+        overhead=(("mlp-digits", "sgd"),),
+        description=(
+            "the quick preset's workloads, epochs and seeds for "
+            + "/".join(RIVALS_OPTIMIZERS)
+            + f" (needs the rivals extra); about {RIVALS_MINUTES} minutes on a 2-core CPU "
+            "(estimated)"
         ),
     ),
     "ablation": Preset(
