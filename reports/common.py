@@ -389,3 +389,12 @@ def ratio(num: object, den: object) -> float:
     if math.isnan(num_f) or math.isnan(den_f) or den_f <= 0:
         return math.nan
     return num_f / den_f
+
+
+def seed_of(df: pd.DataFrame) -> dict:
+    """run -> its seed (what pairs two optimizers' runs: same seed, same initial weights and
+    data order)."""
+    if df.empty or "seed" not in df.columns:
+        return {}
+    runs = df[["run", "seed"]].dropna().drop_duplicates("run")
+    return dict(zip(runs["run"], runs["seed"], strict=True))

@@ -67,7 +67,7 @@ def test_ratios_point_right_when_better(tmp_path: Path) -> None:
     assert re.search(r"kfac on w \(small\) at 4\.00× sgd’s speed \[\d\.\d\d, \d\.\d\d\]", soonest)
     assert re.fullmatch(
         r"FNGD against SGD, time to target — faster on w \(small\): fngd 2\.00× "
-        r"\[1\.\d\d, 2\.\d\d\]\.",
+        r"\[1\.\d\d, 2\.\d\d\] \(t on log ratios, paired, n=3\)\.",
         fngd_words,
     )
     assert "worse on w (small): fngd 0.50× [" in final  # FNGD's loss, said as plainly
@@ -186,3 +186,23 @@ def test_page_places_the_figure_before_the_words(tmp_path: Path) -> None:
     assert img < words < details < summary.index("<table")
     csv = pd.read_csv(tmp_path / "index_forest.csv")
     assert list(csv.columns) == forest.FOREST.csv and len(csv) == 6
+
+
+def test_final_metric_is_paired_by_seed_like_the_verdict(tmp_path: Path) -> None:
+    """Seeds that move every optimizer's accuracy alike (same weights, same data order): the
+    paired interval sees FNGD's 0.9x through them, as the verdict does; Welch's would not."""
+    from reports.stats import PAIRED
+
+    recs = _records(5)
+    for r in recs:
+        if r["kind"] == "eval" and r["name"] == "accuracy":
+            r["value"] *= 1.0 + 0.1 * (r["seed"] - 2)
+    _scale_final(recs, "fngd", 0.9, "accuracy")
+    ctx = _context(tmp_path, recs)
+    row = _row(forest.forest_table(ctx.records), "fngd", "final_metric")
+    assert row["method"] == PAIRED and row["n"] == 5
+    assert row["ratio"] == pytest.approx(0.9) and row["ci_high"] < 1.0
+    assert row["verdict"] == "worse"
+    table = verdict.verdict(ctx)
+    sgd = table.loc[(table["baseline"] == "sgd") & (table["metric"] == "final_metric")].iloc[0]
+    assert sgd["ci_high"] < 1.0  # the verdict says the same

@@ -157,8 +157,10 @@ def test_soap_and_kron_modes_are_the_steps_that_refresh_their_preconditioners() 
             _step(opt, model, x, y)
             after = opt.optimizer.state[weight][key]
             modes.append(opt.mode)
-            moved = any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
-            changed.append(bool(before) and moved)
+            moved = bool(before) and any(
+                not torch.equal(a, b) for a, b in zip(after, before, strict=True)
+            )
+            changed.append(moved)
         assert [m == refreshing for m in modes] == changed, (name, modes, changed)
         assert 0 < sum(changed) < len(changed), (name, modes)
 

@@ -36,6 +36,7 @@ from reports.common import (
     higher_is_better,
     metric_names,
     numeric_value,
+    seed_of,
     setting_label,
     sort_rows,
     training,
@@ -80,6 +81,7 @@ FOREST = cols(
     "ci_high",
     "n",
     "unit",
+    "method",
     "verdict",
     "status",
     "runs",
@@ -129,15 +131,14 @@ class Runs:
         return len(self.values)
 
 
-def _per_run(frame: pd.DataFrame, value: str) -> dict[tuple, Runs]:
-    """(setting..., opt columns) -> one value per run (its first)."""
+def _per_run(frame: pd.DataFrame, value: str, seeds: dict) -> dict[tuple, Runs]:
+    """(setting..., opt columns) -> one value per run (its first), with each run's seed
+    (``seeds``: run -> seed; a run without one is its own)."""
     if frame.empty:
         return {}
-    cols = ["seed"] if "seed" in frame.columns else []
-    first = frame.groupby(SETTING + OPT + ["run"], sort=False)[[value, *cols]].first()
-    first = first.reset_index()
+    first = frame.groupby(SETTING + OPT + ["run"], sort=False)[value].first().reset_index()
     return {
-        k: Runs(g[value].to_numpy(float), tuple(g["seed"]) if cols else tuple(g["run"]))
+        k: Runs(g[value].to_numpy(float), tuple(seeds.get(r, r) for r in g["run"]))
         for k, g in first.groupby(SETTING + OPT, sort=False)
     }
 
@@ -153,7 +154,7 @@ def _targets(df: pd.DataFrame) -> tuple[dict[tuple, float], dict[tuple, Runs]]:
     setting_target = {k if isinstance(k, tuple) else (k,): float(v) for k, v in top.items()}
     at = t.loc[t["target"] == t.groupby(SETTING, sort=False)["target"].transform("max")]
     at = at.sort_values("seconds")
-    return setting_target, _per_run(at, "seconds")
+    return setting_target, _per_run(at, "seconds", seed_of(df))
 
 
 def _finals(df: pd.DataFrame) -> dict[tuple, Runs]:
@@ -164,7 +165,7 @@ def _finals(df: pd.DataFrame) -> dict[tuple, Runs]:
     metrics = metric_names(df)
     long = long.loc[long["quantity"] == long["workload"].map(metrics)]
     last = long.sort_values("epoch").groupby("run", sort=False).tail(1)
-    return _per_run(last, "value")
+    return _per_run(last, "value", seed_of(df))
 
 
 def _median(runs: Runs | None) -> float:
@@ -175,7 +176,9 @@ def _row(base: dict, panel: str, ref: Runs | None, opt: Runs | None, swap: bool)
     """One row: ``ref`` ÷ ``opt`` (``swap``: ``opt`` ÷ ``ref``) with its interval, or why not."""
     row = dict(base, panel=panel, value=_median(opt), reference_value=_median(ref))
     has_ref, has_opt = ref is not None and len(ref) > 0, opt is not None and len(opt) > 0
-    row.update(ratio=math.nan, ci_low=math.nan, ci_high=math.nan, n=0, unit="", verdict="")
+    row.update(
+        ratio=math.nan, ci_low=math.nan, ci_high=math.nan, n=0, unit="", method="", verdict=""
+    )
     if panel == "time_to_target":
         row["reached"] = len(opt) if has_opt else 0
         row["reference_reached"] = len(ref) if has_ref else 0
@@ -189,7 +192,15 @@ def _row(base: dict, panel: str, ref: Runs | None, opt: Runs | None, swap: bool)
         return row
     num, den = (opt, ref) if swap else (ref, opt)
     iv = seeded_ratio_interval(num.values, num.seeds, den.values, den.seeds)
-    row.update(ratio=iv.estimate, ci_low=iv.low, ci_high=iv.high, n=iv.n, unit=iv.unit, status="ok")
+    row.update(
+        ratio=iv.estimate,
+        ci_low=iv.low,
+        ci_high=iv.high,
+        n=iv.n,
+        unit=iv.unit,
+        method=iv.method,
+        status="ok",
+    )
     row["verdict"] = VERDICTS[difference(iv)] if not math.isnan(iv.estimate) else ""
     return row
 
@@ -416,7 +427,7 @@ def _legend_handles() -> list[Line2D]:
     grey = "0.35"
     return [
         Line2D([], [], color=grey, marker="o", mec=EDGE_COLOR, linewidth=2.6,
-               label="median ratio, 95 % interval"),
+               label="ratio of geometric means, 95 % t interval"),
         Line2D([], [], color=grey, marker="o", mfc="white", linewidth=0,
                label="one seed: no interval"),
         Line2D([], [], color=grey, marker="<", linewidth=0, label="target never reached"),
@@ -452,8 +463,10 @@ def _places(table: pd.DataFrame) -> dict[tuple, str]:
 
 def _ratio(r: pd.Series, what: str = "") -> str:
     """``2.00× [1.90, 2.10]`` (``what`` after the ratio), or why there is no interval."""
-    iv = Interval(r["ratio"], r["ci_low"], r["ci_high"], int(r["n"]), str(r["unit"]))
-    text, ratio = iv.text(), f"{r['ratio']:.2f}×{what}"
+    iv = Interval(
+        r["ratio"], r["ci_low"], r["ci_high"], int(r["n"]), str(r["unit"]), str(r["method"])
+    )
+    text, ratio = iv.described(), f"{r['ratio']:.2f}×{what}"
     return f"{ratio} {text}" if text.startswith("[") else f"{ratio}, {text}"
 
 

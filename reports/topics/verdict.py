@@ -33,6 +33,7 @@ from reports.common import (
     empty,
     epoch_records,
     metric_names,
+    seed_of,
     setting_label,
     sort_rows,
     timed,
@@ -174,26 +175,18 @@ def _values(ctx: Context) -> dict[str, dict[tuple, Group]]:
     if not long.empty:
         long = long.loc[long["quantity"] == long["workload"].map(metrics)]
         long = long.sort_values("epoch").groupby("run", sort=False).tail(1)
-    seed_of = _seed_of(df)
+    seeds = seed_of(df)
     return {
-        "step_time": _groups(steps, "seconds", raw=True, seed_of=seed_of),
-        "later_epoch_time": _groups(later, "seconds", raw=True, seed_of=seed_of),
-        "final_metric": _groups(long, "value", raw=False, seed_of=seed_of),
+        "step_time": _groups(steps, "seconds", raw=True, seed_of=seeds),
+        "later_epoch_time": _groups(later, "seconds", raw=True, seed_of=seeds),
+        "final_metric": _groups(long, "value", raw=False, seed_of=seeds),
     }
-
-
-def _seed_of(df: pd.DataFrame) -> dict:
-    """run -> its seed (what pairs two optimizers' runs)."""
-    if df.empty or "seed" not in df.columns:
-        return {}
-    runs = df[["run", "seed"]].dropna().drop_duplicates("run")
-    return dict(zip(runs["run"], runs["seed"], strict=True))
 
 
 def _target_groups(df: pd.DataFrame, target: float) -> dict[tuple, Group]:
     t = df.loc[(df["kind"] == "target") & df["seconds"].notna()]
     t = t.loc[pd.to_numeric(t["value"], errors="coerce") == target]
-    return _groups(t, "seconds", raw=False, seed_of=_seed_of(df))
+    return _groups(t, "seconds", raw=False, seed_of=seed_of(df))
 
 
 def _flags(ctx: Context) -> dict[tuple, set[str]]:
