@@ -58,6 +58,14 @@ NOT_RUN: dict[str, str] = {
     "pip install torch --index-url https://download.pytorch.org/whl/cpu": "downloads from "
     "PyTorch's wheel index (the network)",
     "pip install -e .[dev]": "installs the project into the environment that runs this test",
+    "fngd-bench tune --workload mlp-digits cnn-mnist1d-large diabetes-resmlp --optimizer sgd "
+    "adamw kfac fngd fngd-net muon soap psgd-kron sf-adamw --trials 20 --epochs 30 --workers 2 "
+    "--out results/rivals/study": "27 studies on the example plugin's workload too (minutes "
+    "even cut short); tests/test_rivals.py tunes every rival, tests/test_tune.py the protocol",
+    "fngd-bench run --workload mlp-digits cnn-mnist1d-large diabetes-resmlp --optimizer sgd "
+    "adamw kfac fngd fngd-net muon soap psgd-kron sf-adamw --seeds 0 1 2 3 4 --hparams-from "
+    "results/rivals/study/best_hparams.json --out results/rivals/final": "reads the study "
+    "above; tests/test_tune.py runs --hparams-from on a study of its own",
     "pip install -e .[rivals]": "installs the rivals' libraries into the environment that runs "
     "this test (the dev extra holds them)",
     "fngd-bench run --preset paper --out results/paper": "paper size (ResNet-18 and the "
