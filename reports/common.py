@@ -380,6 +380,22 @@ def higher_is_better(df: pd.DataFrame) -> dict[str, bool]:
     return out
 
 
+def target_hardness(target: float, higher: bool) -> float:
+    """How hard ``target`` is to reach, as a number that grows with it: the target itself
+    when higher is better, its negative when lower is."""
+    return float(target) if higher else -float(target)
+
+
+def strictest_target(targets: Iterable[float], higher: bool) -> float:
+    """The hardest of ``targets`` to reach (``target_hardness``); NaN when there is none.
+    Records of one setting name one target unless they come from runs of different
+    versions; the tables compare at the strictest one."""
+    values = [float(t) for t in targets if not isnan(t)]
+    if not values:
+        return math.nan
+    return max(values, key=lambda t: target_hardness(t, higher))
+
+
 def ratio(num: object, den: object) -> float:
     """``num / den``; NaN when either is missing or not a number, or ``den`` is not positive."""
     try:

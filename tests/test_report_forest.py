@@ -206,3 +206,27 @@ def test_final_metric_is_paired_by_seed_like_the_verdict(tmp_path: Path) -> None
     table = verdict.verdict(ctx)
     sgd = table.loc[(table["baseline"] == "sgd") & (table["metric"] == "final_metric")].iloc[0]
     assert sgd["ci_high"] < 1.0  # the verdict says the same
+
+
+def test_records_naming_two_targets_are_compared_at_the_strictest(tmp_path: Path) -> None:
+    """A lower-is-better metric whose records name two targets (runs of two versions): the
+    forest, the speed-up table and the verdict all compare at the lower (the strictest),
+    not at the higher, which every run met sooner."""
+    recs = _records(3)
+    easy = []
+    for r in recs:
+        if r["kind"] == "eval" and r["name"] == "accuracy":
+            r["name"] = "score"
+        if r["kind"] == "target":
+            r.update(metric="score", metric_value=0.85)  # met from below: lower is better
+            # an easier target, met in 1 s by everyone: it would say no one is faster
+            easy.append(dict(r, value=1.2, metric_value=1.1, seconds=1.0, epoch=0))
+    ctx = _context(tmp_path, recs + easy)
+    fngd = _row(forest.forest_table(ctx.records), "fngd", "time_to_target")
+    assert fngd["target"] == pytest.approx(0.9)
+    assert fngd["ratio"] == pytest.approx(2.0) and fngd["n"] == 3
+    sp = ctx.speed.loc[ctx.speed["baseline"] == "sgd"].iloc[0]
+    assert sp["target"] == pytest.approx(0.9) and sp["time_to_target"] == pytest.approx(2.0)
+    table = verdict.verdict(ctx)
+    tt = table.loc[(table["baseline"] == "sgd") & (table["metric"] == "time_to_target")]
+    assert tt.iloc[0]["target"] == pytest.approx(0.9)

@@ -39,6 +39,7 @@ from reports.common import (
     seed_of,
     setting_label,
     sort_rows,
+    strictest_target,
     training,
 )
 from reports.stats import Interval, difference, seeded_ratio_interval
@@ -144,15 +145,21 @@ def _per_run(frame: pd.DataFrame, value: str, seeds: dict) -> dict[tuple, Runs]:
 
 
 def _targets(df: pd.DataFrame) -> tuple[dict[tuple, float], dict[tuple, Runs]]:
-    """Per setting its target (the highest its records name), and per optimizer one time to
-    it per run that reached it (the earliest record of the run)."""
+    """Per setting its target (the strictest its records name, ``strictest_target``), and
+    per optimizer one time to it per run that reached it (the earliest record of the run)."""
     t = df.loc[(df["kind"] == "target") & df["seconds"].notna()] if not df.empty else df
     if t.empty:
         return {}, {}
     t = t.assign(target=numeric_value(t)).dropna(subset=["target"])
-    top = t.groupby(SETTING, sort=False)["target"].max()
-    setting_target = {k if isinstance(k, tuple) else (k,): float(v) for k, v in top.items()}
-    at = t.loc[t["target"] == t.groupby(SETTING, sort=False)["target"].transform("max")]
+    higher = higher_is_better(df)
+    setting_target = {
+        k if isinstance(k, tuple) else (k,): strictest_target(
+            g["target"], higher.get(g["workload"].iloc[0], True)
+        )
+        for k, g in t.groupby(SETTING, sort=False)
+    }
+    strictest = [setting_target.get(tuple(r), math.nan) for r in t[SETTING].itertuples(index=False)]
+    at = t.loc[t["target"].to_numpy(float) == np.asarray(strictest, float)]
     at = at.sort_values("seconds")
     return setting_target, _per_run(at, "seconds", seed_of(df))
 

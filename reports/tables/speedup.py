@@ -21,11 +21,13 @@ from reports.common import (
     cols,
     empty,
     group,
+    higher_is_better,
     isnan,
     metric_names,
     numeric_value,
     ratio,
     sort_rows,
+    strictest_target,
     training,
 )
 from reports.tables.epochs import PROJECT_EPOCHS
@@ -41,10 +43,12 @@ def baseline_rank(family: str) -> int:
     """A baseline's place: the suite's in ``BASELINES`` order, then every other family."""
     return BASELINES.index(family) if family in BASELINES else len(BASELINES)
 
+
 TIME_TO_TARGET = cols(
     SETTING_COLUMNS,
     OPT_COLUMNS,
     col("metric", "metric"),
+    "higher_is_better",
     col("target", "target", "g"),
     group(("runs", "reached"), (("reached", "runs reached", "int"), ("runs", "runs", "int"))),
     col("median_s", "median time (s)", "s"),
@@ -104,8 +108,9 @@ def time_to_target(df: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
         .merge(runs, on=key, how="left")
     )
-    metrics = metric_names(df)
+    metrics, higher = metric_names(df), higher_is_better(df)
     out["metric"] = out["workload"].map(lambda w: metrics.get(w, "metric"))
+    out["higher_is_better"] = out["workload"].map(lambda w: higher.get(w, True))
     return sort_rows(out, extra=["target"])[TIME_TO_TARGET.csv]
 
 
@@ -121,8 +126,8 @@ def speedup(steps: pd.DataFrame, epochs: pd.DataFrame, targets: pd.DataFrame) ->
     Columns: ``per_step`` (median step, all modes), ``first_epoch``, ``later_epochs``
     (median epoch after the first), ``measured_run`` (median total of the measured epochs,
     only when both ran the same number of epochs), ``projected_100`` (first + 99 × later
-    median epoch; a projection), ``time_to_target`` (at the highest target both reached).
-    Above 1 means FNGD is faster.
+    median epoch; a projection), ``time_to_target`` (at the strictest target both reached,
+    ``strictest_target``). Above 1 means FNGD is faster.
     """
     all_steps = steps.loc[steps["mode"] == "all"] if not steps.empty else steps
     key = SETTING + OPT
@@ -188,10 +193,10 @@ def _target_ratio(targets: pd.DataFrame, fk: tuple, bk: tuple) -> tuple[float, f
         bt = idx.loc[[bk]]
     except KeyError:
         return math.nan, math.nan
-    common = sorted(set(ft["target"].dropna()) & set(bt["target"].dropna()))
-    if not common:
+    higher = bool(ft["higher_is_better"].iloc[0]) if "higher_is_better" in ft else True
+    best = strictest_target(set(ft["target"].dropna()) & set(bt["target"].dropna()), higher)
+    if isnan(best):
         return math.nan, math.nan
-    best = common[-1]
     f_s = ft.loc[ft["target"] == best, "median_s"].iloc[0]
     b_s = bt.loc[bt["target"] == best, "median_s"].iloc[0]
     return best, ratio(b_s, f_s)

@@ -36,6 +36,7 @@ from reports.common import (
     ratio,
     select,
     sort_rows,
+    target_hardness,
 )
 from reports.section import Section
 from reports.vocabulary import (
@@ -213,7 +214,7 @@ def design_space(
     ``ws_step_ratio``: median weighted-sum step ÷ SGD's median step; ``later_epoch_ratio``:
     median later epoch ÷ SGD's; ``epoch_over_step`` their quotient (1: a later epoch pays
     only for its steps). Final metric: median, min and max over runs of the last eval;
-    time to target: median over the runs that reached the (highest) target.
+    time to target: median over the runs that reached its strictest target.
     """
     base = designs(df)
     if base.empty:
@@ -226,11 +227,12 @@ def design_space(
     epoch_of = _by_key(epochs)
     sgd_epoch = _reference(epochs, "later_median_s")
     final_of = _by_key(final)
-    top = (
-        targets.sort_values("target").drop_duplicates(subset=SETTING + OPT, keep="last")
-        if not targets.empty
-        else targets
-    )
+    top = targets
+    if not targets.empty:  # each optimizer's strictest target last (``target_hardness``)
+        pairs = zip(targets["target"], targets["higher_is_better"], strict=True)
+        hardness = [target_hardness(t, bool(h)) for t, h in pairs]
+        top = targets.assign(_h=hardness).sort_values("_h")
+        top = top.drop_duplicates(subset=SETTING + OPT, keep="last").drop(columns="_h")
     target_of = _by_key(top)
     diverged = _diverged(df)
     rows = []
@@ -352,9 +354,7 @@ def staleness_figure(table: pd.DataFrame, setting: pd.Series) -> Figure | None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if below:
             handles, names = ax_norm.get_legend_handles_labels()
-            fig.legend(
-                handles, names, fontsize=7, loc="outside lower center", ncol=LEGEND_COLUMNS
-            )
+            fig.legend(handles, names, fontsize=7, loc="outside lower center", ncol=LEGEND_COLUMNS)
         else:
             ax_norm.legend(title="", fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         plot.title(
